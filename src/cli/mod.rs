@@ -1,0 +1,46 @@
+//! The native research CLI, `mam-e`: one subcommand per job, each in its own file.
+
+mod doctor;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::device::Backend;
+
+/// MAM-E mammography synthesis: research tools (the web app is built with Trunk).
+#[derive(Debug, Parser)]
+#[command(name = "mam-e", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check the compute backends: run the ops SD is built from and compare with f64 references.
+    Doctor(doctor::Args),
+}
+
+/// `--backend` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// burn flex on the CPU.
+    Cpu,
+    /// burn-wgpu on the GPU (Vulkan, Metal or DX12).
+    Wgpu,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(arg: BackendArg) -> Self {
+        match arg {
+            BackendArg::Cpu => Backend::Cpu,
+            BackendArg::Wgpu => Backend::Wgpu,
+        }
+    }
+}
+
+/// Parses the process arguments and runs the subcommand.
+pub fn run() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Doctor(args) => doctor::run(args),
+    }
+}

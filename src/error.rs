@@ -1,0 +1,21 @@
+//! The library's error type: every failure a user or a file can cause, each with what to do.
+
+/// Everything that can go wrong in the library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No usable GPU adapter (WebGPU missing in the browser, no Vulkan/Metal/DX12 natively).
+    #[error("no GPU device: {0}")]
+    NoGpu(String),
+    /// A config file that is malformed or asks for something we do not implement.
+    #[error("{file}: {reason}")]
+    Config { file: String, reason: String },
+    /// A caller-supplied value outside its valid range.
+    #[error("invalid {what}: {reason}")]
+    InvalidInput { what: &'static str, reason: String },
+    /// Reading a tensor back from the device failed (device lost, out of memory, ...).
+    #[error("reading a tensor from the device failed: {0}")]
+    TensorRead(String),
+}
+
+/// `Result` with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

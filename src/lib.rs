@@ -1,0 +1,19 @@
+//! mam-e: MAM-E mammography synthesis (Stable Diffusion 1.5) in Rust, for the browser and natively.
+//!
+//! The library is shared by both faces: the web app (`web`, wasm32 only) and the native
+//! research CLI (`cli`, native only).
+
+pub mod device;
+pub mod error;
+pub mod model;
+pub mod prompt;
+pub mod rng;
+pub mod schedulers;
+pub mod selftest;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
+
+pub use error::{Error, Result};

@@ -1,0 +1,3 @@
+//! The Stable Diffusion 1.5 modules, one file per diffusers module.
+
+pub mod ops;

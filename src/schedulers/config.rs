@@ -1,0 +1,182 @@
+//! `scheduler/scheduler_config.json` as diffusers' `from_config` reads it, and the DDPM noise
+//! schedule every scheduler shares.
+//!
+//! Keys absent from the file are `None` here and each scheduler fills in its own class default,
+//! exactly as diffusers does when one scheduler is built from another's config (SD1.5 ships a
+//! `PNDMScheduler` config without `timestep_spacing`: DDIM and PNDM then use "leading", Euler and
+//! DPM-Solver "linspace").
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// The scheduler keys of a diffusers `scheduler_config.json`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SchedulerConfig {
+    #[serde(default = "default_train_timesteps")]
+    pub num_train_timesteps: usize,
+    #[serde(default = "default_beta_start")]
+    pub beta_start: f64,
+    #[serde(default = "default_beta_end")]
+    pub beta_end: f64,
+    #[serde(default = "default_beta_schedule")]
+    pub beta_schedule: String,
+    #[serde(default)]
+    pub trained_betas: Option<Vec<f64>>,
+    #[serde(default)]
+    pub prediction_type: Option<String>,
+    #[serde(default)]
+    pub timestep_spacing: Option<String>,
+    #[serde(default)]
+    pub steps_offset: usize,
+    #[serde(default)]
+    pub set_alpha_to_one: Option<bool>,
+    #[serde(default)]
+    pub clip_sample: Option<bool>,
+    #[serde(default)]
+    pub skip_prk_steps: Option<bool>,
+}
+
+fn default_train_timesteps() -> usize {
+    1000
+}
+fn default_beta_start() -> f64 {
+    0.0001
+}
+fn default_beta_end() -> f64 {
+    0.02
+}
+fn default_beta_schedule() -> String {
+    "linear".into()
+}
+
+/// How inference timesteps are spread over the training timesteps (diffusers' `timestep_spacing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestepSpacing {
+    Leading,
+    Linspace,
+    Trailing,
+}
+
+/// What the UNet predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PredictionType {
+    Epsilon,
+    VPrediction,
+}
+
+impl SchedulerConfig {
+    /// SD1.5's `scheduler_config.json` (a `PNDMScheduler` config).
+    pub fn sd15() -> Self {
+        Self {
+            num_train_timesteps: 1000,
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            beta_schedule: "scaled_linear".into(),
+            trained_betas: None,
+            prediction_type: None,
+            timestep_spacing: None,
+            steps_offset: 1,
+            set_alpha_to_one: Some(false),
+            clip_sample: Some(false),
+            skip_prk_steps: Some(true),
+        }
+    }
+
+    /// Parses `scheduler_config.json` text.
+    pub fn from_json(text: &str) -> Result<Self> {
+        serde_json::from_str(text).map_err(|e| Error::Config { file: "scheduler_config.json".into(), reason: e.to_string() })
+    }
+
+    /// `timestep_spacing`, or `default` (the scheduler class's own) when the file has none.
+    pub fn spacing(&self, default: TimestepSpacing) -> Result<TimestepSpacing> {
+        match self.timestep_spacing.as_deref() {
+            None => Ok(default),
+            Some("leading") => Ok(TimestepSpacing::Leading),
+            Some("linspace") => Ok(TimestepSpacing::Linspace),
+            Some("trailing") => Ok(TimestepSpacing::Trailing),
+            Some(other) => Err(self.unsupported("timestep_spacing", other)),
+        }
+    }
+
+    pub fn prediction(&self) -> Result<PredictionType> {
+        match self.prediction_type.as_deref() {
+            None | Some("epsilon") => Ok(PredictionType::Epsilon),
+            Some("v_prediction") => Ok(PredictionType::VPrediction),
+            Some(other) => Err(self.unsupported("prediction_type", other)),
+        }
+    }
+
+    /// `alphas_cumprod` of the DDPM forward process, as diffusers computes it (betas in f32,
+    /// cumulative product in f32), widened to f64.
+    pub fn alphas_cumprod(&self) -> Result<Vec<f64>> {
+        let n = self.num_train_timesteps;
+        let betas: Vec<f32> = match (&self.trained_betas, self.beta_schedule.as_str()) {
+            (Some(betas), _) => betas.iter().map(|b| *b as f32).collect(),
+            (None, "linear") => linspace(self.beta_start, self.beta_end, n).map(|b| b as f32).collect(),
+            (None, "scaled_linear") => {
+                linspace(self.beta_start.sqrt(), self.beta_end.sqrt(), n).map(|b| (b as f32) * (b as f32)).collect()
+            }
+            (None, "squaredcos_cap_v2") => (0..n)
+                .map(|i| {
+                    // betas_for_alpha_bar with the cosine schedule (Nichol & Dhariwal), max beta 0.999.
+                    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * core::f64::consts::FRAC_PI_2).cos().powi(2);
+                    let (t1, t2) = (i as f64 / n as f64, (i + 1) as f64 / n as f64);
+                    (1.0 - alpha_bar(t2) / alpha_bar(t1)).min(0.999) as f32
+                })
+                .collect(),
+            (None, other) => return Err(self.unsupported("beta_schedule", other)),
+        };
+        let mut product = 1.0f32;
+        Ok(betas.iter().map(|b| {
+            product *= 1.0 - b;
+            product as f64
+        }).collect())
+    }
+
+    fn unsupported(&self, key: &str, value: &str) -> Error {
+        Error::Config { file: "scheduler_config.json".into(), reason: format!("unsupported {key} {value:?}") }
+    }
+}
+
+/// `n` evenly spaced values from `start` to `end` inclusive, as `torch.linspace`/`np.linspace`.
+pub(crate) fn linspace(start: f64, end: f64, n: usize) -> impl DoubleEndedIterator<Item = f64> {
+    let step = if n > 1 { (end - start) / (n - 1) as f64 } else { 0.0 };
+    (0..n).map(move |i| if i + 1 == n && n > 1 { end } else { start + step * i as f64 })
+}
+
+/// `np.round`: half to even, like the reference.
+pub(crate) fn round_half_even(x: f64) -> f64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 { 2.0 * (x / 2.0).round() } else { r }
+}
+
+/// Integer timesteps, descending, for `steps` inference steps (DDIM, PNDM and Euler's rule;
+/// DPM-Solver has its own in its file).
+pub(crate) fn spaced_timesteps(spacing: TimestepSpacing, train: usize, steps: usize, offset: usize) -> Vec<f64> {
+    match spacing {
+        TimestepSpacing::Linspace => linspace(0.0, (train - 1) as f64, steps).map(round_half_even).rev().collect(),
+        TimestepSpacing::Leading => {
+            let ratio = train / steps;
+            (0..steps).rev().map(|i| (i * ratio + offset) as f64).collect()
+        }
+        TimestepSpacing::Trailing => {
+            let ratio = train as f64 / steps as f64;
+            (0..steps).map(|i| round_half_even(train as f64 - i as f64 * ratio) - 1.0).collect()
+        }
+    }
+}
+
+/// Piecewise-linear interpolation of `ys` (sampled at 0, 1, 2, ...) at `x`, as `np.interp`.
+pub(crate) fn interp(x: f64, ys: &[f64]) -> f64 {
+    if x <= 0.0 {
+        return ys[0];
+    }
+    let last = ys.len() - 1;
+    if x >= last as f64 {
+        return ys[last];
+    }
+    let i = x.floor() as usize;
+    let frac = x - i as f64;
+    ys[i] + (ys[i + 1] - ys[i]) * frac
+}

@@ -1,0 +1,65 @@
+//! DDIMScheduler with eta = 0 (deterministic), as diffusers'
+//! `schedulers/scheduling_ddim.py`.
+
+use burn::tensor::Tensor;
+
+use super::config::{spaced_timesteps, PredictionType, SchedulerConfig, TimestepSpacing};
+use super::Scheduler;
+use crate::Result;
+
+pub struct Ddim {
+    alphas_cumprod: Vec<f64>,
+    final_alpha_cumprod: f64,
+    timesteps: Vec<f64>,
+    step_ratio: usize,
+    prediction: PredictionType,
+}
+
+impl Ddim {
+    pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
+        let alphas_cumprod = config.alphas_cumprod()?;
+        let final_alpha_cumprod = if config.set_alpha_to_one.unwrap_or(true) { 1.0 } else { alphas_cumprod[0] };
+        let spacing = config.spacing(TimestepSpacing::Leading)?;
+        let timesteps = spaced_timesteps(spacing, config.num_train_timesteps, steps, config.steps_offset);
+        Ok(Self {
+            alphas_cumprod,
+            final_alpha_cumprod,
+            timesteps,
+            step_ratio: config.num_train_timesteps / steps,
+            prediction: config.prediction()?,
+        })
+    }
+}
+
+impl Scheduler for Ddim {
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+
+    fn scale_model_input(&self, sample: Tensor<4>, _index: usize) -> Tensor<4> {
+        sample
+    }
+
+    fn step(&mut self, model_output: Tensor<4>, index: usize, sample: Tensor<4>) -> Tensor<4> {
+        let t = self.timesteps[index] as usize;
+        // diffusers steps back by the leading ratio whatever the spacing.
+        let prev = t as isize - self.step_ratio as isize;
+        let alpha_t = self.alphas_cumprod[t];
+        let alpha_prev = if prev >= 0 { self.alphas_cumprod[prev as usize] } else { self.final_alpha_cumprod };
+        let beta_t = 1.0 - alpha_t;
+        let (pred_x0, pred_eps) = match self.prediction {
+            PredictionType::Epsilon => {
+                ((sample - model_output.clone() * beta_t.sqrt()) / alpha_t.sqrt(), model_output)
+            }
+            PredictionType::VPrediction => (
+                sample.clone() * alpha_t.sqrt() - model_output.clone() * beta_t.sqrt(),
+                model_output * alpha_t.sqrt() + sample * beta_t.sqrt(),
+            ),
+        };
+        pred_x0 * alpha_prev.sqrt() + pred_eps * (1.0 - alpha_prev).sqrt()
+    }
+}

@@ -1,0 +1,15 @@
+//! The web app: a leptos client-side app that runs the pipeline on the visitor's GPU via WebGPU.
+//!
+//! Components live here; `main.rs` only calls [`start`].
+
+mod app;
+pub mod gpu;
+pub mod prompt_panel;
+
+pub use app::App;
+
+/// Mounts the app on `<body>`.
+pub fn start() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(App);
+}

@@ -1,0 +1,151 @@
+//! The prompt panel: MAM-E's structured prompt controls (vendor, view, density, area, priority),
+//! the composed prompt as editable text, and the sampling settings with the original GUI's defaults.
+
+use leptos::prelude::*;
+
+use crate::prompt::{Area, Density, Priority, PromptSpec, Vendor, View};
+
+/// Sampling settings, with MAM-E's defaults for the fusion model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingSettings {
+    pub negative_prompt: String,
+    /// 10–50, default 24.
+    pub steps: u32,
+    /// 0–20, default 6.
+    pub guidance: f32,
+    /// Default 1338, as the original GUI.
+    pub seed: u64,
+    /// Draw a fresh seed for every image instead of `seed`.
+    pub random_seed: bool,
+    /// Mirror the result to show a right breast (training images all face left).
+    pub right_breast: bool,
+}
+
+impl Default for SamplingSettings {
+    fn default() -> Self {
+        Self { negative_prompt: String::new(), steps: 24, guidance: 6.0, seed: 1338, random_seed: false, right_breast: false }
+    }
+}
+
+/// A labelled `<select>` over `options`; reports the picked index.
+#[component]
+fn Choice(label: &'static str, name: &'static str, options: Vec<&'static str>, selected: usize, on_pick: Callback<usize>) -> impl IntoView {
+    view! {
+        <label class="field">
+            <span>{label}</span>
+            <select
+                name=name
+                on:change=move |ev| {
+                    if let Ok(i) = event_target_value(&ev).parse::<usize>() {
+                        on_pick.run(i);
+                    }
+                }
+            >
+                {options
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, text)| view! { <option value=i.to_string() selected=i == selected>{text}</option> })
+                    .collect_view()}
+            </select>
+        </label>
+    }
+}
+
+/// Prompt controls and sampling settings.
+#[component]
+pub fn PromptPanel() -> impl IntoView {
+    let spec = RwSignal::new(PromptSpec::default());
+    let prompt = RwSignal::new(spec.get_untracked().to_string());
+    let settings = RwSignal::new(SamplingSettings::default());
+    // A control change rewrites the prompt text at once; hand edits of the text stay until then.
+    let edit = move |change: fn(&mut PromptSpec, usize)| {
+        Callback::new(move |i: usize| {
+            spec.update(|s| change(s, i));
+            prompt.set(spec.get_untracked().to_string());
+        })
+    };
+    let initial = spec.get_untracked();
+    let index_of = |all: &[&str], word: &str| all.iter().position(|w| *w == word).unwrap_or(0);
+    let vendors: Vec<&str> = Vendor::ALL.iter().map(|v| v.word()).collect();
+    let views: Vec<&str> = View::ALL.iter().map(|v| v.word()).collect();
+    let densities: Vec<&str> = Density::ALL.iter().map(|d| d.word()).collect();
+    let areas: Vec<&str> = Area::ALL.iter().map(|a| a.word()).collect();
+
+    view! {
+        <section class="panel" id="prompt-panel">
+            <h2>"Prompt"</h2>
+            <div class="controls">
+                <Choice label="Vendor" name="vendor" selected=index_of(&vendors, initial.vendor.word()) options=vendors
+                    on_pick=edit(|s, i| s.vendor = Vendor::ALL[i]) />
+                <Choice label="View" name="view" selected=index_of(&views, initial.view.word()) options=views
+                    on_pick=edit(|s, i| s.view = View::ALL[i]) />
+                <Choice label="Density" name="density" selected=index_of(&densities, initial.density.word()) options=densities
+                    on_pick=edit(|s, i| s.density = Density::ALL[i]) />
+                <Choice label="Area" name="area" selected=index_of(&areas, initial.area.word()) options=areas
+                    on_pick=edit(|s, i| s.area = Area::ALL[i]) />
+                <Choice label="Laterality" name="laterality" selected=0 options=vec!["L", "R (mirrored)"]
+                    on_pick=Callback::new(move |i: usize| settings.update(|s| s.right_breast = i == 1)) />
+            </div>
+            <div class="segmented" role="group" aria-label="Prompt priority">
+                {Priority::ALL
+                    .into_iter()
+                    .map(|p| {
+                        view! {
+                            <button
+                                type="button"
+                                data-priority=p.label()
+                                class:active=move || spec.get().priority == p
+                                on:click=move |_| {
+                                    spec.update(|s| s.priority = p);
+                                    prompt.set(spec.get_untracked().to_string());
+                                }
+                            >
+                                {p.label()}
+                            </button>
+                        }
+                    })
+                    .collect_view()}
+            </div>
+            <label class="field wide">
+                <span>"Prompt (edit freely)"</span>
+                <textarea name="prompt" rows="2" prop:value=move || prompt.get()
+                    on:input=move |ev| prompt.set(event_target_value(&ev)) />
+            </label>
+            <label class="field wide">
+                <span>"Negative prompt"</span>
+                <textarea name="negative-prompt" rows="1" prop:value=move || settings.get().negative_prompt
+                    on:input=move |ev| settings.update(|s| s.negative_prompt = event_target_value(&ev)) />
+            </label>
+            <div class="controls">
+                <label class="field">
+                    <span>"Steps " {move || settings.get().steps}</span>
+                    <input type="range" name="steps" min="10" max="50" prop:value=move || settings.get().steps
+                        on:input=move |ev| {
+                            if let Ok(v) = event_target_value(&ev).parse() { settings.update(|s| s.steps = v) }
+                        } />
+                </label>
+                <label class="field">
+                    <span>"Guidance " {move || settings.get().guidance}</span>
+                    <input type="range" name="guidance" min="0" max="20" step="0.5" prop:value=move || settings.get().guidance
+                        on:input=move |ev| {
+                            if let Ok(v) = event_target_value(&ev).parse() { settings.update(|s| s.guidance = v) }
+                        } />
+                </label>
+                <label class="field">
+                    <span>"Seed"</span>
+                    <input type="number" name="seed" min="0" prop:value=move || settings.get().seed
+                        prop:disabled=move || settings.get().random_seed
+                        on:input=move |ev| {
+                            if let Ok(v) = event_target_value(&ev).parse() { settings.update(|s| s.seed = v) }
+                        } />
+                </label>
+                <label class="field check">
+                    <input type="checkbox" name="random-seed" prop:checked=move || settings.get().random_seed
+                        on:change=move |ev| settings.update(|s| s.random_seed = event_target_checked(&ev)) />
+                    <span>"random seed"</span>
+                </label>
+            </div>
+            <button type="button" class="primary" disabled title="Needs a loaded model package">"Generate"</button>
+        </section>
+    }
+}

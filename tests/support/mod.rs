@@ -1,0 +1,5 @@
+//! Helpers for the end-to-end tests: a static file server for `dist/` and a WebDriver client.
+#![allow(dead_code)]
+
+pub mod server;
+pub mod webdriver;

@@ -1,0 +1,149 @@
+//! Just enough of the W3C WebDriver protocol to drive headless Chromium through chromedriver.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+/// A chromedriver process and one browser session in it; both end on drop.
+pub struct Browser {
+    driver: Child,
+    port: u16,
+    session: String,
+}
+
+impl Browser {
+    /// Starts headless Chromium, with WebGPU (SwiftShader) when `webgpu` is true.
+    pub fn start(webgpu: bool) -> Browser {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let chromedriver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let driver = Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {chromedriver}: {e} (scripts/test installs chromium-driver)"));
+        let mut browser = Browser { driver, port, session: String::new() };
+        let mut args = vec![
+            "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1280,900",
+        ];
+        if webgpu {
+            args.push("--enable-unsafe-webgpu");
+        }
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"args": args},
+            "goog:loggingPrefs": {"browser": "ALL", "performance": "ALL"},
+        }}});
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let created = loop {
+            match browser.try_request("POST", "/session", Some(&capabilities)) {
+                Ok(v) => break v,
+                Err(e) if Instant::now() > deadline => panic!("chromedriver did not answer: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        browser.session = created["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {created}")).to_string();
+        browser
+    }
+
+    pub fn goto(&self, url: &str) {
+        self.command("POST", "url", json!({ "url": url }));
+    }
+
+    /// Runs `script` (a function body) in the page and returns its value.
+    pub fn eval(&self, script: &str) -> Value {
+        self.command("POST", "execute/sync", json!({ "script": script, "args": [] }))
+    }
+
+    /// Polls `script` until it returns something truthy, or panics after `timeout`.
+    pub fn wait_for(&self, script: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let value = self.eval(script);
+            if !(value.is_null() || value == json!(false) || value == json!("")) {
+                return value;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {timeout:?} waiting for: {script}\npage: {}", self.eval("return document.body.innerText"));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    pub fn screenshot(&self, path: &std::path::Path) {
+        let b64 = self.command("GET", "screenshot", Value::Null);
+        let png = base64::engine::general_purpose::STANDARD.decode(b64.as_str().unwrap()).unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, png).unwrap();
+    }
+
+    /// Chromium's log of one type ("browser" for the console, "performance" for DevTools events).
+    pub fn log(&self, kind: &str) -> Vec<Value> {
+        self.command("POST", "se/log", json!({ "type": kind })).as_array().cloned().unwrap_or_default()
+    }
+
+    /// Every URL the page requested, from the DevTools network events.
+    pub fn requested_urls(&self) -> Vec<String> {
+        self.log("performance")
+            .iter()
+            .filter_map(|entry| serde_json::from_str::<Value>(entry["message"].as_str()?).ok())
+            .filter(|m| m["message"]["method"] == "Network.requestWillBeSent")
+            .filter_map(|m| m["message"]["params"]["request"]["url"].as_str().map(String::from))
+            .collect()
+    }
+
+    fn command(&self, method: &str, endpoint: &str, body: Value) -> Value {
+        let path = format!("/session/{}/{endpoint}", self.session);
+        let body = (!body.is_null()).then_some(body);
+        self.try_request(method, &path, body.as_ref()).unwrap_or_else(|e| panic!("{method} {endpoint}: {e}"))
+    }
+
+    fn try_request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&response);
+        let (head, payload) = text.split_once("\r\n\r\n").ok_or("malformed response")?;
+        let payload = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(payload) } else { payload.to_string() };
+        let value: Value = serde_json::from_str(&payload).map_err(|e| format!("{e}: {payload}"))?;
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(format!("{head}: {}", value["value"]));
+        }
+        Ok(value["value"].clone())
+    }
+}
+
+fn dechunk(body: &str) -> String {
+    let (mut out, mut rest) = (String::new(), body);
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = &tail[n + 2..];
+    }
+    out
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let path = format!("/session/{}", self.session);
+            let _ = self.try_request("DELETE", &path, None);
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}

@@ -1,0 +1,17 @@
+//! burn-wgpu on the browser's WebGPU (SwiftShader in headless Chromium here): the ops SD is
+//! built from, read back asynchronously, against their f64 definitions.
+#![cfg(target_arch = "wasm32")]
+
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+#[wasm_bindgen_test]
+async fn webgpu_ops_match_reference() {
+    let device = mam_e::device::webgpu_device().await.expect("a WebGPU device (run Chromium with --enable-unsafe-webgpu)");
+    let checks = mam_e::selftest::run(&device).await.expect("self-test ran");
+    assert_eq!(checks.len(), 6);
+    for check in checks {
+        assert!(check.passed(), "WebGPU {}: relative error {:e}", check.name, check.relative_error());
+    }
+}
