@@ -10,6 +10,7 @@ pub mod prompt;
 pub mod rng;
 pub mod schedulers;
 pub mod selftest;
+pub mod tokenizer;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;

@@ -1,0 +1,99 @@
+//! Every scheduler against diffusers: timesteps, init_noise_sigma, and a full run of
+//! scale_model_input + step on fixed model outputs (tests/fixtures/schedulers.json, made by
+//! tests/fixtures/make_reference.py with diffusers).
+#![cfg(not(target_arch = "wasm32"))]
+
+use burn::tensor::{Device, Tensor, TensorData};
+use mam_e::schedulers::{SchedulerConfig, SchedulerKind};
+use serde_json::Value;
+
+fn fixture() -> Value {
+    serde_json::from_str(include_str!("fixtures/schedulers.json")).expect("valid fixture")
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
+}
+
+fn latent(values: &[f64], device: &Device) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(values.iter().map(|v| *v as f32).collect::<Vec<_>>(), [1, 4, 2, 3]), device)
+}
+
+fn read(t: Tensor<4>) -> Vec<f64> {
+    pollster::block_on(mam_e::device::read_f32(t)).unwrap().into_iter().map(|v| v as f64).collect()
+}
+
+/// max |a - b| / max |b|
+fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    err / b.iter().map(|y| y.abs()).fold(1e-12, f64::max)
+}
+
+#[test]
+fn alphas_cumprod_match_diffusers() {
+    let fx = fixture();
+    for (schedule, extra) in [
+        ("scaled_linear", None),
+        ("linear", Some((0.0001, 0.02))),
+        ("squaredcos_cap_v2", None),
+    ] {
+        let mut config = SchedulerConfig::sd15();
+        config.beta_schedule = schedule.into();
+        if let Some((start, end)) = extra {
+            (config.beta_start, config.beta_end) = (start, end);
+        }
+        let got = config.alphas_cumprod().unwrap();
+        let want = floats(&fx["alphas_cumprod"][schedule]);
+        assert!(rel_err(&got, &want) < 1e-6, "{schedule}: {}", rel_err(&got, &want));
+    }
+}
+
+#[test]
+fn every_scheduler_matches_diffusers() {
+    let device = Device::flex();
+    let fx = fixture();
+    let cases = fx["cases"].as_array().unwrap();
+    assert!(cases.len() >= 24);
+    for case in cases {
+        let kind: SchedulerKind = case["kind"].as_str().unwrap().parse().unwrap();
+        let steps = case["steps"].as_u64().unwrap() as usize;
+        let config = SchedulerConfig::from_json(&case["config"].to_string()).unwrap();
+        let label = format!("{} {} steps {}", kind.name(), steps, case["config"]);
+        let mut scheduler = kind.build(&config, steps).unwrap();
+
+        let want_t = floats(&case["timesteps"]);
+        assert_eq!(scheduler.timesteps().len(), want_t.len(), "{label}: timestep count");
+        for (got, want) in scheduler.timesteps().iter().zip(&want_t) {
+            assert!((got - want).abs() < 1e-3, "{label}: timesteps {:?} vs {want_t:?}", scheduler.timesteps());
+        }
+        let sigma = case["init_noise_sigma"].as_f64().unwrap();
+        assert!((scheduler.init_noise_sigma() - sigma).abs() < 1e-5 * sigma, "{label}: init_noise_sigma");
+
+        let trace = &case["trace"];
+        let mut sample = latent(&floats(&trace["initial"]), &device);
+        for i in 0..want_t.len() {
+            let scaled = scheduler.scale_model_input(sample.clone(), i);
+            let err = rel_err(&read(scaled), &floats(&trace["scaled"][i]));
+            assert!(err < 1e-5, "{label}: scale_model_input at step {i}: {err:e}");
+            // Feed diffusers' own model output so that errors cannot compound across steps.
+            let output = latent(&floats(&trace["model_output"][i]), &device);
+            sample = scheduler.step(output, i, sample);
+            let want = floats(&trace["after_step"][i]);
+            let err = rel_err(&read(sample.clone()), &want);
+            assert!(err < 1e-5, "{label}: step {i}: relative error {err:e}");
+            sample = latent(&want, &device);
+        }
+    }
+}
+
+#[test]
+fn bad_scheduler_input_is_refused_with_the_value() {
+    let config = SchedulerConfig::sd15();
+    let err = SchedulerKind::Ddim.build(&config, 0).err().unwrap().to_string();
+    assert!(err.contains("steps") && err.contains('0'), "{err}");
+    let err = "heun".parse::<SchedulerKind>().unwrap_err().to_string();
+    assert!(err.contains("heun"), "{err}");
+    let err = SchedulerConfig::from_json(r#"{"beta_schedule": "exotic"}"#).unwrap().alphas_cumprod().unwrap_err().to_string();
+    assert!(err.contains("exotic"), "{err}");
+}
