@@ -26,6 +26,7 @@ async fn prompt_follows_controls_and_priority_buttons() {
     let root = fresh_root();
     let _mounted = leptos::mount::mount_to(root.clone(), PromptPanel);
     let prompt = || query::<HtmlTextAreaElement>(&root, "textarea[name=prompt]").value();
+    leptos::task::tick().await;
     assert_eq!(prompt(), "a siemens mammogram in MLO view with high density and small area");
 
     let view = query::<HtmlSelectElement>(&root, "select[name=view]");

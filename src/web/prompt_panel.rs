@@ -4,6 +4,7 @@
 use leptos::prelude::*;
 
 use crate::prompt::{Area, Density, Priority, PromptSpec, Vendor, View};
+use crate::schedulers::SchedulerKind;
 
 /// Sampling settings, with MAM-E's defaults for the fusion model.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +14,8 @@ pub struct SamplingSettings {
     pub steps: u32,
     /// 0–20, default 6.
     pub guidance: f32,
+    /// DPM-Solver++ by default, as MAM-E.
+    pub scheduler: SchedulerKind,
     /// Default 1338, as the original GUI.
     pub seed: u64,
     /// Draw a fresh seed for every image instead of `seed`.
@@ -23,7 +26,7 @@ pub struct SamplingSettings {
 
 impl Default for SamplingSettings {
     fn default() -> Self {
-        Self { negative_prompt: String::new(), steps: 24, guidance: 6.0, seed: 1338, random_seed: false, right_breast: false }
+        Self { negative_prompt: String::new(), steps: 24, guidance: 6.0, scheduler: SchedulerKind::Dpm, seed: 1338, random_seed: false, right_breast: false }
     }
 }
 
@@ -131,6 +134,9 @@ pub fn PromptPanel() -> impl IntoView {
                             if let Ok(v) = event_target_value(&ev).parse() { settings.update(|s| s.guidance = v) }
                         } />
                 </label>
+                <Choice label="Scheduler" name="scheduler" selected=0
+                    options=SchedulerKind::ALL.iter().map(|k| k.label()).collect()
+                    on_pick=Callback::new(move |i: usize| settings.update(|s| s.scheduler = SchedulerKind::ALL[i])) />
                 <label class="field">
                     <span>"Seed"</span>
                     <input type="number" name="seed" min="0" prop:value=move || settings.get().seed

@@ -111,16 +111,45 @@ impl Browser {
             body.len()
         );
         stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&response);
-        let (head, payload) = text.split_once("\r\n\r\n").ok_or("malformed response")?;
-        let payload = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(payload) } else { payload.to_string() };
+        stream.set_read_timeout(Some(Duration::from_secs(120))).map_err(|e| e.to_string())?;
+        let (head, payload) = read_response(&mut stream)?;
         let value: Value = serde_json::from_str(&payload).map_err(|e| format!("{e}: {payload}"))?;
         if !head.starts_with("HTTP/1.1 200") {
             return Err(format!("{head}: {}", value["value"]));
         }
         Ok(value["value"].clone())
+    }
+}
+
+/// Reads one HTTP/1.1 response: chromedriver may keep the connection open, so stop at the
+/// end of the body (Content-Length or chunked) rather than at end of stream.
+fn read_response(stream: &mut TcpStream) -> Result<(String, String), String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let lower = head.to_ascii_lowercase();
+            let length = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            match length {
+                Some(n) if body.len() >= n => return Ok((head.to_string(), body[..n].to_string())),
+                None if lower.contains("transfer-encoding: chunked") && body.ends_with("0\r\n\r\n") => {
+                    return Ok((head.to_string(), dechunk(body)));
+                }
+                _ => {}
+            }
+        }
+        let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return match String::from_utf8_lossy(&buf).split_once("\r\n\r\n") {
+                Some((head, body)) => Ok((head.to_string(), body.to_string())),
+                None => Err("connection closed before a response".into()),
+            };
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
