@@ -3,7 +3,7 @@
 
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PATH="$HOME/.cargo/bin:$ROOT/.tools/node_modules/.bin:$PATH"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$HOME/.cargo/bin:$ROOT/.tools/node_modules/.bin:$PATH"
 TRUNK_VERSION=0.21.14       # trunk 0.22 needs a newer rustc than rust-toolchain.toml pins
 BINARYEN_VERSION=132        # Debian's wasm-opt (108) breaks wasm-bindgen 0.2.130 output
 
