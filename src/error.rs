@@ -9,6 +9,15 @@ pub enum Error {
     /// A config file that is malformed or asks for something we do not implement.
     #[error("{file}: {reason}")]
     Config { file: String, reason: String },
+    /// A file that cannot be read.
+    #[error("{path}: {reason}")]
+    Io { path: String, reason: String },
+    /// A model folder that is not laid out as expected.
+    #[error("{path} is not a usable model folder: {reason}")]
+    Layout { path: String, reason: String },
+    /// A weight file that does not fit the model (missing, unexpected or mis-shaped tensors).
+    #[error("{component} weights: {reason}")]
+    Weights { component: String, reason: String },
     /// A caller-supplied value outside its valid range.
     #[error("invalid {what}: {reason}")]
     InvalidInput { what: &'static str, reason: String },

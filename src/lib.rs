@@ -6,11 +6,14 @@
 pub mod device;
 pub mod error;
 pub mod model;
+pub mod pipeline;
 pub mod prompt;
 pub mod rng;
 pub mod schedulers;
 pub mod selftest;
 pub mod tokenizer;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod weights;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;

@@ -4,12 +4,14 @@
 //! Used by `mam-e doctor`, by the page before it trusts a WebGPU adapter, and by the native and
 //! browser tests (flex, wgpu on Vulkan/lavapipe, WebGPU in Chromium).
 
+use burn::module::Param;
+use burn::nn::GroupNormConfig;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::device::read_f32;
-use crate::model::ops::{group_norm_affine, scaled_dot_product_attention};
+use crate::model::ops::scaled_dot_product_attention;
 use crate::rng::NoiseRng;
 use crate::Result;
 
@@ -123,7 +125,10 @@ async fn check_group_norm(device: &Device, rng: &mut NoiseRng, [n, c, h, w]: [us
     let x: Vec<f32> = rng.randn(n * c * h * w).iter().map(|v| 3.0 * v + 20.0).collect();
     let (gamma, beta) = (rng.randn(c), rng.randn(c));
     let eps = 1e-5;
-    let y = group_norm_affine(tensor(&x, [n, c, h, w], device), groups, eps, tensor(&gamma, [c], device), tensor(&beta, [c], device));
+    let mut norm = GroupNormConfig::new(groups, c).with_epsilon(eps).init(device);
+    norm.gamma = Some(Param::from_tensor(tensor(&gamma, [c], device)));
+    norm.beta = Some(Param::from_tensor(tensor(&beta, [c], device)));
+    let y = norm.forward(tensor(&x, [n, c, h, w], device));
     let got = read_f32(y).await?;
     let per_group = (c / groups) * h * w;
     let mut want = vec![0.0; x.len()];

@@ -1,3 +1,9 @@
 //! The Stable Diffusion 1.5 modules, one file per diffusers module.
 
+pub mod attention;
+pub mod clip;
+pub mod embeddings;
 pub mod ops;
+pub mod resnet;
+pub mod unet;
+pub mod vae;

@@ -1,42 +1,11 @@
-//! Tensor primitives shared by the SD modules: group normalisation and scaled dot-product attention.
+//! Tensor primitives shared by the SD modules that burn's `nn` does not provide as a module.
 //!
-//! Kept as free functions over tensors so the modules (diffusers `ResnetBlock2D`,
-//! `Transformer2DModel`, VAE mid-block) can name their own weights after diffusers keys.
-//! Statistics are always computed in the tensor's float type with a two-pass variance, which is
-//! what keeps f16 activations from overflowing in `sum(x²)` (issue "Model packages").
+//! Group normalisation is burn's own `nn::GroupNorm` (two-pass variance, statistics widened to
+//! f32 for f16 inputs), used directly by the modules.
 
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
-
-/// `torch.nn.functional.group_norm` without the affine part.
-///
-/// # Shapes
-/// - x: `[batch, channels, height, width]`, `channels % groups == 0`
-/// - output: same as x
-pub fn group_norm(x: Tensor<4>, groups: usize, eps: f64) -> Tensor<4> {
-    let [n, c, h, w] = x.dims();
-    let grouped = x.reshape([n, groups, (c / groups) * h * w]);
-    let mean = grouped.clone().mean_dim(2);
-    let centred = grouped - mean;
-    let var = centred.clone().square().mean_dim(2);
-    (centred / (var + eps).sqrt()).reshape([n, c, h, w])
-}
-
-/// `group_norm` followed by the per-channel affine transform `x * weight + bias`.
-///
-/// # Shapes
-/// - x: `[batch, channels, height, width]`; weight, bias: `[channels]`
-pub fn group_norm_affine(
-    x: Tensor<4>,
-    groups: usize,
-    eps: f64,
-    weight: Tensor<1>,
-    bias: Tensor<1>,
-) -> Tensor<4> {
-    let c = weight.dims()[0];
-    group_norm(x, groups, eps) * weight.reshape([1, c, 1, 1]) + bias.reshape([1, c, 1, 1])
-}
 
 /// `softmax(q kᵀ / sqrt(head_dim)) v`, as `torch.nn.functional.scaled_dot_product_attention`.
 ///

@@ -1,0 +1,94 @@
+//! Stable Diffusion pipelines as diffusers names their stages: `check_inputs` →
+//! `encode_prompt` → `prepare_latents` → denoise (one `step` at a time, so callers can show
+//! progress, preview, cancel, or yield to the browser's event loop) → `decode`.
+
+pub mod text_to_image;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::model::clip::ClipTextModel;
+use crate::model::unet::UNet2DConditionModel;
+use crate::model::vae::AutoencoderKl;
+use crate::rng::NoiseRng;
+use crate::schedulers::SchedulerConfig;
+use crate::tokenizer::ClipTokenizer;
+use crate::{Error, Result};
+
+/// The loaded components of an SD1.5-architecture model.
+pub struct StableDiffusion {
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: ClipTextModel,
+    pub unet: UNet2DConditionModel,
+    pub vae: AutoencoderKl,
+    pub scheduler_config: SchedulerConfig,
+    /// `vae/config.json`'s `scaling_factor`.
+    pub vae_scaling_factor: f64,
+    /// Pixels per latent along each side: `2^(len(vae.block_out_channels) - 1)` (8 for SD1.5).
+    pub vae_scale_factor: usize,
+    pub device: Device,
+}
+
+/// Text embeddings for classifier-free guidance, and how much of the prompt was cut.
+pub struct PromptEmbeddings {
+    /// `[2, 77, dim]` as `[uncond, cond]` with guidance, else `[1, 77, dim]` (cond only).
+    pub context: Tensor<3>,
+    pub truncated_tokens: usize,
+}
+
+impl StableDiffusion {
+    /// Tokenizes and encodes `prompt` (and `negative_prompt` when guiding), as diffusers'
+    /// `encode_prompt`: batch order `[uncond, cond]`.
+    pub fn encode_prompt(&self, prompt: &str, negative_prompt: &str, guided: bool) -> Result<PromptEmbeddings> {
+        let cond = self.tokenizer.encode(prompt)?;
+        let mut rows = Vec::new();
+        if guided {
+            rows.push(self.tokenizer.encode(negative_prompt)?.ids);
+        }
+        rows.push(cond.ids);
+        let context = self.text_encoder.forward_ids(&rows, &self.device);
+        Ok(PromptEmbeddings { context, truncated_tokens: cond.truncated_tokens })
+    }
+
+    /// Latent size for an image size, checking it is a multiple of the VAE factor.
+    pub fn latent_size(&self, height: usize, width: usize) -> Result<[usize; 2]> {
+        // diffusers requires multiples of 8 whatever the VAE; keep the same rule.
+        let multiple = self.vae_scale_factor.max(8);
+        if height == 0 || width == 0 || height % multiple != 0 || width % multiple != 0 {
+            return Err(Error::InvalidInput {
+                what: "image size",
+                reason: format!("{height}×{width} must be positive multiples of {multiple}"),
+            });
+        }
+        Ok([height / self.vae_scale_factor, width / self.vae_scale_factor])
+    }
+
+    /// Our seeded noise for `[1, channels, h, w]`, the same numbers on every platform.
+    pub fn noise(&self, seed: u64, shape: [usize; 4]) -> Tensor<4> {
+        let values = NoiseRng::new(seed).randn(shape.iter().product());
+        Tensor::from_data(TensorData::new(values, shape), &self.device)
+    }
+
+    /// Final latents to an image in [0, 1]: `vae.decode(latents / scaling_factor) / 2 + 0.5`,
+    /// clamped, as diffusers' image processor does.
+    pub fn decode(&self, latents: Tensor<4>) -> Tensor<4> {
+        let image = self.vae.decode(latents / self.vae_scaling_factor);
+        (image / 2.0 + 0.5).clamp(0.0, 1.0)
+    }
+}
+
+/// An image in [0, 1], `[1, 3, h, w]`, as 8-bit RGB bytes row by row (rounded as diffusers'
+/// `numpy_to_pil`).
+pub async fn to_rgb8(image: Tensor<4>) -> Result<(usize, usize, Vec<u8>)> {
+    let [_, c, h, w] = image.dims();
+    let values = crate::device::read_f32(image).await?;
+    let mut rgb = vec![0u8; h * w * 3];
+    for y in 0..h {
+        for x in 0..w {
+            for ch in 0..3 {
+                let v = values[(ch.min(c - 1) * h + y) * w + x];
+                rgb[(y * w + x) * 3 + ch] = (v * 255.0).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    Ok((h, w, rgb))
+}

@@ -1,0 +1,116 @@
+//! Text-to-image (diffusers `StableDiffusionPipeline`): classifier-free guidance with batch
+//! order `[uncond, cond]`, guidance only when the scale is above 1 (as diffusers).
+
+use burn::tensor::Tensor;
+
+use super::StableDiffusion;
+use crate::schedulers::{Scheduler, SchedulerKind};
+use crate::{Error, Result};
+
+/// Everything that determines an image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateParams {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: usize,
+    pub guidance: f64,
+    pub scheduler: SchedulerKind,
+    pub height: usize,
+    pub width: usize,
+    pub seed: u64,
+}
+
+impl Default for GenerateParams {
+    /// MAM-E's defaults for the fusion model.
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            steps: 24,
+            guidance: 6.0,
+            scheduler: SchedulerKind::Dpm,
+            height: 512,
+            width: 512,
+            seed: 1338,
+        }
+    }
+}
+
+/// A denoising run in progress: call [`Denoising::step`] until it returns `false`.
+pub struct Denoising<'a> {
+    sd: &'a StableDiffusion,
+    scheduler: Box<dyn Scheduler>,
+    context: Tensor<3>,
+    latents: Tensor<4>,
+    guidance: f64,
+    index: usize,
+    /// Prompt tokens beyond the 77-token context, dropped.
+    pub truncated_tokens: usize,
+}
+
+impl StableDiffusion {
+    /// Checks the parameters, encodes the prompt and prepares the initial latents.
+    /// `init_noise` (unit Gaussian, `[1, 4, H/f, W/f]`) replaces our seeded noise, as diffusers'
+    /// `latents=` argument does, so a diffusers run can be reproduced exactly.
+    pub fn start(&self, params: &GenerateParams, init_noise: Option<Tensor<4>>) -> Result<Denoising<'_>> {
+        if !(1..=1000).contains(&params.steps) {
+            return Err(Error::InvalidInput { what: "steps", reason: format!("{} is outside 1..=1000", params.steps) });
+        }
+        if !params.guidance.is_finite() || params.guidance < 0.0 {
+            return Err(Error::InvalidInput { what: "guidance", reason: format!("{} must be a finite number ≥ 0", params.guidance) });
+        }
+        let [h, w] = self.latent_size(params.height, params.width)?;
+        let shape = [1, self.unet.out_channels(), h, w];
+        let noise = match init_noise {
+            Some(noise) if noise.dims() != shape => {
+                return Err(Error::InvalidInput { what: "initial noise", reason: format!("shape {:?}, expected {shape:?}", noise.dims()) });
+            }
+            Some(noise) => noise,
+            None => self.noise(params.seed, shape),
+        };
+        let scheduler = params.scheduler.build(&self.scheduler_config, params.steps)?;
+        let latents = noise * scheduler.init_noise_sigma();
+        let embeddings = self.encode_prompt(&params.prompt, &params.negative_prompt, params.guidance > 1.0)?;
+        Ok(Denoising {
+            sd: self,
+            scheduler,
+            context: embeddings.context,
+            latents,
+            guidance: params.guidance,
+            index: 0,
+            truncated_tokens: embeddings.truncated_tokens,
+        })
+    }
+}
+
+impl Denoising<'_> {
+    /// Runs one UNet evaluation and scheduler step; `false` once every step is done.
+    pub fn step(&mut self) -> bool {
+        let Some(&t) = self.scheduler.timesteps().get(self.index) else { return false };
+        let guided = self.context.dims()[0] == 2;
+        let scaled = self.scheduler.scale_model_input(self.latents.clone(), self.index);
+        let (input, timesteps) = if guided { (Tensor::cat(vec![scaled.clone(), scaled], 0), vec![t, t]) } else { (scaled, vec![t]) };
+        let out = self.sd.unet.forward(input, &timesteps, self.context.clone());
+        let noise_pred = if guided {
+            let [_, c, h, w] = out.dims();
+            let uncond = out.clone().slice([0..1, 0..c, 0..h, 0..w]);
+            let cond = out.slice([1..2, 0..c, 0..h, 0..w]);
+            uncond.clone() + (cond - uncond) * self.guidance
+        } else {
+            out
+        };
+        self.latents = self.scheduler.step(noise_pred, self.index, self.latents.clone());
+        self.index += 1;
+        self.index < self.scheduler.timesteps().len()
+    }
+
+    /// Steps done so far and in all.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.index, self.scheduler.timesteps().len())
+    }
+
+    /// The current latents (after the last step: the final ones, before VAE decoding).
+    pub fn latents(&self) -> Tensor<4> {
+        self.latents.clone()
+    }
+}

@@ -1,0 +1,54 @@
+//! UNet2DConditionModel against diffusers on tiny random-weight UNets: SD1.5's layout (1×1-conv
+//! projections), an odd latent size, fractional timesteps, and the 9-channel inpainting layout
+//! with linear projections and per-block head counts (tests/fixtures/make_reference.py --modules).
+#![cfg(not(target_arch = "wasm32"))]
+
+mod support;
+
+use burn::tensor::Device;
+use mam_e::model::unet::{UNet2DConditionConfig, UNet2DConditionModel};
+use mam_e::weights::load_safetensors;
+use support::fixtures;
+
+fn load(dir: &str, device: &Device) -> UNet2DConditionModel {
+    let config = UNet2DConditionConfig::from_json(&String::from_utf8(fixtures::read(&format!("{dir}/unet/config.json"))).unwrap()).unwrap();
+    load_safetensors(config.init(device), fixtures::read(&format!("{dir}/unet/diffusion_pytorch_model.safetensors")), "unet").unwrap()
+}
+
+fn check(model: &UNet2DConditionModel, case: &str, device: &Device) {
+    let reference = fixtures::read("reference/unet.safetensors");
+    let timesteps = fixtures::tensor(&reference, &format!("{case}.timesteps")).f64;
+    let out = model.forward(
+        fixtures::burn_tensor(&reference, &format!("{case}.sample"), device),
+        &timesteps,
+        fixtures::burn_tensor(&reference, &format!("{case}.context"), device),
+    );
+    fixtures::assert_close(out, &reference, &format!("{case}.out"), 1e-4);
+}
+
+#[test]
+fn text_to_image_unet_matches_diffusers() {
+    let device = Device::flex();
+    let model = load("tiny-sd", &device);
+    assert_eq!(model.in_channels(), 4);
+    check(&model, "t2i", &device);
+    check(&model, "odd", &device);
+}
+
+#[test]
+fn inpainting_unet_matches_diffusers() {
+    let device = Device::flex();
+    let model = load("tiny-sd-inpaint", &device);
+    assert_eq!(model.in_channels(), 9);
+    check(&model, "inpaint", &device);
+}
+
+#[test]
+fn unsupported_unet_configs_are_refused() {
+    let err = UNet2DConditionConfig::from_json(r#"{"down_block_types": ["SimpleCrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D"]}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("SimpleCrossAttnDownBlock2D") && err.contains("unet/config.json"), "{err}");
+    let err = UNet2DConditionConfig::from_json(r#"{"block_out_channels": [32, 64]}"#).unwrap_err().to_string();
+    assert!(err.contains("block types"), "{err}");
+}
