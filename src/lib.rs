@@ -5,6 +5,7 @@
 
 pub mod device;
 pub mod error;
+pub mod imaging;
 pub mod model;
 pub mod pipeline;
 pub mod prompt;

@@ -1,10 +1,12 @@
 //! The native research CLI, `mam-e`: one subcommand per job, each in its own file.
 
 mod doctor;
+mod generate;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::device::Backend;
+use crate::schedulers::SchedulerKind;
 
 /// MAM-E mammography synthesis: research tools (the web app is built with Trunk).
 #[derive(Debug, Parser)]
@@ -16,6 +18,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Generate a healthy mammogram from a prompt (text-to-image).
+    Generate(generate::Args),
     /// Check the compute backends: run the ops SD is built from and compare with f64 references.
     Doctor(doctor::Args),
 }
@@ -38,9 +42,34 @@ impl From<BackendArg> for Backend {
     }
 }
 
+/// `--scheduler` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchedulerArg {
+    /// DPM-Solver++ (2M), MAM-E's default.
+    Dpm,
+    /// DDIM (eta 0).
+    Ddim,
+    /// PNDM / PLMS, SD1.5's shipped scheduler.
+    Pndm,
+    /// Euler (discrete).
+    Euler,
+}
+
+impl From<SchedulerArg> for SchedulerKind {
+    fn from(arg: SchedulerArg) -> Self {
+        match arg {
+            SchedulerArg::Dpm => SchedulerKind::Dpm,
+            SchedulerArg::Ddim => SchedulerKind::Ddim,
+            SchedulerArg::Pndm => SchedulerKind::Pndm,
+            SchedulerArg::Euler => SchedulerKind::Euler,
+        }
+    }
+}
+
 /// Parses the process arguments and runs the subcommand.
 pub fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Generate(args) => generate::run(args),
         Command::Doctor(args) => doctor::run(args),
     }
 }

@@ -6,6 +6,7 @@ pub mod text_to_image;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::imaging::RgbImage;
 use crate::model::clip::ClipTextModel;
 use crate::model::unet::UNet2DConditionModel;
 use crate::model::vae::AutoencoderKl;
@@ -76,9 +77,8 @@ impl StableDiffusion {
     }
 }
 
-/// An image in [0, 1], `[1, 3, h, w]`, as 8-bit RGB bytes row by row (rounded as diffusers'
-/// `numpy_to_pil`).
-pub async fn to_rgb8(image: Tensor<4>) -> Result<(usize, usize, Vec<u8>)> {
+/// An image in [0, 1], `[1, 3, h, w]`, as 8-bit RGB (rounded as diffusers' `numpy_to_pil`).
+pub async fn to_rgb8(image: Tensor<4>) -> Result<RgbImage> {
     let [_, c, h, w] = image.dims();
     let values = crate::device::read_f32(image).await?;
     let mut rgb = vec![0u8; h * w * 3];
@@ -90,5 +90,5 @@ pub async fn to_rgb8(image: Tensor<4>) -> Result<(usize, usize, Vec<u8>)> {
             }
         }
     }
-    Ok((h, w, rgb))
+    Ok(RgbImage { width: w, height: h, pixels: rgb })
 }

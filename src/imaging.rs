@@ -1,0 +1,69 @@
+//! Image plumbing shared by the web app and the CLI: PNG with the generation parameters
+//! embedded, and the left/right mirror (MAM-E trains on left-facing breasts; a right breast is
+//! the generated image mirrored).
+
+use crate::{Error, Result};
+
+/// 8-bit RGB pixels, row-major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    pub width: usize,
+    pub height: usize,
+    pub pixels: Vec<u8>,
+}
+
+impl RgbImage {
+    /// Mirrors left-right.
+    pub fn mirrored(&self) -> RgbImage {
+        let mut pixels = Vec::with_capacity(self.pixels.len());
+        for row in self.pixels.chunks_exact(self.width * 3) {
+            for px in row.chunks_exact(3).rev() {
+                pixels.extend_from_slice(px);
+            }
+        }
+        RgbImage { width: self.width, height: self.height, pixels }
+    }
+
+    /// A PNG with each `(keyword, text)` stored as an iTXt chunk (UTF-8), so the parameters
+    /// travel with the image.
+    pub fn to_png(&self, text: &[(&str, String)]) -> Result<Vec<u8>> {
+        let png_error = |e: png::EncodingError| Error::InvalidInput { what: "PNG encoding", reason: e.to_string() };
+        let mut out = Vec::new();
+        let mut encoder = png::Encoder::new(&mut out, self.width as u32, self.height as u32);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        for (keyword, value) in text {
+            encoder.add_itxt_chunk(keyword.to_string(), value.clone()).map_err(png_error)?;
+        }
+        let mut writer = encoder.write_header().map_err(png_error)?;
+        writer.write_image_data(&self.pixels).map_err(png_error)?;
+        writer.finish().map_err(png_error)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_round_trips_pixels_and_parameters() {
+        let image = RgbImage { width: 3, height: 2, pixels: (0..18).collect() };
+        let bytes = image.to_png(&[("parameters", "{\"seed\": 1338, \"prompt\": \"a mammogram — CC\"}".into())]).unwrap();
+        let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+        let mut reader = decoder.read_info().unwrap();
+        let text = &reader.info().utf8_text[0];
+        assert_eq!(text.keyword, "parameters");
+        assert!(text.get_text().unwrap().contains("— CC"));
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut buf).unwrap();
+        assert_eq!(buf, image.pixels);
+    }
+
+    #[test]
+    fn mirror_reverses_each_row() {
+        let image = RgbImage { width: 2, height: 1, pixels: vec![1, 2, 3, 4, 5, 6] };
+        assert_eq!(image.mirrored().pixels, vec![4, 5, 6, 1, 2, 3]);
+        assert_eq!(image.mirrored().mirrored(), image);
+    }
+}

@@ -1,0 +1,74 @@
+//! `mam-e generate` as a user runs it: on the tiny diffusers folder, from diffusers' initial
+//! noise, it must save diffusers' final latents and a PNG carrying its parameters.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use support::fixtures;
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mam-e-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn mam_e(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mam-e")).args(args).output().expect("run mam-e")
+}
+
+#[test]
+fn generate_reproduces_diffusers_from_its_noise() {
+    let reference = fixtures::read("reference/pipeline.safetensors");
+    let noise = fixtures::tensor(&reference, "noise");
+    let (noise_path, latents_path, png_path) = (temp("noise.safetensors"), temp("latents.safetensors"), temp("out.png"));
+    mam_e::weights::write_latents(&noise_path, noise.shape.clone().try_into().unwrap(), &noise.f32).unwrap();
+    let model = fixtures::path("tiny-sd");
+    let out = mam_e(&[
+        "generate", "--model", model.to_str().unwrap(),
+        "--prompt", "a siemens mammogram in MLO view with high density and small area",
+        "--steps", "10", "--guidance", "6", "--scheduler", "euler", "--height", "64", "--width", "64",
+        "--init-noise", noise_path.to_str().unwrap(), "--save-latents", latents_path.to_str().unwrap(),
+        "--output", png_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let (shape, latents) = mam_e::weights::read_latents(&latents_path).unwrap();
+    assert_eq!(shape, [1, 4, 32, 32]);
+    let err = fixtures::relative_error(&latents, &fixtures::tensor(&reference, "euler.latents").f32);
+    assert!(err <= 1e-3, "relative error {err:e}");
+
+    let decoder = png::Decoder::new(std::io::Cursor::new(std::fs::read(&png_path).unwrap()));
+    let reader = decoder.read_info().unwrap();
+    assert_eq!((reader.info().width, reader.info().height), (64, 64));
+    let text = reader.info().utf8_text[0].get_text().unwrap();
+    let params: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(params["scheduler"], "euler");
+    assert_eq!(params["steps"], 10);
+    assert!(params["prompt"].as_str().unwrap().contains("high density"));
+}
+
+#[test]
+fn generate_refuses_bad_input_clearly() {
+    let model = fixtures::path("tiny-sd");
+    let out_png = temp("never.png");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["generate", "--model", model.to_str().unwrap(), "--prompt", "x", "--output", out_png.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = mam_e(&args);
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    assert!(run(&["--height", "60", "--width", "64"]).contains("multiples of 8"));
+    assert!(run(&["--steps", "0"]).contains("steps"));
+    assert!(run(&["--guidance=-1"]).contains("outside 0–50"));
+    assert!(run(&["--scheduler", "heun"]).contains("heun"));
+    let bogus = temp("bogus.safetensors");
+    std::fs::write(&bogus, b"not safetensors").unwrap();
+    assert!(run(&["--init-noise", bogus.to_str().unwrap()]).contains("not a safetensors file"));
+    let out = mam_e(&["generate", "--model", "/nonexistent", "--prompt", "x", "--output", out_png.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model_index.json"));
+    assert!(!out_png.exists(), "a failed run must not leave an image");
+}
