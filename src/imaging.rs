@@ -24,6 +24,35 @@ impl RgbImage {
         RgbImage { width: self.width, height: self.height, pixels }
     }
 
+    /// Decodes an 8-bit PNG (gray, gray+alpha, RGB or RGBA; alpha dropped).
+    pub fn from_png(bytes: &[u8]) -> Result<RgbImage> {
+        let bad = |reason: String| Error::InvalidInput { what: "PNG image", reason };
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+        let mut reader = decoder.read_info().map_err(|e| bad(e.to_string()))?;
+        let size = reader.output_buffer_size().ok_or_else(|| bad("image too large".into()))?;
+        let mut buf = vec![0; size];
+        let frame = reader.next_frame(&mut buf).map_err(|e| bad(e.to_string()))?;
+        let (width, height) = (frame.width as usize, frame.height as usize);
+        let channels = frame.color_type.samples();
+        let pixels = buf[..frame.buffer_size()]
+            .chunks_exact(channels)
+            .flat_map(|p| match channels {
+                1 | 2 => [p[0], p[0], p[0]],
+                _ => [p[0], p[1], p[2]],
+            })
+            .collect();
+        Ok(RgbImage { width, height, pixels })
+    }
+
+    /// Luma (ITU-R 601, as PIL's "L" conversion), one byte per pixel.
+    pub fn to_gray(&self) -> Vec<u8> {
+        self.pixels
+            .chunks_exact(3)
+            .map(|p| ((p[0] as u32 * 299 + p[1] as u32 * 587 + p[2] as u32 * 114 + 500) / 1000) as u8)
+            .collect()
+    }
+
     /// A PNG with each `(keyword, text)` stored as an iTXt chunk (UTF-8), so the parameters
     /// travel with the image.
     pub fn to_png(&self, text: &[(&str, String)]) -> Result<Vec<u8>> {

@@ -2,6 +2,7 @@
 //! `encode_prompt` → `prepare_latents` → denoise (one `step` at a time, so callers can show
 //! progress, preview, cancel, or yield to the browser's event loop) → `decode`.
 
+pub mod inpaint;
 pub mod text_to_image;
 
 use burn::tensor::{Device, Tensor, TensorData};

@@ -38,12 +38,15 @@ impl Default for GenerateParams {
 
 /// A denoising run in progress: call [`Denoising::step`] until it returns `false`.
 pub struct Denoising<'a> {
-    sd: &'a StableDiffusion,
-    scheduler: Box<dyn Scheduler>,
-    context: Tensor<3>,
-    latents: Tensor<4>,
-    guidance: f64,
-    index: usize,
+    pub(super) sd: &'a StableDiffusion,
+    pub(super) scheduler: Box<dyn Scheduler>,
+    pub(super) context: Tensor<3>,
+    pub(super) latents: Tensor<4>,
+    /// Extra UNet input channels after the latents (inpainting: mask + masked-image latents),
+    /// already batched like `context`.
+    pub(super) conditioning: Option<Tensor<4>>,
+    pub(super) guidance: f64,
+    pub(super) index: usize,
     /// Prompt tokens beyond the 77-token context, dropped.
     pub truncated_tokens: usize,
 }
@@ -53,6 +56,17 @@ impl StableDiffusion {
     /// `init_noise` (unit Gaussian, `[1, 4, H/f, W/f]`) replaces our seeded noise, as diffusers'
     /// `latents=` argument does, so a diffusers run can be reproduced exactly.
     pub fn start(&self, params: &GenerateParams, init_noise: Option<Tensor<4>>) -> Result<Denoising<'_>> {
+        if self.unet.in_channels() != self.unet.out_channels() {
+            return Err(Error::InvalidInput {
+                what: "model",
+                reason: format!("its UNet takes {} input channels: an inpainting model needs an image and a mask", self.unet.in_channels()),
+            });
+        }
+        self.start_with(params, init_noise, None)
+    }
+
+    /// `start` with extra UNet input channels (see [`Denoising`]), for the inpainting pipeline.
+    pub(super) fn start_with(&self, params: &GenerateParams, init_noise: Option<Tensor<4>>, conditioning: Option<Tensor<4>>) -> Result<Denoising<'_>> {
         if !(1..=1000).contains(&params.steps) {
             return Err(Error::InvalidInput { what: "steps", reason: format!("{} is outside 1..=1000", params.steps) });
         }
@@ -71,11 +85,13 @@ impl StableDiffusion {
         let scheduler = params.scheduler.build(&self.scheduler_config, params.steps)?;
         let latents = noise * scheduler.init_noise_sigma();
         let embeddings = self.encode_prompt(&params.prompt, &params.negative_prompt, params.guidance > 1.0)?;
+        let conditioning = conditioning.map(|c| if params.guidance > 1.0 { Tensor::cat(vec![c.clone(), c], 0) } else { c });
         Ok(Denoising {
             sd: self,
             scheduler,
             context: embeddings.context,
             latents,
+            conditioning,
             guidance: params.guidance,
             index: 0,
             truncated_tokens: embeddings.truncated_tokens,
@@ -90,6 +106,10 @@ impl Denoising<'_> {
         let guided = self.context.dims()[0] == 2;
         let scaled = self.scheduler.scale_model_input(self.latents.clone(), self.index);
         let (input, timesteps) = if guided { (Tensor::cat(vec![scaled.clone(), scaled], 0), vec![t, t]) } else { (scaled, vec![t]) };
+        let input = match &self.conditioning {
+            Some(extra) => Tensor::cat(vec![input, extra.clone()], 1),
+            None => input,
+        };
         let out = self.sd.unet.forward(input, &timesteps, self.context.clone());
         let noise_pred = if guided {
             let [_, c, h, w] = out.dims();
