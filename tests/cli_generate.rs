@@ -72,3 +72,28 @@ fn generate_refuses_bad_input_clearly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("model_index.json"));
     assert!(!out_png.exists(), "a failed run must not leave an image");
 }
+
+#[test]
+fn inpaint_reproduces_diffusers_and_refuses_bad_masks() {
+    let reference = fixtures::read("reference/inpaint.safetensors");
+    let noise = fixtures::tensor(&reference, "noise");
+    let (noise_path, latents_path, png_path) = (temp("inpaint-noise.safetensors"), temp("inpaint-latents.safetensors"), temp("inpaint.png"));
+    mam_e::weights::write_latents(&noise_path, noise.shape.clone().try_into().unwrap(), &noise.f32).unwrap();
+    let (model, image, mask) = (fixtures::path("tiny-sd-inpaint"), fixtures::path("reference/inpaint_image.png"), fixtures::path("reference/inpaint_mask.png"));
+    let out = mam_e(&[
+        "inpaint", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--mask", mask.to_str().unwrap(),
+        "--steps", "10", "--init-noise", noise_path.to_str().unwrap(), "--save-latents", latents_path.to_str().unwrap(),
+        "--output", png_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, latents) = mam_e::weights::read_latents(&latents_path).unwrap();
+    let err = fixtures::relative_error(&latents, &fixtures::tensor(&reference, "latents").f32);
+    assert!(err <= 1e-3, "relative error {err:e}");
+
+    // An all-black mask: nothing to paint.
+    let empty = temp("empty-mask.png");
+    let black = mam_e::imaging::RgbImage { width: 64, height: 64, pixels: vec![0; 64 * 64 * 3] };
+    std::fs::write(&empty, black.to_png(&[]).unwrap()).unwrap();
+    let out = mam_e(&["inpaint", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--mask", empty.to_str().unwrap(), "--output", temp("x.png").to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("empty"));
+}

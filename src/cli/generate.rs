@@ -1,6 +1,7 @@
-//! `mam-e generate`: healthy mammograms from a prompt, on a diffusers-layout model.
+//! `mam-e generate` (healthy mammograms from a prompt) and `mam-e inpaint` (a lesion painted
+//! into an image under a mask), on a diffusers-layout model. They share every sampling flag.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use burn::tensor::{Tensor, TensorData};
@@ -8,36 +9,35 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{BackendArg, SchedulerArg};
 use crate::device::{Backend, read_f32};
-use crate::pipeline::text_to_image::GenerateParams;
-use crate::pipeline::to_rgb8;
+use crate::imaging::RgbImage;
+use crate::pipeline::text_to_image::{Denoising, GenerateParams};
+use crate::pipeline::{StableDiffusion, to_rgb8};
 use crate::weights::{load_diffusers, read_latents, write_atomically, write_latents};
 
+/// Flags common to `generate` and `inpaint`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct SamplingArgs {
     /// A diffusers model folder (model_index.json, unet/, text_encoder/, vae/, tokenizer/, scheduler/).
     #[arg(long)]
     model: PathBuf,
-    /// What to generate, e.g. "a siemens mammogram in MLO view with high density and small area".
-    #[arg(long)]
-    prompt: String,
     /// What to steer away from (empty by default, as MAM-E).
     #[arg(long, default_value = "")]
     negative_prompt: String,
     /// Denoising steps (MAM-E: 24; its GUI allows 10–50).
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=1000))]
     steps: u32,
-    /// Classifier-free guidance scale; ≤ 1 disables guidance (MAM-E fusion model: 6).
-    #[arg(long, default_value_t = 6.0)]
-    guidance: f64,
+    /// Classifier-free guidance scale; ≤ 1 disables guidance (MAM-E: 6 for healthy images, 3 for lesions).
+    #[arg(long)]
+    guidance: Option<f64>,
     /// Noise scheduler.
     #[arg(long, value_enum, default_value_t = SchedulerArg::Dpm)]
     scheduler: SchedulerArg,
-    /// Image height in pixels, a multiple of 8.
-    #[arg(long, default_value_t = 512)]
-    height: usize,
-    /// Image width in pixels, a multiple of 8.
-    #[arg(long, default_value_t = 512)]
-    width: usize,
+    /// Image height in pixels, a multiple of 8 (generate: 512; inpaint: the input image's).
+    #[arg(long)]
+    height: Option<usize>,
+    /// Image width in pixels, a multiple of 8 (generate: 512; inpaint: the input image's).
+    #[arg(long)]
+    width: Option<usize>,
     /// Seed of the initial noise (our platform-independent RNG: the web app gives the same image).
     #[arg(long, default_value_t = 1338)]
     seed: u64,
@@ -59,65 +59,131 @@ pub struct Args {
     output: PathBuf,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    if !args.guidance.is_finite() || !(0.0..=50.0).contains(&args.guidance) {
-        bail!("--guidance {} is outside 0–50", args.guidance);
-    }
-    let device = Backend::from(args.backend).device()?;
-    let spinner = ProgressBar::new_spinner().with_message(format!("loading {}", args.model.display()));
-    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    let sd = load_diffusers(&args.model, &device)?;
-    spinner.finish_and_clear();
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// What to generate, e.g. "a siemens mammogram in MLO view with high density and small area".
+    #[arg(long)]
+    prompt: String,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
 
-    let params = GenerateParams {
-        prompt: args.prompt.clone(),
-        negative_prompt: args.negative_prompt.clone(),
-        steps: args.steps as usize,
-        guidance: args.guidance,
-        scheduler: args.scheduler.into(),
-        height: args.height,
-        width: args.width,
-        seed: args.seed,
-    };
-    let init_noise = match &args.init_noise {
-        Some(path) => {
-            let (shape, values) = read_latents(path)?;
-            Some(Tensor::from_data(TensorData::new(values, shape), &device))
+#[derive(Debug, clap::Args)]
+pub struct InpaintArgs {
+    /// The mammogram to paint into (PNG).
+    #[arg(long)]
+    image: PathBuf,
+    /// Where to paint: a PNG of the same size, white (≥ 128) inside, black elsewhere.
+    #[arg(long)]
+    mask: PathBuf,
+    /// The inpainting prompt (MAM-E's lesion tool: "a mammogram with a lesion").
+    #[arg(long, default_value = crate::prompt::LESION_PROMPT)]
+    prompt: String,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
+impl SamplingArgs {
+    fn params(&self, prompt: &str, default_guidance: f64, size: [usize; 2]) -> anyhow::Result<GenerateParams> {
+        let guidance = self.guidance.unwrap_or(default_guidance);
+        if !guidance.is_finite() || !(0.0..=50.0).contains(&guidance) {
+            bail!("--guidance {guidance} is outside 0–50");
         }
-        None => None,
-    };
-    let mut run = sd.start(&params, init_noise)?;
-    if run.truncated_tokens > 0 {
-        eprintln!("warning: the prompt is longer than 77 tokens; the last {} were dropped", run.truncated_tokens);
+        Ok(GenerateParams {
+            prompt: prompt.to_string(),
+            negative_prompt: self.negative_prompt.clone(),
+            steps: self.steps as usize,
+            guidance,
+            scheduler: self.scheduler.into(),
+            height: self.height.unwrap_or(size[0]),
+            width: self.width.unwrap_or(size[1]),
+            seed: self.seed,
+        })
     }
-    let bar = ProgressBar::new(run.progress().1 as u64).with_style(
-        ProgressStyle::with_template("{spinner} denoising {bar:30} {pos}/{len} steps  {elapsed} (eta {eta})")
-            .context("progress template")?,
-    );
-    while run.step() {
-        bar.inc(1);
-    }
-    bar.inc(1);
-    bar.finish_and_clear();
 
-    let latents = run.latents();
-    if let Some(path) = &args.save_latents {
-        let dims = latents.dims();
-        let values = pollster::block_on(read_f32(latents.clone()))?;
-        write_latents(path, dims, &values)?;
+    fn load(&self) -> anyhow::Result<StableDiffusion> {
+        let device = Backend::from(self.backend).device()?;
+        let spinner = ProgressBar::new_spinner().with_message(format!("loading {}", self.model.display()));
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        let sd = load_diffusers(&self.model, &device)?;
+        spinner.finish_and_clear();
+        Ok(sd)
     }
-    let mut image = pollster::block_on(to_rgb8(sd.decode(latents)))?;
-    if args.right {
-        image = image.mirrored();
+
+    fn init_noise(&self, sd: &StableDiffusion) -> anyhow::Result<Option<Tensor<4>>> {
+        Ok(match &self.init_noise {
+            Some(path) => {
+                let (shape, values) = read_latents(path)?;
+                Some(Tensor::from_data(TensorData::new(values, shape), &sd.device))
+            }
+            None => None,
+        })
     }
-    let parameters = serde_json::json!({
+
+    /// Runs the denoising loop with a progress bar, then decodes and writes the outputs.
+    fn finish(&self, sd: &StableDiffusion, mut run: Denoising<'_>, mut parameters: serde_json::Value) -> anyhow::Result<()> {
+        if run.truncated_tokens > 0 {
+            eprintln!("warning: the prompt is longer than 77 tokens; the last {} were dropped", run.truncated_tokens);
+        }
+        let bar = ProgressBar::new(run.progress().1 as u64).with_style(
+            ProgressStyle::with_template("{spinner} denoising {bar:30} {pos}/{len} steps  {elapsed} (eta {eta})").context("progress template")?,
+        );
+        while run.step() {
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let latents = run.latents();
+        if let Some(path) = &self.save_latents {
+            let dims = latents.dims();
+            write_latents(path, dims, &pollster::block_on(read_f32(latents.clone()))?)?;
+        }
+        let mut image = pollster::block_on(to_rgb8(sd.decode(latents)))?;
+        if self.right {
+            image = image.mirrored();
+        }
+        parameters["laterality"] = (if self.right { "R" } else { "L" }).into();
+        parameters["model"] = self.model.display().to_string().into();
+        parameters["init_noise"] = self.init_noise.as_ref().map(|p| p.display().to_string()).into();
+        parameters["software"] = concat!("mam-e ", env!("CARGO_PKG_VERSION")).into();
+        write_atomically(&self.output, &image.to_png(&[("parameters", parameters.to_string())])?)?;
+        println!("wrote {} ({}×{})", self.output.display(), image.width, image.height);
+        Ok(())
+    }
+}
+
+fn describe(params: &GenerateParams) -> serde_json::Value {
+    serde_json::json!({
         "prompt": params.prompt, "negative_prompt": params.negative_prompt, "steps": params.steps,
         "guidance": params.guidance, "scheduler": params.scheduler.name(), "height": params.height,
-        "width": params.width, "seed": params.seed, "laterality": if args.right { "R" } else { "L" },
-        "init_noise": args.init_noise.as_ref().map(|p| p.display().to_string()),
-        "model": args.model.display().to_string(), "software": concat!("mam-e ", env!("CARGO_PKG_VERSION")),
-    });
-    write_atomically(&args.output, &image.to_png(&[("parameters", parameters.to_string())])?)?;
-    println!("wrote {} ({}×{})", args.output.display(), image.width, image.height);
-    Ok(())
+        "width": params.width, "seed": params.seed,
+    })
+}
+
+fn read_png(path: &Path) -> anyhow::Result<RgbImage> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    RgbImage::from_png(&bytes).with_context(|| path.display().to_string())
+}
+
+pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let s = &args.sampling;
+    let params = s.params(&args.prompt, 6.0, [512, 512])?;
+    let sd = s.load()?;
+    let run = sd.start(&params, s.init_noise(&sd)?)?;
+    s.finish(&sd, run, describe(&params))
+}
+
+pub fn inpaint(args: InpaintArgs) -> anyhow::Result<()> {
+    let s = &args.sampling;
+    let image = read_png(&args.image)?;
+    let mask = read_png(&args.mask)?;
+    if (mask.width, mask.height) != (image.width, image.height) {
+        bail!("the mask is {}×{} but the image is {}×{}", mask.width, mask.height, image.width, image.height);
+    }
+    let params = s.params(&args.prompt, 3.0, [image.height, image.width])?;
+    let sd = s.load()?;
+    let run = sd.start_inpaint(&params, &image, &mask.to_gray(), s.init_noise(&sd)?)?;
+    let mut parameters = describe(&params);
+    parameters["image"] = args.image.display().to_string().into();
+    parameters["mask"] = args.mask.display().to_string().into();
+    s.finish(&sd, run, parameters)
 }

@@ -19,7 +19,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Generate a healthy mammogram from a prompt (text-to-image).
-    Generate(generate::Args),
+    Generate(generate::GenerateArgs),
+    /// Paint a synthetic lesion into a mammogram under a mask (needs an inpainting model).
+    Inpaint(generate::InpaintArgs),
     /// Check the compute backends: run the ops SD is built from and compare with f64 references.
     Doctor(doctor::Args),
 }
@@ -69,7 +71,8 @@ impl From<SchedulerArg> for SchedulerKind {
 /// Parses the process arguments and runs the subcommand.
 pub fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Generate(args) => generate::run(args),
+        Command::Generate(args) => generate::generate(args),
+        Command::Inpaint(args) => generate::inpaint(args),
         Command::Doctor(args) => doctor::run(args),
     }
 }
