@@ -19,10 +19,15 @@ use crate::{Error, Result};
 pub trait Scheduler {
     /// The timesteps handed to the UNet, one per `step` call, in order.
     fn timesteps(&self) -> &[f64];
-    /// Multiplier of the initial unit Gaussian noise.
-    fn init_noise_sigma(&self) -> f64;
-    /// Scales the latents before the UNet sees them at step `index`.
-    fn scale_model_input(&self, sample: Tensor<4>, index: usize) -> Tensor<4>;
+    /// Multiplier of the initial unit Gaussian noise (1 unless the scheduler works in sigma space).
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+    /// Scales the latents before the UNet sees them at step `index` (identity unless the
+    /// scheduler works in sigma space).
+    fn scale_model_input(&self, sample: Tensor<4>, _index: usize) -> Tensor<4> {
+        sample
+    }
     /// One denoising step from `sample` at step `index`, given the UNet output for it.
     fn step(&mut self, model_output: Tensor<4>, index: usize, sample: Tensor<4>) -> Tensor<4>;
 }
