@@ -92,3 +92,12 @@ fn broken_model_folders_are_named() {
     assert!(err.contains("tokenizer"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The same pipeline on burn-wgpu (Vulkan; Mesa lavapipe on a machine without a GPU).
+#[test]
+fn wgpu_pipeline_matches_diffusers() {
+    let device = mam_e::device::Backend::Wgpu.device().expect("a wgpu device (scripts/test installs mesa-vulkan-drivers)");
+    let sd = load_diffusers(&fixtures::path("tiny-sd"), &device).unwrap();
+    let reference = fixtures::read("reference/pipeline.safetensors");
+    fixtures::assert_close(run(&sd, &reference, SchedulerKind::Dpm, 6.0), &reference, "dpm.latents", 1e-3);
+}
