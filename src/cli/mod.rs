@@ -1,5 +1,6 @@
 //! The native research CLI, `mam-e`: one subcommand per job, each in its own file.
 
+mod bench;
 mod doctor;
 mod generate;
 
@@ -22,6 +23,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Paint a synthetic lesion into a mammogram under a mask (needs an inpainting model).
     Inpaint(generate::InpaintArgs),
+    /// Time the UNet CFG step, the text encoder and the VAE decoder (median after a warm-up).
+    Bench(bench::Args),
     /// Check the compute backends: run the ops SD is built from and compare with f64 references.
     Doctor(doctor::Args),
 }
@@ -73,6 +76,7 @@ pub fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Generate(args) => generate::generate(args),
         Command::Inpaint(args) => generate::inpaint(args),
+        Command::Bench(args) => bench::run(args),
         Command::Doctor(args) => doctor::run(args),
     }
 }

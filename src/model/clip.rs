@@ -73,6 +73,11 @@ impl ClipTextConfig {
         }
     }
 
+    /// The tiny test size of tests/fixtures (2 layers, 32 wide, 4 heads, real vocabulary).
+    pub fn tiny() -> Self {
+        Self { hidden_size: 32, intermediate_size: 37, num_hidden_layers: 2, num_attention_heads: 4, ..Self::sd15() }
+    }
+
     /// Parses `text_encoder/config.json`.
     pub fn from_json(text: &str) -> Result<Self> {
         let config: Self = serde_json::from_str(text)

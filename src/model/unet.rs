@@ -123,6 +123,16 @@ impl UNet2DConditionConfig {
         serde_json::from_str(r#"{"cross_attention_dim": 768}"#).expect("valid preset")
     }
 
+    /// The tiny test size of tests/fixtures (2 blocks of 32/64 channels, 8 groups, 4 heads).
+    pub fn tiny() -> Self {
+        serde_json::from_str(
+            r#"{"block_out_channels": [32, 64], "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+                "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "cross_attention_dim": 32,
+                "attention_head_dim": 4, "norm_num_groups": 8}"#,
+        )
+        .expect("valid preset")
+    }
+
     /// `stable-diffusion-inpainting`'s UNet: SD1.5 with 9 input channels.
     pub fn sd15_inpaint() -> Self {
         Self { in_channels: 9, ..Self::sd15() }

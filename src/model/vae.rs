@@ -94,6 +94,11 @@ impl AutoencoderKlConfig {
         }
     }
 
+    /// The tiny test size of tests/fixtures (32/64 channels, 1 layer per block, 8 groups).
+    pub fn tiny() -> Self {
+        Self { block_out_channels: vec![32, 64], layers_per_block: 1, norm_num_groups: 8, down_block_types: vec![], up_block_types: vec![], ..Self::sd15() }
+    }
+
     pub fn from_json(text: &str) -> Result<Self> {
         let config: Self = serde_json::from_str(text).map_err(|e| bad_config(e.to_string()))?;
         if config.act_fn != "silu" {
