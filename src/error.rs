@@ -18,6 +18,12 @@ pub enum Error {
     /// A weight file that does not fit the model (missing, unexpected or mis-shaped tensors).
     #[error("{component} weights: {reason}")]
     Weights { component: String, reason: String },
+    /// A downloaded or stored file whose bytes are not the ones its manifest lists.
+    #[error("{file} is corrupt: {reason}; delete it and download it again")]
+    Corrupt { file: String, reason: String },
+    /// A model package this version cannot use (unknown format version, wrong kind, ...).
+    #[error("model package: {0}")]
+    Package(String),
     /// A caller-supplied value outside its valid range.
     #[error("invalid {what}: {reason}")]
     InvalidInput { what: &'static str, reason: String },

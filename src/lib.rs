@@ -6,14 +6,15 @@
 pub mod device;
 pub mod error;
 pub mod imaging;
+pub mod mask;
 pub mod model;
+pub mod package;
 pub mod pipeline;
 pub mod prompt;
 pub mod rng;
 pub mod schedulers;
 pub mod selftest;
 pub mod tokenizer;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod weights;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,5 +1,6 @@
 //! `mam-e generate` (healthy mammograms from a prompt) and `mam-e inpaint` (a lesion painted
-//! into an image under a mask), on a diffusers-layout model. They share every sampling flag.
+//! into an image under a mask), on a diffusers-layout model or a mam-e package. They share every
+//! sampling flag.
 
 use std::path::{Path, PathBuf};
 
@@ -17,7 +18,8 @@ use crate::weights::{load_diffusers, read_latents, write_atomically, write_laten
 /// Flags common to `generate` and `inpaint`.
 #[derive(Debug, clap::Args)]
 pub struct SamplingArgs {
-    /// A diffusers model folder (model_index.json, unet/, text_encoder/, vae/, tokenizer/, scheduler/).
+    /// A diffusers model folder (model_index.json, unet/, text_encoder/, vae/, tokenizer/, scheduler/)
+    /// or a package made by `mam-e convert` (manifest.json and shards).
     #[arg(long)]
     model: PathBuf,
     /// What to steer away from (empty by default, as MAM-E).
@@ -105,7 +107,11 @@ impl SamplingArgs {
         let device = Backend::from(self.backend).device()?;
         let spinner = ProgressBar::new_spinner().with_message(format!("loading {}", self.model.display()));
         spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-        let sd = load_diffusers(&self.model, &device)?;
+        let sd = if self.model.join(crate::package::MANIFEST).exists() {
+            crate::package::load_package(&self.model, &device)?
+        } else {
+            load_diffusers(&self.model, &device)?
+        };
         spinner.finish_and_clear();
         Ok(sd)
     }
@@ -151,14 +157,6 @@ impl SamplingArgs {
     }
 }
 
-fn describe(params: &GenerateParams) -> serde_json::Value {
-    serde_json::json!({
-        "prompt": params.prompt, "negative_prompt": params.negative_prompt, "steps": params.steps,
-        "guidance": params.guidance, "scheduler": params.scheduler.name(), "height": params.height,
-        "width": params.width, "seed": params.seed,
-    })
-}
-
 fn read_png(path: &Path) -> anyhow::Result<RgbImage> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     RgbImage::from_png(&bytes).with_context(|| path.display().to_string())
@@ -169,7 +167,7 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let params = s.params(&args.prompt, 6.0, [512, 512])?;
     let sd = s.load()?;
     let run = sd.start(&params, s.init_noise(&sd)?)?;
-    s.finish(&sd, run, describe(&params))
+    s.finish(&sd, run, params.describe())
 }
 
 pub fn inpaint(args: InpaintArgs) -> anyhow::Result<()> {
@@ -182,7 +180,7 @@ pub fn inpaint(args: InpaintArgs) -> anyhow::Result<()> {
     let params = s.params(&args.prompt, 3.0, [image.height, image.width])?;
     let sd = s.load()?;
     let run = sd.start_inpaint(&params, &image, &mask.to_gray(), s.init_noise(&sd)?)?;
-    let mut parameters = describe(&params);
+    let mut parameters = params.describe();
     parameters["image"] = args.image.display().to_string().into();
     parameters["mask"] = args.mask.display().to_string().into();
     s.finish(&sd, run, parameters)

@@ -1,6 +1,7 @@
 //! The native research CLI, `mam-e`: one subcommand per job, each in its own file.
 
 mod bench;
+mod convert;
 mod doctor;
 mod generate;
 
@@ -23,6 +24,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Paint a synthetic lesion into a mammogram under a mask (needs an inpainting model).
     Inpaint(generate::InpaintArgs),
+    /// Turn a diffusers folder into a sharded, checksummed, optionally quantized package for the web app.
+    Convert(convert::Args),
     /// Time the UNet CFG step, the text encoder and the VAE decoder (median after a warm-up).
     Bench(bench::Args),
     /// Check the compute backends: run the ops SD is built from and compare with f64 references.
@@ -76,6 +79,7 @@ pub fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Generate(args) => generate::generate(args),
         Command::Inpaint(args) => generate::inpaint(args),
+        Command::Convert(args) => convert::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Doctor(args) => doctor::run(args),
     }

@@ -117,11 +117,21 @@ impl AutoencoderKlConfig {
 
     /// A model with this architecture and untrained weights.
     pub fn init(&self, device: &Device) -> AutoencoderKl {
+        self.build(true, device)
+    }
+
+    /// The decoder half only (and `post_quant_conv`): all text-to-image needs. [`AutoencoderKl::encode`]
+    /// then fails.
+    pub fn init_decoder(&self, device: &Device) -> AutoencoderKl {
+        self.build(false, device)
+    }
+
+    fn build(&self, with_encoder: bool, device: &Device) -> AutoencoderKl {
         let ch = &self.block_out_channels;
         let g = self.norm_num_groups;
         let last = *ch.last().unwrap_or(&64);
-        let down_blocks = ch
-            .iter()
+        let down_blocks = || {
+            ch.iter()
             .enumerate()
             .map(|(i, &out)| {
                 let input = if i == 0 { ch[0] } else { ch[i - 1] };
@@ -132,7 +142,8 @@ impl AutoencoderKlConfig {
                     downsamplers: (i + 1 < ch.len()).then(|| Downsample2D::new(out, true, device)).into_iter().collect(),
                 }
             })
-            .collect();
+            .collect()
+        };
         let reversed: Vec<usize> = ch.iter().rev().copied().collect();
         let up_blocks = reversed
             .iter()
@@ -153,13 +164,13 @@ impl AutoencoderKlConfig {
         };
         let l = self.latent_channels;
         AutoencoderKl {
-            encoder: Encoder {
+            encoder: with_encoder.then(|| Encoder {
                 conv_in: conv(self.in_channels, ch[0], 3, device),
-                down_blocks,
+                down_blocks: down_blocks(),
                 mid_block: mid(),
                 conv_norm_out: group_norm(g, last, EPS, device),
                 conv_out: conv(last, 2 * l, 3, device),
-            },
+            }),
             decoder: Decoder {
                 conv_in: conv(l, last, 3, device),
                 mid_block: mid(),
@@ -167,7 +178,7 @@ impl AutoencoderKlConfig {
                 conv_norm_out: group_norm(g, ch[0], EPS, device),
                 conv_out: conv(ch[0], self.out_channels, 3, device),
             },
-            quant_conv: self.use_quant_conv.then(|| conv(2 * l, 2 * l, 1, device)),
+            quant_conv: (with_encoder && self.use_quant_conv).then(|| conv(2 * l, 2 * l, 1, device)),
             post_quant_conv: self.use_post_quant_conv.then(|| conv(l, l, 1, device)),
         }
     }
@@ -179,7 +190,8 @@ fn bad_config(reason: String) -> Error {
 
 #[derive(Module, Debug)]
 pub struct AutoencoderKl {
-    pub encoder: Encoder,
+    /// `None` in text-to-image packages, which ship the decoder only.
+    pub encoder: Option<Encoder>,
     pub decoder: Decoder,
     pub quant_conv: Option<Conv2d>,
     pub post_quant_conv: Option<Conv2d>,
@@ -284,8 +296,11 @@ impl AutoencoderKl {
     /// # Shapes
     /// - image: `[batch, in_channels, H, W]`
     /// - mean, logvar: `[batch, latent_channels, H/2^(blocks-1), W/2^(blocks-1)]`
-    pub fn encode(&self, image: Tensor<4>) -> LatentDistribution {
-        let e = &self.encoder;
+    pub fn encode(&self, image: Tensor<4>) -> Result<LatentDistribution> {
+        let e = self.encoder.as_ref().ok_or_else(|| Error::InvalidInput {
+            what: "model",
+            reason: "this VAE has no encoder (a text-to-image package); inpainting needs an inpainting package".into(),
+        })?;
         let mut x = e.conv_in.forward(image);
         for block in &e.down_blocks {
             for resnet in &block.resnets {
@@ -304,7 +319,7 @@ impl AutoencoderKl {
         let half = c / 2;
         let mean = x.clone().slice([0..b, 0..half, 0..h, 0..w]);
         let logvar = x.slice([0..b, half..c, 0..h, 0..w]).clamp(-30.0, 20.0);
-        LatentDistribution { mean, logvar }
+        Ok(LatentDistribution { mean, logvar })
     }
 
     /// Latents (already divided by `scaling_factor`) to an image in about [-1, 1].

@@ -52,7 +52,7 @@ impl StableDiffusion {
         }
         let device = &self.device;
         let masked = Tensor::<4>::from_data(TensorData::new(masked, [1, 3, h, w]), device);
-        let masked_latents = self.vae.encode(masked).mean * self.vae_scaling_factor;
+        let masked_latents = self.vae.encode(masked)?.mean * self.vae_scaling_factor;
         let mask = Tensor::<4>::from_data(TensorData::new(binary, [1, 1, h, w]), device);
         let mask_latent = interpolate(mask, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([lh, lw]));
         self.start_with(params, init_noise, Some(Tensor::cat(vec![mask_latent, masked_latents], 1)))

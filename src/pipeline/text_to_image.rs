@@ -20,6 +20,18 @@ pub struct GenerateParams {
     pub seed: u64,
 }
 
+impl GenerateParams {
+    /// The parameters as stored in a PNG's `parameters` chunk (the CLI and the web app add the
+    /// model, laterality and software).
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "prompt": self.prompt, "negative_prompt": self.negative_prompt, "steps": self.steps,
+            "guidance": self.guidance, "scheduler": self.scheduler.name(), "height": self.height,
+            "width": self.width, "seed": self.seed,
+        })
+    }
+}
+
 impl Default for GenerateParams {
     /// MAM-E's defaults for the fusion model.
     fn default() -> Self {

@@ -54,9 +54,25 @@ fn Choice(label: &'static str, name: &'static str, options: Vec<&'static str>, s
     }
 }
 
-/// Prompt controls and sampling settings.
+/// What the Generate button asks for: the prompt text and the settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateRequest {
+    pub prompt: String,
+    pub settings: SamplingSettings,
+    /// How many images, one after another (seeds `seed`, `seed + 1`, … unless random).
+    pub count: u32,
+}
+
+/// Prompt controls and sampling settings. Generate is enabled when `ready` (a model is loaded)
+/// and not `busy`.
 #[component]
-pub fn PromptPanel() -> impl IntoView {
+pub fn PromptPanel(
+    #[prop(into, default = Signal::stored(false))] ready: Signal<bool>,
+    #[prop(into, default = Signal::stored(false))] busy: Signal<bool>,
+    #[prop(optional)] on_generate: Option<Callback<GenerateRequest>>,
+    #[prop(optional)] children: Option<Children>,
+) -> impl IntoView {
+    let count = RwSignal::new(1u32);
     let spec = RwSignal::new(PromptSpec::default());
     let prompt = RwSignal::new(spec.get_untracked().to_string());
     let settings = RwSignal::new(SamplingSettings::default());
@@ -151,7 +167,26 @@ pub fn PromptPanel() -> impl IntoView {
                     <span>"random seed"</span>
                 </label>
             </div>
-            <button type="button" class="primary" disabled title="Needs a loaded model package">"Generate"</button>
+            <div class="actions">
+                <label class="field">
+                    <span>"Images"</span>
+                    <input type="number" name="count" min="1" max="16" prop:value=move || count.get()
+                        on:input=move |ev| {
+                            if let Ok(v) = event_target_value(&ev).parse::<u32>() { count.set(v.clamp(1, 16)) }
+                        } />
+                </label>
+                <button type="button" class="primary" name="generate"
+                    prop:disabled=move || !ready.get() || busy.get()
+                    title=move || if ready.get() { "Generate on this device's GPU" } else { "Needs a loaded text-to-image package" }
+                    on:click=move |_| {
+                        if let Some(on_generate) = on_generate {
+                            on_generate.run(GenerateRequest { prompt: prompt.get_untracked(), settings: settings.get_untracked(), count: count.get_untracked() });
+                        }
+                    }>
+                    "Generate"
+                </button>
+            </div>
+            {children.map(|c| c())}
         </section>
     }
 }

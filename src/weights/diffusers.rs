@@ -18,12 +18,12 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })
 }
 
-fn read_text(path: &Path) -> Result<String> {
+pub(crate) fn read_text(path: &Path) -> Result<String> {
     String::from_utf8(read(path)?).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })
 }
 
 /// The weights file of a component: `<stem>.safetensors`, else the `fp16` variant.
-fn weights_file(dir: &Path, component: &str, stem: &str) -> Result<Vec<u8>> {
+pub(crate) fn weights_file(dir: &Path, component: &str, stem: &str) -> Result<Vec<u8>> {
     let folder = dir.join(component);
     for name in [format!("{stem}.safetensors"), format!("{stem}.fp16.safetensors")] {
         let path = folder.join(&name);

@@ -4,17 +4,27 @@
 //! must be used, except the known buffers listed in [`IGNORED_BUFFERS`]; anything else is an
 //! error naming the keys, and the module is not handed back half-loaded.
 
+use std::collections::HashSet;
+
 use burn::module::Module;
-use burn::store::{FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use burn::tensor::DType;
+use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter};
+use burn::tensor::{Bytes, DType};
 
 use crate::{Error, Result};
 
-mod diffusers;
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) mod diffusers;
+#[cfg(not(target_arch = "wasm32"))]
 mod latents;
+pub mod safetensors;
+#[cfg(not(target_arch = "wasm32"))]
 pub use diffusers::load_diffusers;
+#[cfg(not(target_arch = "wasm32"))]
 pub use latents::{read_latents, write_latents};
 
+pub type PackTensor = burn::store::burn_pack::Tensor;
+
+#[cfg(not(target_arch = "wasm32"))]
 /// Writes `data` to `path` via a temporary file in the same folder and a rename, so a killed
 /// process never leaves a half-written file behind.
 pub fn write_atomically(path: &std::path::Path, data: &[u8]) -> Result<()> {
@@ -30,43 +40,95 @@ pub fn write_atomically(path: &std::path::Path, data: &[u8]) -> Result<()> {
 pub const IGNORED_BUFFERS: &[&str] = &["text_model.embeddings.position_ids"];
 
 /// Old diffusers key names still found in real hub files, renamed to the current ones (which are
-/// our field names). (regex on the stored key, replacement)
-/// - SD1.5's VAE (diffusers < 0.14 layout): mid-block attention `query`/`key`/`value`/`proj_attn`.
-pub const KEY_RENAMES: &[(&str, &str)] = &[
-    (r"\.attentions\.(\d+)\.query\.", ".attentions.$1.to_q."),
-    (r"\.attentions\.(\d+)\.key\.", ".attentions.$1.to_k."),
-    (r"\.attentions\.(\d+)\.value\.", ".attentions.$1.to_v."),
-    (r"\.attentions\.(\d+)\.proj_attn\.", ".attentions.$1.to_out.0."),
-];
+/// our field names).
+/// - SD1.5's VAE (diffusers < 0.14 layout): mid-block attention `query`/`key`/`value`/`proj_attn`
+///   → `to_q`/`to_k`/`to_v`/`to_out.0`.
+pub fn canonical_key(key: &str) -> String {
+    let parts: Vec<&str> = key.split('.').collect();
+    let renamed = parts.iter().enumerate().map(|(i, part)| {
+        let in_attention = i >= 2 && parts[i - 2] == "attentions" && parts[i - 1].bytes().all(|b| b.is_ascii_digit());
+        match (in_attention, *part) {
+            (true, "query") => "to_q",
+            (true, "key") => "to_k",
+            (true, "value") => "to_v",
+            (true, "proj_attn") => "to_out.0",
+            (_, other) => other,
+        }
+    });
+    renamed.collect::<Vec<_>>().join(".")
+}
 
-/// Loads a diffusers/transformers safetensors file (`bytes`) into `module`.
+/// A tensor for [`ComponentLoad::apply`]: f32 values under a diffusers key.
+pub fn pack_tensor(name: String, shape: Vec<usize>, values: Vec<f32>) -> PackTensor {
+    PackTensor::new(name, DType::F32, shape, None, Bytes::from_elems(values))
+}
+
+/// Loading one component (text encoder, UNet, VAE) from tensors given in any number of batches,
+/// so that a sharded package needs only one shard in memory at a time.
 ///
-/// `component` names the part (`"text_encoder"`, `"unet"`, ...) in errors. PyTorch layouts are
-/// converted on the way (linear weights transposed, norm `weight`/`bias` → `gamma`/`beta`), and
-/// f16/bf16 tensors are widened to f32.
-pub fn load_safetensors<M: Module + ModuleSnapshot>(mut module: M, bytes: Vec<u8>, component: &str) -> Result<M> {
-    let mut store = SafetensorsStore::from_bytes(Some(bytes))
-        .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
-        .allow_partial(true)
-        // Our enums (1×1-conv or linear projections, `ff.net` entries) are invisible in the keys.
-        .skip_enum_variants(true);
-    for (from, to) in KEY_RENAMES {
-        store = store.with_key_remapping(from, *to);
+/// PyTorch layouts are converted on the way (linear weights transposed, norm `weight`/`bias` →
+/// `gamma`/`beta`). [`ComponentLoad::finish`] fails, naming keys, on missing, unexpected or
+/// mis-shaped tensors: the module is never handed back half-loaded.
+pub struct ComponentLoad<M> {
+    module: M,
+    component: String,
+    applied: HashSet<String>,
+    visited: HashSet<String>,
+    unexpected: Vec<String>,
+    errors: Vec<String>,
+}
+
+impl<M: Module + ModuleSnapshot> ComponentLoad<M> {
+    pub fn new(module: M, component: &str) -> Self {
+        ComponentLoad { module, component: component.to_string(), applied: HashSet::new(), visited: HashSet::new(), unexpected: Vec::new(), errors: Vec::new() }
     }
-    let result = module.load_from(&mut store).map_err(|e| weights_error(component, e.to_string()))?;
-    let missing: Vec<&str> = result.missing.iter().map(|(path, _)| path.as_str()).collect();
-    let unused: Vec<&str> = result.unused.iter().map(String::as_str).filter(|k| !IGNORED_BUFFERS.contains(k)).collect();
-    let mut problems = Vec::new();
-    if !missing.is_empty() {
-        problems.push(format!("missing {} tensor(s): {}", missing.len(), preview(&missing)));
+
+    pub fn apply(&mut self, tensors: Vec<PackTensor>) {
+        // `skip_enum_variants`: our enums (1×1-conv or linear projections, `ff.net` entries) are
+        // invisible in the keys.
+        let result = self.module.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), true);
+        self.visited.extend(result.missing.into_iter().map(|(path, _)| path));
+        self.visited.extend(result.applied.iter().cloned());
+        self.applied.extend(result.applied);
+        self.unexpected.extend(result.unused.into_iter().filter(|k| !IGNORED_BUFFERS.contains(&k.as_str())));
+        self.errors.extend(result.errors.iter().map(ToString::to_string));
     }
-    if !unused.is_empty() {
-        problems.push(format!("unexpected {} tensor(s): {}", unused.len(), preview(&unused)));
+
+    pub fn finish(self) -> Result<M> {
+        let mut missing: Vec<&str> = self.visited.iter().filter(|p| !self.applied.contains(*p)).map(String::as_str).collect();
+        missing.sort();
+        let unexpected: Vec<&str> = self.unexpected.iter().map(String::as_str).collect();
+        let mut problems = Vec::new();
+        if self.visited.is_empty() {
+            problems.push("no tensors were given".to_string());
+        }
+        if !missing.is_empty() {
+            problems.push(format!("missing {} tensor(s): {}", missing.len(), preview(&missing)));
+        }
+        if !unexpected.is_empty() {
+            problems.push(format!("unexpected {} tensor(s): {}", unexpected.len(), preview(&unexpected)));
+        }
+        problems.extend(self.errors);
+        if problems.is_empty() { Ok(self.module) } else { Err(weights_error(&self.component, problems.join("; "))) }
     }
-    for error in &result.errors {
-        problems.push(error.to_string());
+}
+
+/// Loads a diffusers/transformers safetensors file (`bytes`) into `module`; f16/bf16 tensors are
+/// widened to f32 and [old key names](canonical_key) renamed.
+///
+/// `component` names the part (`"text_encoder"`, `"unet"`, ...) in errors.
+pub fn load_safetensors<M: Module + ModuleSnapshot>(module: M, bytes: Vec<u8>, component: &str) -> Result<M> {
+    let file = safetensors::parse(&bytes).map_err(|reason| weights_error(component, reason))?;
+    let mut tensors = Vec::with_capacity(file.tensors.len());
+    for view in file.tensors.iter().filter(|v| !IGNORED_BUFFERS.contains(&canonical_key(&v.name).as_str())) {
+        let values = view.to_f32().map_err(|reason| weights_error(component, reason))?;
+        tensors.push(pack_tensor(canonical_key(&view.name), view.shape.clone(), values));
     }
-    if problems.is_empty() { Ok(module) } else { Err(weights_error(component, problems.join("; "))) }
+    drop(file);
+    drop(bytes);
+    let mut load = ComponentLoad::new(module, component);
+    load.apply(tensors);
+    load.finish()
 }
 
 fn preview(keys: &[&str]) -> String {

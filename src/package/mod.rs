@@ -1,0 +1,156 @@
+//! Model packages: what the browser downloads (and the CLI can load too). A folder with
+//! `manifest.json` and safetensors shards of at most [`MAX_SHARD_BYTES`], each listed with its
+//! size and SHA-256. The format is described in `docs/package-format.md`.
+
+#[cfg(not(target_arch = "wasm32"))]
+mod convert;
+mod load;
+pub mod quant;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+#[cfg(not(target_arch = "wasm32"))]
+pub use convert::{ComponentSize, ConvertOptions, ConvertReport, convert};
+pub use load::PackageLoader;
+#[cfg(not(target_arch = "wasm32"))]
+pub use load::load_package;
+
+/// `format` of every manifest.
+pub const FORMAT: &str = "mam-e-package";
+/// The manifest version this build reads and writes.
+pub const VERSION: u32 = 1;
+/// The manifest's file name inside a package.
+pub const MANIFEST: &str = "manifest.json";
+/// Largest shard: small enough for browsers to fetch and hash in one piece.
+pub const MAX_SHARD_BYTES: u64 = 128 << 20;
+
+/// What a package's pipeline does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// 4-channel UNet; the VAE ships without its encoder.
+    TextToImage,
+    /// 9-channel UNet (latents, mask, masked-image latents) and the whole VAE.
+    Inpainting,
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ModelKind::TextToImage => "text-to-image",
+            ModelKind::Inpainting => "inpainting",
+        })
+    }
+}
+
+/// How the weights are stored (they are always computed in f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageDtype {
+    F32,
+    F16,
+    /// Block-wise 8-bit weights with f16 scales; sensitive tensors f16.
+    Q8,
+    /// Block-wise 4-bit UNet and VAE weights, 8-bit text encoder, sensitive tensors f16.
+    Q4,
+}
+
+/// A file of the package, with what its bytes must be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// Path relative to the package folder (or URL).
+    pub file: String,
+    pub bytes: u64,
+    /// Lower-case hex SHA-256 of the whole file.
+    pub sha256: String,
+}
+
+impl FileRef {
+    pub fn of(file: String, data: &[u8]) -> Self {
+        FileRef { file, bytes: data.len() as u64, sha256: sha256_hex(data) }
+    }
+
+    /// Checks `data` is this file: size first (a truncated download), then the hash.
+    pub fn verify(&self, data: &[u8]) -> Result<()> {
+        if data.len() as u64 != self.bytes {
+            return Err(Error::Corrupt { file: self.file.clone(), reason: format!("{} bytes, expected {}", data.len(), self.bytes) });
+        }
+        let got = sha256_hex(data);
+        if got != self.sha256 {
+            return Err(Error::Corrupt { file: self.file.clone(), reason: format!("SHA-256 {got}, expected {}", self.sha256) });
+        }
+        Ok(())
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The components' diffusers configs (`config.json` of each folder), verbatim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Configs {
+    pub text_encoder: serde_json::Value,
+    pub unet: serde_json::Value,
+    pub vae: serde_json::Value,
+    /// `scheduler/scheduler_config.json`.
+    pub scheduler: serde_json::Value,
+}
+
+/// Generation settings the app starts from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Defaults {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: usize,
+    pub guidance: f64,
+    /// `dpm`, `ddim`, `pndm` or `euler`.
+    pub scheduler: String,
+    pub seed: u64,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub kind: ModelKind,
+    pub name: String,
+    pub description: String,
+    /// False for random-weight packages (tests, the placeholder demo): the UI says so.
+    pub trained: bool,
+    pub dtype: StorageDtype,
+    pub configs: Configs,
+    /// `tokenizer/vocab.json` + `tokenizer/merges.txt`, or `tokenizer/tokenizer.json`.
+    pub tokenizer: Vec<FileRef>,
+    pub defaults: Defaults,
+    pub shards: Vec<FileRef>,
+}
+
+impl Manifest {
+    /// Parses `manifest.json`, checking the format and version before anything else so an
+    /// old or future package gets a message about that, not about some field.
+    pub fn parse(text: &str) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Package(format!("{MANIFEST} is not JSON: {e}")))?;
+        if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+            return Err(Error::Package(format!("{MANIFEST} has no \"format\": \"{FORMAT}\"; this is not a mam-e model package")));
+        }
+        match value.get("version").and_then(|v| v.as_u64()) {
+            Some(v) if v == VERSION as u64 => {}
+            Some(v) => {
+                return Err(Error::Package(format!("format version {v}; this build reads version {VERSION} (convert the model again with this mam-e, or update mam-e)")));
+            }
+            None => return Err(Error::Package(format!("{MANIFEST} has no format version"))),
+        }
+        serde_json::from_value(value).map_err(|e| Error::Package(format!("{MANIFEST}: {e}")))
+    }
+
+    /// Bytes to download: shards and tokenizer files.
+    pub fn total_bytes(&self) -> u64 {
+        self.shards.iter().chain(&self.tokenizer).map(|f| f.bytes).sum()
+    }
+}

@@ -1,0 +1,152 @@
+//! Fetching package files: streamed with byte progress, checked against the manifest's size and
+//! SHA-256, and kept in Cache Storage so a reload or an offline visit does not download again.
+//! Each verified file is stored on its own, so an interrupted download resumes at the next file.
+
+use js_sys::{Reflect, Uint8Array};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Cache, Response};
+
+use crate::package::FileRef;
+use crate::{Error, Result};
+
+/// The Cache Storage bucket holding package files.
+pub const CACHE_NAME: &str = "mam-e-packages";
+/// Header recording a stored body's size, so listing the cache reads no bodies.
+const SIZE_HEADER: &str = "x-mam-e-bytes";
+
+fn js_error(url: &str, what: &str, e: JsValue) -> Error {
+    let text = e.as_string().or_else(|| Reflect::get(&e, &"message".into()).ok().and_then(|m| m.as_string())).unwrap_or_else(|| format!("{e:?}"));
+    Error::Io { path: url.to_string(), reason: format!("{what}: {text}") }
+}
+
+async fn open_cache() -> Option<Cache> {
+    let caches = web_sys::window()?.caches().ok()?;
+    JsFuture::from(caches.open(CACHE_NAME)).await.ok()?.dyn_into().ok()
+}
+
+/// The body of `response`, streamed; `on_bytes(n)` after each chunk of n bytes.
+async fn read_body(url: &str, response: Response, on_bytes: &mut dyn FnMut(u64)) -> Result<Vec<u8>> {
+    let Some(body) = response.body() else {
+        let buffer = JsFuture::from(response.array_buffer().map_err(|e| js_error(url, "read", e))?).await.map_err(|e| js_error(url, "read", e))?;
+        let bytes = Uint8Array::new(&buffer).to_vec();
+        on_bytes(bytes.len() as u64);
+        return Ok(bytes);
+    };
+    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    let mut bytes = Vec::new();
+    loop {
+        let chunk = JsFuture::from(reader.read()).await.map_err(|e| js_error(url, "network failure while downloading", e))?;
+        if Reflect::get(&chunk, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
+            return Ok(bytes);
+        }
+        let value: Uint8Array = Reflect::get(&chunk, &"value".into()).map_err(|e| js_error(url, "read", e))?.unchecked_into();
+        let start = bytes.len();
+        bytes.resize(start + value.length() as usize, 0);
+        value.copy_to(&mut bytes[start..]);
+        on_bytes(value.length() as u64);
+    }
+}
+
+async fn fetch(url: &str) -> Result<Response> {
+    let window = web_sys::window().ok_or_else(|| Error::Io { path: url.into(), reason: "no window".into() })?;
+    let response: Response = JsFuture::from(window.fetch_with_str(url))
+        .await
+        .map_err(|e| js_error(url, "network failure (offline, or the server refused the request)", e))?
+        .unchecked_into();
+    if !response.ok() {
+        return Err(Error::Io { path: url.into(), reason: format!("the server answered HTTP {} {}", response.status(), response.status_text()) });
+    }
+    Ok(response)
+}
+
+/// A text file (the manifest), from the network when possible, else from the cache (offline).
+pub async fn fetch_text(url: &str) -> Result<String> {
+    let cache = open_cache().await;
+    match fetch(url).await {
+        Ok(response) => {
+            let bytes = read_body(url, response, &mut |_| {}).await?;
+            if let Some(cache) = &cache {
+                store(cache, url, &bytes).await;
+            }
+            String::from_utf8(bytes).map_err(|e| Error::Io { path: url.into(), reason: e.to_string() })
+        }
+        Err(network) => match cached(cache.as_ref(), url).await {
+            Some(bytes) => String::from_utf8(bytes).map_err(|e| Error::Io { path: url.into(), reason: e.to_string() }),
+            None => Err(network),
+        },
+    }
+}
+
+async fn cached(cache: Option<&Cache>, url: &str) -> Option<Vec<u8>> {
+    let found = JsFuture::from(cache?.match_with_str(url)).await.ok()?;
+    let response: Response = found.dyn_into().ok()?;
+    let buffer = JsFuture::from(response.array_buffer().ok()?).await.ok()?;
+    Some(Uint8Array::new(&buffer).to_vec())
+}
+
+async fn store(cache: &Cache, url: &str, bytes: &[u8]) {
+    let mut copy = bytes.to_vec();
+    let init = web_sys::ResponseInit::new();
+    if let Ok(headers) = web_sys::Headers::new() {
+        let _ = headers.set(SIZE_HEADER, &bytes.len().to_string());
+        init.set_headers(&headers);
+    }
+    if let Ok(response) = Response::new_with_opt_u8_array_and_init(Some(&mut copy), &init) {
+        // A full quota only costs the offline copy; the download itself succeeded.
+        let _ = JsFuture::from(cache.put_with_str(url, &response)).await;
+    }
+}
+
+/// File `file` of the package at `base` (a folder URL ending in `/`): from the cache if a
+/// verified copy is there, else downloaded, verified and cached. `on_bytes` sees the progress
+/// (a cached file counts at once).
+pub async fn fetch_verified(base: &str, file: &FileRef, on_bytes: &mut dyn FnMut(u64)) -> Result<Vec<u8>> {
+    let url = format!("{base}{}", file.file);
+    let cache = open_cache().await;
+    if let Some(bytes) = cached(cache.as_ref(), &url).await {
+        if file.verify(&bytes).is_ok() {
+            on_bytes(bytes.len() as u64);
+            return Ok(bytes);
+        }
+        if let Some(cache) = &cache {
+            let _ = JsFuture::from(cache.delete_with_str(&url)).await;
+        }
+    }
+    let bytes = read_body(&url, fetch(&url).await?, on_bytes).await?;
+    file.verify(&bytes)?;
+    if let Some(cache) = &cache {
+        store(cache, &url, &bytes).await;
+    }
+    Ok(bytes)
+}
+
+/// Bytes kept in the package cache (sum of stored bodies) and the origin's usage and quota.
+pub async fn stored_bytes() -> (u64, Option<(f64, f64)>) {
+    let mut total = 0;
+    if let Some(cache) = open_cache().await {
+        if let Ok(keys) = JsFuture::from(cache.keys()).await {
+            for request in js_sys::Array::from(&keys).iter() {
+                if let Ok(found) = JsFuture::from(cache.match_with_request(&request.unchecked_into())).await {
+                    if let Ok(response) = found.dyn_into::<Response>() {
+                        total += response.headers().get(SIZE_HEADER).ok().flatten().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+                    }
+                }
+            }
+        }
+    }
+    let estimate = async {
+        let storage = web_sys::window()?.navigator().storage();
+        let estimate = JsFuture::from(storage.estimate().ok()?).await.ok()?;
+        let number = |name: &str| Reflect::get(&estimate, &name.into()).ok()?.as_f64();
+        Some((number("usage")?, number("quota")?))
+    };
+    (total, estimate.await)
+}
+
+/// Deletes every stored package file.
+pub async fn delete_stored() -> Result<()> {
+    let caches = web_sys::window().and_then(|w| w.caches().ok()).ok_or_else(|| Error::Io { path: CACHE_NAME.into(), reason: "Cache Storage is not available".into() })?;
+    JsFuture::from(caches.delete(CACHE_NAME)).await.map_err(|e| js_error(CACHE_NAME, "delete", e))?;
+    Ok(())
+}

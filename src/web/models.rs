@@ -1,0 +1,162 @@
+//! The loaded models (one text-to-image and one inpainting package) and how a package gets from
+//! a URL onto the GPU: manifest, tokenizer, then shards fetched a few at a time, each verified
+//! and applied as it arrives.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use burn::tensor::Device;
+use futures::StreamExt;
+
+use super::download::{fetch_text, fetch_verified};
+use crate::device::webgpu_device;
+use crate::package::{Defaults, MANIFEST, Manifest, ModelKind, PackageLoader, StorageDtype};
+use crate::pipeline::StableDiffusion;
+use crate::Result;
+
+/// Shards downloading at once.
+const PARALLEL_SHARDS: usize = 3;
+
+/// The packages that ship with the app (served from `static/models/`).
+pub const DEFAULT_TEXT_TO_IMAGE: &str = "models/tiny-sd/manifest.json";
+pub const DEFAULT_INPAINTING: &str = "models/tiny-sd-inpaint/manifest.json";
+
+/// A loaded package, as the UI shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub url: String,
+    pub name: String,
+    pub description: String,
+    pub kind: ModelKind,
+    pub trained: bool,
+    pub dtype: StorageDtype,
+    pub bytes: u64,
+    pub defaults: Defaults,
+}
+
+impl ModelInfo {
+    fn of(url: &str, manifest: &Manifest) -> Self {
+        ModelInfo {
+            url: url.to_string(),
+            name: manifest.name.clone(),
+            description: manifest.description.clone(),
+            kind: manifest.kind,
+            trained: manifest.trained,
+            dtype: manifest.dtype,
+            bytes: manifest.total_bytes(),
+            defaults: manifest.defaults.clone(),
+        }
+    }
+}
+
+/// Where a slot stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlotStatus {
+    Empty,
+    Loading { url: String, done: u64, total: u64, started_ms: f64, now_ms: f64 },
+    Ready(ModelInfo),
+    Failed(String),
+}
+
+#[derive(Default)]
+struct Loaded {
+    device: Option<Device>,
+    text_to_image: Option<Rc<StableDiffusion>>,
+    inpainting: Option<Rc<StableDiffusion>>,
+}
+
+thread_local! {
+    static LOADED: RefCell<Loaded> = RefCell::default();
+}
+
+/// The loaded model of `kind`, if any.
+pub fn model(kind: ModelKind) -> Option<Rc<StableDiffusion>> {
+    LOADED.with(|l| {
+        let l = l.borrow();
+        match kind {
+            ModelKind::TextToImage => l.text_to_image.clone(),
+            ModelKind::Inpainting => l.inpainting.clone(),
+        }
+    })
+}
+
+/// The WebGPU device, created on first use and shared by every model.
+pub async fn device() -> Result<Device> {
+    if let Some(device) = LOADED.with(|l| l.borrow().device.clone()) {
+        return Ok(device);
+    }
+    let device = webgpu_device().await?;
+    LOADED.with(|l| l.borrow_mut().device = Some(device.clone()));
+    Ok(device)
+}
+
+/// `url` of a manifest, or of a package folder, to (manifest URL, folder URL ending in `/`).
+pub fn manifest_url(url: &str) -> (String, String) {
+    let url = url.trim();
+    if let Some(base) = url.strip_suffix(MANIFEST) {
+        (url.to_string(), base.to_string())
+    } else {
+        let base = if url.ends_with('/') { url.to_string() } else { format!("{url}/") };
+        (format!("{base}{MANIFEST}"), base)
+    }
+}
+
+/// Reads a package's manifest (to show its size before downloading).
+pub async fn peek(url: &str) -> Result<ModelInfo> {
+    let (manifest_url, _) = manifest_url(url);
+    let manifest = Manifest::parse(&fetch_text(&manifest_url).await?)?;
+    Ok(ModelInfo::of(url, &manifest))
+}
+
+pub fn now_ms() -> f64 {
+    web_sys::window().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or(0.0)
+}
+
+/// Downloads (or takes from the cache) and loads the package at `url` into the slot of its
+/// kind; `progress` sees every byte.
+pub async fn load(url: &str, progress: impl Fn(SlotStatus) + 'static) -> Result<ModelInfo> {
+    let (manifest_url, base) = manifest_url(url);
+    let manifest = Manifest::parse(&fetch_text(&manifest_url).await?)?;
+    let info = ModelInfo::of(url, &manifest);
+    let total = info.bytes;
+    let device = device().await?;
+    let tokenizer = manifest.tokenizer.clone();
+    let shards = manifest.shards.clone();
+    let mut loader = PackageLoader::new(manifest, &device)?;
+
+    let started_ms = now_ms();
+    let done = Rc::new(Cell::new(0u64));
+    let progress = Rc::new(progress);
+    let report = {
+        let (done, progress, url) = (done.clone(), progress.clone(), url.to_string());
+        Rc::new(move |n: u64| {
+            done.set(done.get() + n);
+            progress(SlotStatus::Loading { url: url.clone(), done: done.get(), total, started_ms, now_ms: now_ms() });
+        })
+    };
+    report(0);
+    for (i, file) in tokenizer.iter().enumerate() {
+        let bytes = fetch_verified(&base, file, &mut |n| report(n)).await?;
+        loader.add_tokenizer_file(i, bytes)?;
+    }
+    let mut fetches = futures::stream::iter(shards.iter().enumerate())
+        .map(|(i, file)| {
+            let (base, report) = (base.clone(), report.clone());
+            async move { (i, fetch_verified(&base, file, &mut |n| report(n)).await) }
+        })
+        .buffer_unordered(PARALLEL_SHARDS);
+    while let Some((i, bytes)) = fetches.next().await {
+        loader.add_shard(i, &bytes?)?;
+    }
+    drop(fetches);
+    let kind = loader.manifest().kind;
+    let model = Rc::new(loader.finish()?);
+    LOADED.with(|l| {
+        let mut l = l.borrow_mut();
+        match kind {
+            ModelKind::TextToImage => l.text_to_image = Some(model),
+            ModelKind::Inpainting => l.inpainting = Some(model),
+        }
+    });
+    Ok(info)
+}

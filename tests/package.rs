@@ -1,0 +1,266 @@
+//! Model packages: `convert` of the tiny diffusers folders, loading shard by shard, the same
+//! images as from the diffusers folder, quantization error within budget, and every kind of bad
+//! package refused with a specific error.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use mam_e::package::quant::{self, Decoded, Storage};
+use mam_e::package::{ConvertOptions, Manifest, ModelKind, StorageDtype, convert, load_package};
+use mam_e::pipeline::StableDiffusion;
+use mam_e::pipeline::text_to_image::GenerateParams;
+use mam_e::schedulers::SchedulerKind;
+use mam_e::weights::load_diffusers;
+use mam_e::weights::safetensors::{self, Owned};
+use mam_e::Error;
+use support::fixtures;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("package-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn make_package(model: &str, dtype: StorageDtype, name: &str) -> PathBuf {
+    let out = temp_dir(name);
+    let options = ConvertOptions { dtype, name: name.into(), description: String::new(), trained: false };
+    convert(&fixtures::path(model), &out, &options, &mut |_, _, _| {}).unwrap();
+    out
+}
+
+/// Final latents and the decoded image (values in [0, 1]) of a 10-step guided run.
+fn generate(sd: &StableDiffusion) -> (Vec<f32>, Vec<f32>) {
+    let params = GenerateParams { prompt: "a hologic mammogram in CC view".into(), steps: 10, guidance: 6.0, scheduler: SchedulerKind::Dpm, height: 64, width: 64, seed: 7, ..Default::default() };
+    let mut run = sd.start(&params, None).unwrap();
+    while run.step() {}
+    let latents = run.latents();
+    let image = sd.decode(latents.clone());
+    let read = |t| pollster::block_on(mam_e::device::read_f32(t)).unwrap();
+    (read(latents), read(image))
+}
+
+/// PSNR in dB of images with values in [0, 1].
+fn psnr(got: &[f32], want: &[f32]) -> f64 {
+    let mse = got.iter().zip(want).map(|(g, w)| ((g - w) as f64).powi(2)).sum::<f64>() / got.len() as f64;
+    10.0 * (1.0 / mse.max(1e-20)).log10()
+}
+
+#[test]
+fn f32_package_gives_the_diffusers_folders_image_exactly() {
+    let device = Device::flex();
+    let package = make_package("tiny-sd", StorageDtype::F32, "tiny-f32");
+    let manifest = Manifest::parse(&std::fs::read_to_string(package.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest.kind, ModelKind::TextToImage);
+    assert!(!manifest.trained);
+    assert_eq!((manifest.defaults.steps, manifest.defaults.guidance, manifest.defaults.seed), (24, 6.0, 1338));
+    let from_folder = generate(&load_diffusers(&fixtures::path("tiny-sd"), &device).unwrap());
+    let from_package = generate(&load_package(&package, &device).unwrap());
+    assert_eq!(from_folder.0, from_package.0, "latents");
+    assert_eq!(from_folder.1, from_package.1, "image");
+}
+
+#[test]
+fn quantized_packages_stay_within_their_error_budgets() {
+    let device = Device::flex();
+    let (latents, image) = generate(&load_package(&make_package("tiny-sd", StorageDtype::F32, "budget-f32"), &device).unwrap());
+    let f32_bytes = dir_bytes(&temp_dir_path("budget-f32"));
+    // (dtype, largest final-latent relative error, smallest PSNR). The PSNR floors are the
+    // issue's budgets (q8 35 dB, q4 28 dB); measured here: f16 1.8e-4 / 90 dB, q8 3.3e-3 / 58 dB,
+    // q4 4.1e-2 / 35 dB.
+    for (dtype, max_error, min_psnr) in [(StorageDtype::F16, 1e-3, 60.0), (StorageDtype::Q8, 2e-2, 35.0), (StorageDtype::Q4, 0.15, 28.0)] {
+        let name = format!("budget-{dtype:?}");
+        let package = make_package("tiny-sd", dtype, &name);
+        let (got_latents, got_image) = generate(&load_package(&package, &device).unwrap());
+        let error = fixtures::relative_error(&got_latents, &latents);
+        let db = psnr(&got_image, &image);
+        let bytes = dir_bytes(&package);
+        eprintln!("{dtype:?}: {bytes} bytes ({:.2} of f32), final latents relative error {error:.2e}, image PSNR {db:.1} dB", bytes as f64 / f32_bytes as f64);
+        assert!(error <= max_error, "{dtype:?}: latent error {error:e} > {max_error:e}");
+        assert!(db >= min_psnr, "{dtype:?}: PSNR {db:.1} dB < {min_psnr} dB");
+        assert!(bytes < f32_bytes, "{dtype:?} package is not smaller than f32");
+    }
+}
+
+fn temp_dir_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("package-{name}"))
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        total += if entry.file_type().unwrap().is_dir() { dir_bytes(&entry.path()) } else { entry.metadata().unwrap().len() };
+    }
+    total
+}
+
+#[test]
+fn block_quantization_error_is_at_most_half_a_step() {
+    // Known maths: symmetric rounding to a grid of step s = max|x| / q_max errs by at most s / 2
+    // (plus the f16 rounding of s itself, which the bound below allows for).
+    let values: Vec<f32> = (0..3 * 100).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1.0 + (i / 100) as f32)).collect();
+    for (storage, max_q, block) in [(Storage::Q8, 127.0, quant::Q8_BLOCK), (Storage::Q4, 7.0, quant::Q4_BLOCK)] {
+        let mut metadata = BTreeMap::new();
+        let entries = quant::encode("w", &[3, 100], &values, storage, &mut metadata);
+        let bytes = safetensors::serialize(&entries, &metadata);
+        let decoded = quant::decode(&safetensors::parse(&bytes).unwrap()).unwrap();
+        let [Decoded::Whole { key, shape, values: got }] = &decoded[..] else { panic!("one tensor expected") };
+        assert_eq!((key.as_str(), shape.as_slice()), ("w", &[3, 100][..]));
+        for (row, (got_row, want_row)) in got.chunks(100).zip(values.chunks(100)).enumerate() {
+            for (b, (g, w)) in got_row.chunks(block).zip(want_row.chunks(block)).enumerate() {
+                let step = w.iter().fold(0f32, |m, v| m.max(v.abs())) / max_q;
+                let worst = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(worst <= step * 0.5 * 1.01 + 1e-6, "{storage:?} row {row} block {b}: error {worst} > half step {}", step / 2.0);
+            }
+        }
+    }
+}
+
+#[test]
+fn our_safetensors_writer_is_read_by_the_reference_implementation() {
+    let entries = vec![Owned::f32("a.weight", vec![2, 3], &[1.0, -2.0, 3.5, 0.0, 1e-8, -7.25]), Owned { name: "b".into(), dtype: safetensors::Dtype::I8, shape: vec![3], data: vec![255, 0, 7] }];
+    let metadata = BTreeMap::from([("k".to_string(), "v".to_string())]);
+    let bytes = safetensors::serialize(&entries, &metadata);
+    let (_, reference_meta) = ::safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    assert_eq!(reference_meta.metadata().as_ref().and_then(|m| m.get("k")).map(String::as_str), Some("v"));
+    let file = ::safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let a = file.tensor("a.weight").unwrap();
+    assert_eq!((a.dtype(), a.shape()), (::safetensors::Dtype::F32, &[2, 3][..]));
+    assert_eq!(a.data(), &entries[0].data[..]);
+    assert_eq!(file.tensor("b").unwrap().data(), &[255, 0, 7]);
+}
+
+/// A fresh f16 package to damage.
+fn damaged(name: &str) -> (PathBuf, Manifest) {
+    let package = make_package("tiny-sd", StorageDtype::F16, name);
+    let manifest = Manifest::parse(&std::fs::read_to_string(package.join("manifest.json")).unwrap()).unwrap();
+    (package, manifest)
+}
+
+fn load_error(package: &Path) -> Error {
+    match load_package(package, &Device::flex()) {
+        Ok(_) => panic!("{} loaded", package.display()),
+        Err(e) => {
+            eprintln!("{e}");
+            e
+        }
+    }
+}
+
+#[test]
+fn a_truncated_shard_is_refused_by_name() {
+    let (package, manifest) = damaged("truncated");
+    let shard = package.join(&manifest.shards[0].file);
+    let bytes = std::fs::read(&shard).unwrap();
+    std::fs::write(&shard, &bytes[..bytes.len() / 2]).unwrap();
+    let error = load_error(&package);
+    assert!(matches!(&error, Error::Corrupt { file, reason } if file == &manifest.shards[0].file && reason.contains("bytes, expected")), "{error}");
+}
+
+#[test]
+fn a_flipped_byte_fails_the_hash_check_naming_the_shard() {
+    let (package, manifest) = damaged("flipped");
+    let last = manifest.shards.last().unwrap();
+    let shard = package.join(&last.file);
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&shard, &bytes).unwrap();
+    let error = load_error(&package);
+    assert!(matches!(&error, Error::Corrupt { file, reason } if file == &last.file && reason.contains("SHA-256")), "{error}");
+}
+
+#[test]
+fn a_missing_shard_is_named() {
+    let (package, manifest) = damaged("missing");
+    std::fs::remove_file(package.join(&manifest.shards[0].file)).unwrap();
+    let error = load_error(&package);
+    assert!(matches!(&error, Error::Io { path, .. } if path.ends_with(&manifest.shards[0].file)), "{error}");
+}
+
+/// Rewrites the manifest after `edit`.
+fn edit_manifest(package: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = package.join("manifest.json");
+    let mut value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut value);
+    std::fs::write(&path, serde_json::to_string(&value).unwrap()).unwrap();
+}
+
+#[test]
+fn an_unknown_manifest_version_is_refused() {
+    let (package, _) = damaged("version");
+    edit_manifest(&package, |m| m["version"] = 2.into());
+    let error = load_error(&package);
+    assert!(matches!(&error, Error::Package(reason) if reason.contains("format version 2")), "{error}");
+}
+
+#[test]
+fn a_tensor_of_the_wrong_shape_is_named() {
+    let (package, manifest) = damaged("shape");
+    // Re-store unet.conv_in.weight with one output channel fewer, and re-hash the shard, so only
+    // the shape is wrong.
+    let index = manifest.shards.iter().position(|s| {
+        let bytes = std::fs::read(package.join(&s.file)).unwrap();
+        safetensors::parse(&bytes).unwrap().tensors.iter().any(|t| t.name == "unet.conv_in.weight")
+    });
+    let shard = &manifest.shards[index.unwrap()];
+    let bytes = std::fs::read(package.join(&shard.file)).unwrap();
+    let file = safetensors::parse(&bytes).unwrap();
+    let entries: Vec<Owned> = file
+        .tensors
+        .iter()
+        .map(|t| {
+            let (shape, data) = if t.name == "unet.conv_in.weight" {
+                let row = t.data.len() / t.shape[0];
+                let mut shape = t.shape.clone();
+                shape[0] -= 1;
+                (shape, t.data[row..].to_vec())
+            } else {
+                (t.shape.clone(), t.data.to_vec())
+            };
+            Owned { name: t.name.clone(), dtype: t.dtype, shape, data }
+        })
+        .collect();
+    let rewritten = safetensors::serialize(&entries, &file.metadata);
+    std::fs::write(package.join(&shard.file), &rewritten).unwrap();
+    let fresh = mam_e::package::FileRef::of(shard.file.clone(), &rewritten);
+    let i = index.unwrap();
+    edit_manifest(&package, |m| {
+        m["shards"][i]["bytes"] = fresh.bytes.into();
+        m["shards"][i]["sha256"] = fresh.sha256.clone().into();
+    });
+    let error = load_error(&package);
+    assert!(matches!(&error, Error::Weights { component, reason } if component == "unet" && reason.contains("conv_in")), "{error}");
+}
+
+#[test]
+fn packages_of_the_wrong_kind_are_refused() {
+    let device = Device::flex();
+    // An inpainting package in text-to-image.
+    let inpaint = load_package(&make_package("tiny-sd-inpaint", StorageDtype::F16, "kind-inpaint"), &device).unwrap();
+    let params = GenerateParams { steps: 2, height: 64, width: 64, ..Default::default() };
+    let error = inpaint.start(&params, None).err().expect("text-to-image on an inpainting package");
+    assert!(error.to_string().contains("inpainting"), "{error}");
+    // A text-to-image package (decoder-only VAE, 4-channel UNet) for inpainting.
+    let text = load_package(&make_package("tiny-sd", StorageDtype::F16, "kind-t2i"), &device).unwrap();
+    let image = mam_e::imaging::RgbImage { width: 64, height: 64, pixels: vec![128; 64 * 64 * 3] };
+    let error = text.start_inpaint(&params, &image, &vec![255; 64 * 64], None).err().expect("inpainting on a text-to-image package");
+    eprintln!("{error}");
+    // A manifest that claims text-to-image over a 9-channel UNet.
+    let package = make_package("tiny-sd-inpaint", StorageDtype::F16, "kind-lie");
+    edit_manifest(&package, |m| m["kind"] = "text-to-image".into());
+    let error = load_error(&package);
+    assert!(matches!(&error, Error::Package(reason) if reason.contains("9 input")), "{error}");
+}
+
+#[test]
+fn convert_refuses_to_overwrite_a_package() {
+    let package = make_package("tiny-sd", StorageDtype::Q8, "twice");
+    let options = ConvertOptions { dtype: StorageDtype::Q8, name: "x".into(), description: String::new(), trained: true };
+    let error = convert(&fixtures::path("tiny-sd"), &package, &options, &mut |_, _, _| {}).err().expect("second convert");
+    assert!(error.to_string().contains("already holds a package"), "{error}");
+}
