@@ -24,6 +24,42 @@ impl RgbImage {
         RgbImage { width: self.width, height: self.height, pixels }
     }
 
+    /// Fits the image to `width`×`height`: the largest centred crop of the target's aspect ratio,
+    /// then a box-filter resize. Also says what was done, for the UI.
+    pub fn fit_to(&self, width: usize, height: usize) -> (RgbImage, String) {
+        let (sw, sh) = (self.width as f64, self.height as f64);
+        let (crop_w, crop_h) = if sw * height as f64 > sh * width as f64 { (sh * width as f64 / height as f64, sh) } else { (sw, sw * height as f64 / width as f64) };
+        let (x0, y0) = ((sw - crop_w) / 2.0, (sh - crop_h) / 2.0);
+        let (fx, fy) = (crop_w / width as f64, crop_h / height as f64);
+        let mut pixels = Vec::with_capacity(width * height * 3);
+        for ty in 0..height {
+            let (ya, yb) = (y0 + ty as f64 * fy, y0 + (ty + 1) as f64 * fy);
+            let rows = (ya.floor() as usize)..(yb.ceil() as usize).clamp(ya.floor() as usize + 1, self.height);
+            for tx in 0..width {
+                let (xa, xb) = (x0 + tx as f64 * fx, x0 + (tx + 1) as f64 * fx);
+                let cols = (xa.floor() as usize)..(xb.ceil() as usize).clamp(xa.floor() as usize + 1, self.width);
+                let mut sum = [0u32; 3];
+                let mut n = 0;
+                for y in rows.clone() {
+                    for x in cols.clone() {
+                        let i = (y.min(self.height - 1) * self.width + x.min(self.width - 1)) * 3;
+                        for c in 0..3 {
+                            sum[c] += self.pixels[i + c] as u32;
+                        }
+                        n += 1;
+                    }
+                }
+                pixels.extend(sum.iter().map(|s| ((*s + n / 2) / n.max(1)) as u8));
+            }
+        }
+        let mut note = String::new();
+        if (crop_w.round() as usize, crop_h.round() as usize) != (self.width, self.height) {
+            note.push_str(&format!("centre-cropped from {}×{} to {}×{}, ", self.width, self.height, crop_w.round(), crop_h.round()));
+        }
+        note.push_str(&format!("resized to {width}×{height}"));
+        (RgbImage { width, height, pixels }, note)
+    }
+
     /// Decodes an 8-bit PNG (gray, gray+alpha, RGB or RGBA; alpha dropped).
     pub fn from_png(bytes: &[u8]) -> Result<RgbImage> {
         let bad = |reason: String| Error::InvalidInput { what: "PNG image", reason };
@@ -74,6 +110,17 @@ impl RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fit_to_crops_the_centre_and_averages_boxes() {
+        // 4×2, fitted to 1×1: the centre 2×2 square (columns 1 and 2), averaged.
+        let pixels = [0u8, 10, 20, 30].iter().cycle().take(8).flat_map(|&v| [v, v, v]).collect();
+        let (fitted, note) = RgbImage { width: 4, height: 2, pixels }.fit_to(1, 1);
+        assert_eq!(fitted.pixels, vec![15, 15, 15]);
+        assert_eq!(note, "centre-cropped from 4×2 to 2×2, resized to 1×1");
+        let same = RgbImage { width: 2, height: 2, pixels: (0..12).collect() };
+        assert_eq!(same.fit_to(2, 2).0, same);
+    }
 
     #[test]
     fn png_round_trips_pixels_and_parameters() {

@@ -59,3 +59,74 @@ fn page_without_webgpu_explains_what_to_do() {
     assert!(text.as_str().unwrap().contains("WebGPU"), "{text}");
     browser.screenshot(&screenshots().join("no-webgpu.png"));
 }
+
+/// Statistics of the newest gallery image (`figure:last-child img` of the first result):
+/// `[width, height, min, max]` of its pixel values.
+const IMAGE_STATS: &str = "
+    const img = document.querySelector('[data-test=result] figure:last-child img');
+    if (!img || !img.complete || !img.naturalWidth) return null;
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    let lo = 255, hi = 0;
+    for (let i = 0; i < d.length; i += 4) { for (let k = 0; k < 3; k++) { lo = Math.min(lo, d[i + k]); hi = Math.max(hi, d[i + k]); } }
+    return [c.width, c.height, lo, hi];";
+
+#[test]
+fn generate_then_paint_a_lesion_like_a_person() {
+    let server = StaticServer::start(&dist());
+    let browser = Browser::start(true);
+    browser.goto(&format!("{}/", server.origin));
+    // Both embedded packages load (fetched, SHA-256 checked, applied on the GPU).
+    browser.wait_for("return document.querySelectorAll('[data-test=model-ready]').length == 2", Duration::from_secs(180));
+
+    // A healthy image with the default settings.
+    browser.click("button[name=generate]");
+    browser.wait_for("return document.querySelectorAll('[data-test=result]').length == 1", Duration::from_secs(600));
+    let stats = browser.wait_for(IMAGE_STATS, Duration::from_secs(10));
+    eprintln!("generated image [width, height, min, max]: {stats}");
+    assert_eq!((stats[0].as_u64(), stats[1].as_u64()), (Some(64), Some(64)));
+    assert!(stats[3].as_u64() > stats[2].as_u64(), "blank image: {stats}");
+    browser.screenshot(&screenshots().join("generated.png"));
+
+    // Paint a rectangle on it and inpaint.
+    browser.click("button[name=paint]");
+    browser.wait_for("return !!document.querySelector('[data-test=mask-canvas]')", Duration::from_secs(10));
+    browser.click("button[name=inpaint]");
+    let refused = browser.wait_for("const e = document.querySelector('[data-test=mask-message]'); return e && e.innerText", Duration::from_secs(10));
+    assert!(refused.as_str().unwrap().contains("mask is empty"), "{refused}");
+    browser.drag("[data-test=mask-canvas]", (-40, -30), (30, 40), 5);
+    browser.click("button[name=inpaint]");
+    browser.wait_for("return document.querySelectorAll('[data-test=result]').length == 2", Duration::from_secs(600));
+    let newest = browser.eval("const r = document.querySelector('[data-test=result]'); return [r.dataset.kind, r.querySelectorAll('figure').length]");
+    assert_eq!(newest, serde_json::json!(["inpainting", 2]), "the newest result is the inpainting, with before and after");
+    let stats = browser.wait_for(IMAGE_STATS, Duration::from_secs(10));
+    assert!(stats[3].as_u64() > stats[2].as_u64(), "blank inpainting: {stats}");
+    browser.screenshot(&screenshots().join("inpainted.png"));
+
+    // The download link holds a PNG with the parameters embedded.
+    let png = browser.eval_async(
+        "const done = arguments[arguments.length - 1];
+         const a = document.querySelector('[data-test=result] a[download]');
+         fetch(a.href).then(r => r.arrayBuffer()).then(b => {
+             const bytes = new Uint8Array(b);
+             done([a.download, Array.from(bytes.slice(1, 4)).map(c => String.fromCharCode(c)).join(''), new TextDecoder('latin1').decode(bytes).includes('\"mode\":\"inpainting\"')]);
+         });",
+    );
+    assert_eq!(png[1], "PNG", "{png}");
+    assert!(png[0].as_str().unwrap().ends_with(".png") && png[2] == true, "{png}");
+
+    // Cancel stops a run.
+    browser.eval("const s = document.querySelector('input[name=steps]'); s.value = '50'; s.dispatchEvent(new Event('input')); return null");
+    browser.click("button[name=generate]");
+    browser.wait_for("return !!document.querySelector('[data-test=run-progress]')", Duration::from_secs(60));
+    browser.click("button[name=cancel]");
+    browser.wait_for("return !!document.querySelector('[data-test=run-cancelled]')", Duration::from_secs(120));
+    assert_eq!(browser.eval("return document.querySelectorAll('[data-test=result]').length"), 2);
+
+    let errors: Vec<_> = browser.log("browser").into_iter().filter(|e| e["level"] == "SEVERE").collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    let foreign: Vec<_> = browser.requested_urls().into_iter().filter(|u| !u.starts_with(&server.origin) && !u.starts_with("data:") && !u.starts_with("blob:")).collect();
+    assert!(foreign.is_empty(), "requests outside {}: {foreign:?}", server.origin);
+}

@@ -27,7 +27,7 @@ fn temp_dir(name: &str) -> PathBuf {
 
 fn make_package(model: &str, dtype: StorageDtype, name: &str) -> PathBuf {
     let out = temp_dir(name);
-    let options = ConvertOptions { dtype, name: name.into(), description: String::new(), trained: false };
+    let options = ConvertOptions { dtype, name: name.into(), description: String::new(), trained: false, size: None };
     convert(&fixtures::path(model), &out, &options, &mut |_, _, _| {}).unwrap();
     out
 }
@@ -260,7 +260,42 @@ fn packages_of_the_wrong_kind_are_refused() {
 #[test]
 fn convert_refuses_to_overwrite_a_package() {
     let package = make_package("tiny-sd", StorageDtype::Q8, "twice");
-    let options = ConvertOptions { dtype: StorageDtype::Q8, name: "x".into(), description: String::new(), trained: true };
+    let options = ConvertOptions { dtype: StorageDtype::Q8, name: "x".into(), description: String::new(), trained: true, size: None };
     let error = convert(&fixtures::path("tiny-sd"), &package, &options, &mut |_, _, _| {}).err().expect("second convert");
     assert!(error.to_string().contains("already holds a package"), "{error}");
+}
+
+#[path = "support/scene.rs"]
+mod scene;
+
+/// The embedded packages (static/models/) natively, against tests/fixtures/reference/web-tiny.safetensors,
+/// which the browser test (tests/web_pipeline.rs) compares its own run with. `MAM_E_BLESS=1`
+/// rewrites the reference after the packages are regenerated; the native pipeline itself is
+/// checked against diffusers by the other tests.
+#[test]
+fn embedded_packages_match_the_reference_the_browser_is_held_to() {
+    let device = Device::flex();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let text = load_package(&root.join("static/models/tiny-sd"), &device).unwrap();
+    let mut run = text.start(&scene::text_to_image_params(), None).unwrap();
+    while run.step() {}
+    let text_latents = run.latents();
+    let inpaint = load_package(&root.join("static/models/tiny-sd-inpaint"), &device).unwrap();
+    let (image, mask) = scene::inpaint_input();
+    let mut run = inpaint.start_inpaint(&scene::inpaint_params(), &image, &mask, None).unwrap();
+    while run.step() {}
+    let inpaint_latents = run.latents();
+    let reference = root.join("tests/fixtures/reference/web-tiny.safetensors");
+    if std::env::var_os("MAM_E_BLESS").is_some() {
+        let read = |t| pollster::block_on(mam_e::device::read_f32(t)).unwrap();
+        let dims = |t: &burn::tensor::Tensor<4>| t.dims().to_vec();
+        let entries = [
+            Owned::f32("text_to_image.latents", dims(&text_latents), &read(text_latents.clone())),
+            Owned::f32("inpaint.latents", dims(&inpaint_latents), &read(inpaint_latents.clone())),
+        ];
+        std::fs::write(&reference, safetensors::serialize(&entries, &BTreeMap::new())).unwrap();
+    }
+    let bytes = std::fs::read(&reference).unwrap();
+    fixtures::assert_close(text_latents, &bytes, "text_to_image.latents", 1e-5);
+    fixtures::assert_close(inpaint_latents, &bytes, "inpaint.latents", 1e-5);
 }

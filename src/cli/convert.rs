@@ -24,6 +24,9 @@ pub struct Args {
     /// One line about the model, shown in the app.
     #[arg(long, default_value = "")]
     description: String,
+    /// Default image side in pixels shown by the app (default: the UNet's sample_size × 8).
+    #[arg(long)]
+    size: Option<usize>,
     /// Mark the weights as untrained (random): the app says so next to every image.
     #[arg(long)]
     untrained: bool,
@@ -50,7 +53,7 @@ impl From<DtypeArg> for StorageDtype {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let name = args.name.clone().unwrap_or_else(|| args.from.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()));
-    let options = ConvertOptions { dtype: args.dtype.into(), name, description: args.description.clone(), trained: !args.untrained };
+    let options = ConvertOptions { dtype: args.dtype.into(), name, description: args.description.clone(), trained: !args.untrained, size: args.size };
     let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} tensors").expect("template"));
     let report = convert(&args.from, &args.out, &options, &mut |component, done, total| {
         bar.set_message(component.to_string());

@@ -72,14 +72,11 @@ pub struct UNet2DConditionConfig {
     pub transformer_layers_per_block: usize,
     #[serde(default = "d_one_f")]
     pub mid_block_scale_factor: f64,
-    /// Latent side the model was trained at (64 for SD1.5: 512 pixels).
-    #[serde(default = "d_sample_size")]
-    pub sample_size: usize,
+    /// Latent side the model was trained at (64 for SD1.5: 512 pixels); diffusers' default is null.
+    #[serde(default)]
+    pub sample_size: Option<usize>,
 }
 
-fn d_sample_size() -> usize {
-    64
-}
 fn d_four() -> usize {
     4
 }

@@ -17,6 +17,8 @@ pub struct ConvertOptions {
     pub description: String,
     /// False for random-weight models: the app labels them untrained.
     pub trained: bool,
+    /// Default image side in pixels (else the UNet's `sample_size` × the VAE factor).
+    pub size: Option<usize>,
 }
 
 /// Stored size of one component.
@@ -184,7 +186,7 @@ pub fn convert(from: &Path, out: &Path, options: &ConvertOptions, progress: &mut
         tokenizer.push(FileRef::of(file, &data));
     }
 
-    let pixels = unet.sample_size * (1 << (vae.block_out_channels.len() - 1));
+    let pixels = options.size.unwrap_or(unet.sample_size.unwrap_or(64) * (1 << (vae.block_out_channels.len() - 1)));
     let defaults = match kind {
         ModelKind::TextToImage => Defaults { prompt: PromptSpec::default().to_string(), guidance: 6.0, ..base_defaults(pixels) },
         ModelKind::Inpainting => Defaults { prompt: LESION_PROMPT.into(), guidance: 3.0, ..base_defaults(pixels) },

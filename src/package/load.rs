@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use burn::tensor::Device;
 
 use super::quant::{self, Decoded};
-use super::{FileRef, MAX_SHARD_BYTES, Manifest, ModelKind};
+use super::{MAX_SHARD_BYTES, Manifest, ModelKind};
 use crate::model::clip::{ClipTextConfig, ClipTextModel};
 use crate::model::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::model::vae::{AutoencoderKl, AutoencoderKlConfig};
@@ -178,8 +178,8 @@ pub fn load_package(dir: &std::path::Path, device: &Device) -> Result<StableDiff
         std::fs::read(&path).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })
     };
     let manifest = Manifest::parse(&String::from_utf8_lossy(&read(super::MANIFEST)?))?;
-    let files: Vec<FileRef> = manifest.tokenizer.clone();
-    let shards: Vec<FileRef> = manifest.shards.clone();
+    let files = manifest.tokenizer.clone();
+    let shards = manifest.shards.clone();
     let mut loader = PackageLoader::new(manifest, device)?;
     for (i, file) in files.iter().enumerate() {
         loader.add_tokenizer_file(i, read(&file.file)?)?;

@@ -1,19 +1,261 @@
-//! The page: header, GPU notice, and the four panels (model, prompt, mask painting, gallery).
+//! The page: header, GPU notice, and the four panels (model, prompt, mask painting, gallery),
+//! wired to the models and to one run at a time.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
+use leptos::html::Canvas;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
+use super::canvas::{draw, png_url};
+use super::gallery::{Gallery, GalleryItem};
 use super::gpu::{GpuNotice, GpuStatus, probe};
-use super::prompt_panel::PromptPanel;
+use super::mask_panel::{InpaintRequest, MaskPanel, SourceImage};
+use super::model_panel::ModelPanel;
+use super::models::{self, DEFAULT_INPAINTING, DEFAULT_TEXT_TO_IMAGE, SlotStatus, now_ms};
+use super::prompt_panel::{GenerateRequest, PromptPanel};
+use super::run::{Job, run};
+use crate::imaging::RgbImage;
+use crate::package::ModelKind;
+use crate::pipeline::text_to_image::GenerateParams;
+
+/// Where the current run stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunStatus {
+    Idle,
+    Running { label: String, done: usize, total: usize, started_ms: f64, now_ms: f64 },
+    Cancelled,
+    Failed(String),
+}
+
+thread_local! {
+    /// Set by Cancel, checked after every step.
+    static CANCEL: Rc<Cell<bool>> = Rc::new(Cell::new(false));
+}
+
+/// One queued image: what to run and how to label it.
+#[derive(Clone)]
+struct Task {
+    kind: ModelKind,
+    params: GenerateParams,
+    right_breast: bool,
+    /// For inpainting: the image and mask.
+    before: Option<(RgbImage, Vec<u8>)>,
+}
+
+/// Progress, live preview and Cancel of the current run.
+#[component]
+fn RunView(status: RwSignal<RunStatus>, preview: RwSignal<Option<RgbImage>>) -> impl IntoView {
+    let canvas = NodeRef::<Canvas>::new();
+    Effect::new(move |_| {
+        if let (Some(canvas), Some(image)) = (canvas.get(), preview.get()) {
+            draw(&canvas, &image, None);
+        }
+    });
+    view! {
+        <div class="run" data-test="run">
+            {move || match status.get() {
+                RunStatus::Idle => ().into_any(),
+                RunStatus::Running { label, done, total, started_ms, now_ms } => view! {
+                    <progress max=total value=done></progress>
+                    <span data-test="run-progress">{format!(" {label}: step {done} / {total} · {:.1} s", (now_ms - started_ms) / 1000.0)}</span>
+                    <button type="button" name="cancel" on:click=move |_| CANCEL.with(|c| c.set(true))>"Cancel"</button>
+                }
+                .into_any(),
+                RunStatus::Cancelled => view! { <span class="muted" data-test="run-cancelled">"Cancelled."</span> }.into_any(),
+                RunStatus::Failed(reason) => view! { <span class="error" role="alert" data-test="run-error">{reason}</span> }.into_any(),
+            }}
+            <canvas node_ref=canvas class="preview" title="Live preview (latents, approximate colours)"
+                class:hidden=move || !matches!(status.get(), RunStatus::Running { .. }) />
+        </div>
+    }
+}
+
+fn random_seed() -> u64 {
+    (js_sys::Math::random() * 4_294_967_296.0) as u64
+}
 
 /// The whole page.
 #[component]
 pub fn App() -> impl IntoView {
     let gpu = RwSignal::new(GpuStatus::Checking);
+    let text_to_image = RwSignal::new(SlotStatus::Empty);
+    let inpainting = RwSignal::new(SlotStatus::Empty);
+    let text_to_image_url = RwSignal::new(DEFAULT_TEXT_TO_IMAGE.to_string());
+    let inpainting_url = RwSignal::new(DEFAULT_INPAINTING.to_string());
+    let status = RwSignal::new(RunStatus::Idle);
+    let preview = RwSignal::new(None::<RgbImage>);
+    let gallery = RwSignal::new(Vec::<GalleryItem>::new());
+    let source = RwSignal::new(None::<SourceImage>);
+    let next_id = StoredValue::new(0usize);
+
+    let slot = move |kind: ModelKind| match kind {
+        ModelKind::TextToImage => text_to_image,
+        ModelKind::Inpainting => inpainting,
+    };
+    // Loads a package into the slot of its kind (known once the manifest is read).
+    let load_now = move |url: String| async move {
+        let kind = match models::peek(&url).await {
+            Ok(info) => info.kind,
+            Err(e) => {
+                let target = if url == inpainting_url.get_untracked() { inpainting } else { text_to_image };
+                target.set(SlotStatus::Failed(e.to_string()));
+                return;
+            }
+        };
+        let target = slot(kind);
+        match kind {
+            ModelKind::TextToImage => text_to_image_url.set(url.clone()),
+            ModelKind::Inpainting => inpainting_url.set(url.clone()),
+        }
+        match models::load(&url, move |s| target.set(s)).await {
+            Ok(info) => target.set(SlotStatus::Ready(info)),
+            Err(e) => target.set(SlotStatus::Failed(e.to_string())),
+        }
+    };
+    let load = move |url: String| spawn_local(load_now(url));
     spawn_local(async move {
         let navigator = web_sys::window().map(|w| w.navigator().into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
-        gpu.set(probe(&navigator).await);
+        let found = probe(&navigator).await;
+        let ready = matches!(found, GpuStatus::Ready(_));
+        gpu.set(found);
+        if ready {
+            load_now(DEFAULT_TEXT_TO_IMAGE.to_string()).await;
+            load_now(DEFAULT_INPAINTING.to_string()).await;
+        }
     });
+
+    let busy = Signal::derive(move || matches!(status.get(), RunStatus::Running { .. }));
+    let ready = Signal::derive(move || matches!(text_to_image.get(), SlotStatus::Ready(_)));
+    let inpaint_size = Signal::derive(move || match inpainting.get() {
+        SlotStatus::Ready(info) => Some((info.defaults.height, info.defaults.width)),
+        _ => None,
+    });
+
+    // Runs tasks one after another; each result goes to the gallery.
+    let start = move |tasks: Vec<Task>| {
+        CANCEL.with(|c| c.set(false));
+        spawn_local(async move {
+            let total = tasks.len();
+            for (n, task) in tasks.into_iter().enumerate() {
+                let (Some(sd), SlotStatus::Ready(info)) = (models::model(task.kind), slot(task.kind).get_untracked()) else {
+                    status.set(RunStatus::Failed(format!("no {} package is loaded", task.kind)));
+                    return;
+                };
+                let label = match (task.kind, total) {
+                    (ModelKind::Inpainting, _) => "inpainting".to_string(),
+                    (_, 1) => "generating".to_string(),
+                    _ => format!("image {} of {total}", n + 1),
+                };
+                let started_ms = now_ms();
+                status.set(RunStatus::Running { label: label.clone(), done: 0, total: task.params.steps, started_ms, now_ms: started_ms });
+                let job = match &task.before {
+                    Some((image, mask)) => Job::Inpaint { image: image.clone(), mask: mask.clone() },
+                    None => Job::TextToImage,
+                };
+                let cancel = CANCEL.with(Rc::clone);
+                let on_step = |done, total, image| {
+                    status.set(RunStatus::Running { label: label.clone(), done, total, started_ms, now_ms: now_ms() });
+                    preview.set(Some(image));
+                };
+                let image = match run(&sd, &job, &task.params, cancel, on_step).await {
+                    Ok(Some(image)) => image,
+                    Ok(None) => return status.set(RunStatus::Cancelled),
+                    Err(e) => return status.set(RunStatus::Failed(e.to_string())),
+                };
+                let image = if task.right_breast { image.mirrored() } else { image };
+                let mut parameters = task.params.describe();
+                parameters["mode"] = task.kind.to_string().into();
+                parameters["laterality"] = (if task.right_breast { "R" } else { "L" }).into();
+                parameters["model"] = info.name.clone().into();
+                parameters["software"] = concat!("mam-e ", env!("CARGO_PKG_VERSION"), " (web)").into();
+                let parameters = parameters.to_string();
+                let png = match image.to_png(&[("parameters", parameters.clone())]) {
+                    Ok(png) => png,
+                    Err(e) => return status.set(RunStatus::Failed(e.to_string())),
+                };
+                let before = task.before.as_ref().map(|(image, mask)| {
+                    let shown = image.to_png(&[]).map(|png| png_url(&png)).unwrap_or_default();
+                    (shown, image.clone(), mask.clone())
+                });
+                let id = next_id.get_value();
+                next_id.set_value(id + 1);
+                gallery.update(|g| {
+                    g.push(GalleryItem {
+                        id,
+                        kind: task.kind,
+                        params: task.params.clone(),
+                        right_breast: task.right_breast,
+                        image,
+                        before,
+                        png_url: png_url(&png),
+                        parameters,
+                        model_name: info.name.clone(),
+                        trained: info.trained,
+                        seconds: (now_ms() - started_ms) / 1000.0,
+                    })
+                });
+            }
+            status.set(RunStatus::Idle);
+        });
+    };
+
+    let on_generate = Callback::new(move |request: GenerateRequest| {
+        let SlotStatus::Ready(info) = text_to_image.get_untracked() else { return };
+        let s = request.settings;
+        let tasks = (0..request.count as u64)
+            .map(|k| Task {
+                kind: ModelKind::TextToImage,
+                params: GenerateParams {
+                    prompt: request.prompt.clone(),
+                    negative_prompt: s.negative_prompt.clone(),
+                    steps: s.steps as usize,
+                    guidance: s.guidance as f64,
+                    scheduler: s.scheduler,
+                    height: info.defaults.height,
+                    width: info.defaults.width,
+                    seed: if s.random_seed { random_seed() } else { s.seed + k },
+                },
+                right_breast: s.right_breast,
+                before: None,
+            })
+            .collect();
+        start(tasks);
+    });
+    let on_inpaint = Callback::new(move |r: InpaintRequest| {
+        let params = GenerateParams {
+            prompt: r.prompt,
+            negative_prompt: r.negative_prompt,
+            steps: r.steps,
+            guidance: r.guidance,
+            scheduler: r.scheduler,
+            height: r.image.height,
+            width: r.image.width,
+            seed: r.seed,
+        };
+        start(vec![Task { kind: ModelKind::Inpainting, params, right_breast: false, before: Some((r.image, r.mask)) }]);
+    });
+    let on_paint = Callback::new(move |id: usize| {
+        let Some(item) = gallery.get_untracked().into_iter().find(|i| i.id == id) else { return };
+        let (image, note) = match inpaint_size.get_untracked() {
+            Some((height, width)) if (height, width) != (item.image.height, item.image.width) => {
+                let (fitted, how) = item.image.fit_to(width, height);
+                (fitted, format!("gallery image (seed {}): {how}", item.params.seed))
+            }
+            _ => (item.image.clone(), format!("gallery image (seed {}), {}×{}", item.params.seed, item.image.width, item.image.height)),
+        };
+        source.set(Some(SourceImage { image, note }));
+        if let Some(panel) = document().get_element_by_id("mask-panel") {
+            panel.scroll_into_view();
+        }
+    });
+    let on_rerun = Callback::new(move |id: usize| {
+        let Some(item) = gallery.get_untracked().into_iter().find(|i| i.id == id) else { return };
+        let before = item.before.map(|(_, image, mask)| (image, mask));
+        start(vec![Task { kind: item.kind, params: item.params, right_breast: item.right_breast, before }]);
+    });
+
     view! {
         <header>
             <h1>"mam-e"</h1>
@@ -23,20 +265,13 @@ pub fn App() -> impl IntoView {
         </header>
         <GpuNotice status=gpu />
         <main class="panels">
-            <section class="panel" id="model-panel">
-                <h2>"Model"</h2>
-                <p class="empty">"No model package is loaded yet: the in-browser pipeline is still being built."</p>
-            </section>
-            <PromptPanel />
-            <section class="panel" id="mask-panel">
-                <h2>"Lesion painting"</h2>
-                <p class="empty">"Paint a mask on a generated or uploaded mammogram to inpaint a synthetic lesion."</p>
-            </section>
-            <section class="panel" id="gallery-panel">
-                <h2>"Gallery"</h2>
-                <p class="empty">"Generated images will appear here, each with its full parameters."</p>
-            </section>
+            <ModelPanel text_to_image inpainting text_to_image_url inpainting_url on_load=Callback::new(load) />
+            <PromptPanel ready busy on_generate>
+                <RunView status preview />
+            </PromptPanel>
+            <MaskPanel source size=inpaint_size busy on_inpaint />
+            <Gallery items=gallery on_paint on_rerun />
         </main>
-        <footer>"Everything runs in this tab; the page contacts no server but the one it came from."</footer>
+        <footer>"Everything runs in this tab; the page contacts no server but the one it came from and a package URL you enter."</footer>
     }
 }

@@ -3,8 +3,15 @@
 //! Components live here; `main.rs` only calls [`start`].
 
 mod app;
+pub mod canvas;
+pub mod download;
+pub mod gallery;
 pub mod gpu;
+pub mod mask_panel;
+pub mod model_panel;
+pub mod models;
 pub mod prompt_panel;
+pub mod run;
 
 pub use app::App;
 

@@ -60,13 +60,14 @@ pub enum SlotStatus {
 
 #[derive(Default)]
 struct Loaded {
-    device: Option<Device>,
     text_to_image: Option<Rc<StableDiffusion>>,
     inpainting: Option<Rc<StableDiffusion>>,
 }
 
 thread_local! {
     static LOADED: RefCell<Loaded> = RefCell::default();
+    /// The device, behind an async lock: two packages loading at once must not both create it.
+    static DEVICE: Rc<futures::lock::Mutex<Option<Device>>> = Rc::default();
 }
 
 /// The loaded model of `kind`, if any.
@@ -82,12 +83,12 @@ pub fn model(kind: ModelKind) -> Option<Rc<StableDiffusion>> {
 
 /// The WebGPU device, created on first use and shared by every model.
 pub async fn device() -> Result<Device> {
-    if let Some(device) = LOADED.with(|l| l.borrow().device.clone()) {
-        return Ok(device);
+    let cell = DEVICE.with(Rc::clone);
+    let mut slot = cell.lock().await;
+    if slot.is_none() {
+        *slot = Some(webgpu_device().await?);
     }
-    let device = webgpu_device().await?;
-    LOADED.with(|l| l.borrow_mut().device = Some(device.clone()));
-    Ok(device)
+    Ok(slot.clone().expect("set above"))
 }
 
 /// `url` of a manifest, or of a package folder, to (manifest URL, folder URL ending in `/`).

@@ -75,6 +75,40 @@ impl Browser {
         }
     }
 
+    /// Runs `script` (a function body whose last argument is the callback to call with the
+    /// result) and waits for the callback.
+    pub fn eval_async(&self, script: &str) -> Value {
+        self.command("POST", "execute/async", json!({ "script": script, "args": [] }))
+    }
+
+    fn element(&self, selector: &str) -> Value {
+        let found = self.command("POST", "element", json!({ "using": "css selector", "value": selector }));
+        let id = &found["element-6066-11e4-a52e-4f735466cecf"];
+        assert!(id.is_string(), "no element for {selector}: {found}");
+        id.clone()
+    }
+
+    /// Clicks the first element matching `selector`, as a user would (scrolled into view).
+    pub fn click(&self, selector: &str) {
+        let id = self.element(selector);
+        self.command("POST", &format!("element/{}/click", id.as_str().unwrap()), json!({}));
+    }
+
+    /// Presses the mouse at `from` and releases it at `to`, moving in `steps` (offsets in CSS
+    /// pixels from the centre of the element matching `selector`).
+    pub fn drag(&self, selector: &str, from: (i64, i64), to: (i64, i64), steps: i64) {
+        let element = json!({ "element-6066-11e4-a52e-4f735466cecf": self.element(selector) });
+        let mut actions = vec![json!({ "type": "pointerMove", "origin": element, "x": from.0, "y": from.1, "duration": 0 }), json!({ "type": "pointerDown", "button": 0 })];
+        for i in 1..=steps {
+            let (x, y) = (from.0 + (to.0 - from.0) * i / steps, from.1 + (to.1 - from.1) * i / steps);
+            actions.push(json!({ "type": "pointerMove", "origin": element, "x": x, "y": y, "duration": 20 }));
+        }
+        actions.push(json!({ "type": "pointerUp", "button": 0 }));
+        let body = json!({ "actions": [{ "type": "pointer", "id": "mouse", "parameters": { "pointerType": "mouse" }, "actions": actions }] });
+        self.command("POST", "actions", body);
+        self.command("DELETE", "actions", Value::Null);
+    }
+
     pub fn screenshot(&self, path: &std::path::Path) {
         let b64 = self.command("GET", "screenshot", Value::Null);
         let png = base64::engine::general_purpose::STANDARD.decode(b64.as_str().unwrap()).unwrap();

@@ -1,0 +1,39 @@
+//! Pixels to the screen: an [`RgbImage`] (optionally with a mask overlay) drawn into a canvas,
+//! and PNG bytes as a blob URL for `<img>` and downloads.
+
+use wasm_bindgen::{Clamped, JsCast};
+use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, ImageData};
+
+use crate::imaging::RgbImage;
+
+/// Overlay colour of the mask.
+const MASK_RGB: [f32; 3] = [255.0, 64.0, 64.0];
+
+/// Draws `image` into `canvas` (resized to the image), tinting pixels under `mask` by `opacity`.
+pub fn draw(canvas: &HtmlCanvasElement, image: &RgbImage, mask: Option<(&[u8], f64)>) {
+    canvas.set_width(image.width as u32);
+    canvas.set_height(image.height as u32);
+    let Some(context) = canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok()) else { return };
+    let mut rgba = Vec::with_capacity(image.width * image.height * 4);
+    for (i, px) in image.pixels.chunks_exact(3).enumerate() {
+        let alpha = mask.map(|(m, opacity)| m.get(i).copied().unwrap_or(0) as f32 / 255.0 * opacity as f32).unwrap_or(0.0);
+        for c in 0..3 {
+            rgba.push((px[c] as f32 * (1.0 - alpha) + MASK_RGB[c] * alpha) as u8);
+        }
+        rgba.push(255);
+    }
+    if let Ok(data) = ImageData::new_with_u8_clamped_array_and_sh(Clamped(&rgba), image.width as u32, image.height as u32) {
+        let _ = context.put_image_data(&data, 0.0, 0.0);
+    }
+}
+
+/// A `blob:` URL for PNG bytes (revoke with `Url::revoke_object_url` when dropped from view).
+pub fn png_url(png: &[u8]) -> String {
+    let array = js_sys::Uint8Array::from(png);
+    let parts = js_sys::Array::of1(&array);
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type("image/png");
+    web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options)
+        .and_then(|blob| web_sys::Url::create_object_url_with_blob(&blob))
+        .unwrap_or_default()
+}

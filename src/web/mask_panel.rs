@@ -1,0 +1,251 @@
+//! Lesion painting: a source image (from the gallery or uploaded), a mask painted over it with a
+//! brush, an eraser or rectangles (pointer and touch), undo/redo, clear, overlay opacity, and
+//! Inpaint with the original lesion tool's defaults (prompt "a mammogram with a lesion",
+//! guidance 3).
+
+use leptos::html::Canvas;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+use super::canvas::draw;
+use crate::imaging::RgbImage;
+use crate::mask::{History, Mask};
+use crate::prompt::LESION_PROMPT;
+use crate::schedulers::SchedulerKind;
+
+/// The image to paint on, already at the inpainting model's size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceImage {
+    pub image: RgbImage,
+    /// Where it came from and how it was fitted.
+    pub note: String,
+}
+
+/// What Inpaint asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InpaintRequest {
+    pub image: RgbImage,
+    pub mask: Vec<u8>,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub guidance: f64,
+    pub steps: usize,
+    pub seed: u64,
+    pub scheduler: SchedulerKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    Brush,
+    Eraser,
+    Rectangle,
+}
+
+/// A pointer drag in progress, in image pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Drag {
+    start: (f64, f64),
+    last: (f64, f64),
+}
+
+/// `size` is the inpainting model's (height, width), when one is loaded.
+#[component]
+pub fn MaskPanel(
+    source: RwSignal<Option<SourceImage>>,
+    #[prop(into)] size: Signal<Option<(usize, usize)>>,
+    #[prop(into)] busy: Signal<bool>,
+    on_inpaint: Callback<InpaintRequest>,
+) -> impl IntoView {
+    let mask = RwSignal::new(Mask::new(0, 0));
+    let history = RwSignal::new(History::default());
+    let tool = RwSignal::new(Tool::Rectangle);
+    let radius = RwSignal::new(4.0f64);
+    let opacity = RwSignal::new(0.5f64);
+    let drag = RwSignal::new(None::<Drag>);
+    let message = RwSignal::new(None::<String>);
+    let prompt = RwSignal::new(LESION_PROMPT.to_string());
+    let guidance = RwSignal::new(3.0f64);
+    let seed = RwSignal::new(1338u64);
+    let canvas = NodeRef::<Canvas>::new();
+
+    // A new source image starts a new, empty mask.
+    Effect::new(move |_| {
+        if let Some(s) = source.get() {
+            mask.set(Mask::new(s.image.width, s.image.height));
+            history.set(History::default());
+            message.set(None);
+        }
+    });
+    // Redraw on any change; a rectangle being dragged is shown before it is committed.
+    Effect::new(move |_| {
+        let (Some(canvas), Some(s)) = (canvas.get(), source.get()) else { return };
+        let mut shown = mask.get();
+        if let (Some(d), Tool::Rectangle) = (drag.get(), tool.get()) {
+            shown.rectangle(d.start, d.last, 255);
+        }
+        draw(&canvas, &s.image, Some((&shown.data, opacity.get())));
+    });
+
+    let to_pixels = move |ev: &web_sys::PointerEvent| -> Option<(f64, f64)> {
+        let canvas = canvas.get_untracked()?;
+        let rect = canvas.get_bounding_client_rect();
+        let m = mask.get_untracked();
+        if rect.width() <= 0.0 || rect.height() <= 0.0 || m.width == 0 {
+            return None;
+        }
+        Some(((ev.client_x() as f64 - rect.left()) / rect.width() * m.width as f64, (ev.client_y() as f64 - rect.top()) / rect.height() * m.height as f64))
+    };
+    let paint = move |from: (f64, f64), to: (f64, f64)| {
+        let value = if tool.get_untracked() == Tool::Eraser { 0 } else { 255 };
+        mask.update(|m| m.line(from, to, radius.get_untracked(), value));
+    };
+    let on_down = move |ev: web_sys::PointerEvent| {
+        let Some(p) = to_pixels(&ev) else { return };
+        ev.prevent_default();
+        if let Some(target) = ev.target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) {
+            let _ = target.set_pointer_capture(ev.pointer_id());
+        }
+        history.update(|h| h.record(&mask.get_untracked()));
+        drag.set(Some(Drag { start: p, last: p }));
+        if tool.get_untracked() != Tool::Rectangle {
+            paint(p, p);
+        }
+        message.set(None);
+    };
+    let on_move = move |ev: web_sys::PointerEvent| {
+        let (Some(d), Some(p)) = (drag.get_untracked(), to_pixels(&ev)) else { return };
+        if tool.get_untracked() != Tool::Rectangle {
+            paint(d.last, p);
+        }
+        drag.set(Some(Drag { last: p, ..d }));
+    };
+    let on_up = move |ev: web_sys::PointerEvent| {
+        let Some(d) = drag.get_untracked() else { return };
+        let end = to_pixels(&ev).unwrap_or(d.last);
+        if tool.get_untracked() == Tool::Rectangle {
+            mask.update(|m| m.rectangle(d.start, end, 255));
+        }
+        drag.set(None);
+    };
+
+    let on_upload = move |ev: web_sys::Event| {
+        let Some(input) = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok()) else { return };
+        let Some(file) = input.files().and_then(|f| f.get(0)) else { return };
+        let Some((height, width)) = size.get_untracked() else {
+            message.set(Some("Load an inpainting package first: the image is fitted to its size.".into()));
+            return;
+        };
+        spawn_local(async move {
+            let name = file.name();
+            let decoded = async {
+                let buffer = JsFuture::from(file.array_buffer()).await.map_err(|_| "the file could not be read".to_string())?;
+                let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
+                let image = image::load_from_memory(&bytes).map_err(|e| format!("not a PNG or JPEG image ({e})"))?.to_rgb8();
+                Ok::<_, String>(RgbImage { width: image.width() as usize, height: image.height() as usize, pixels: image.into_raw() })
+            };
+            match decoded.await {
+                Ok(image) => {
+                    let (image, how) = image.fit_to(width, height);
+                    source.set(Some(SourceImage { image, note: format!("{name}: {how}") }));
+                }
+                Err(reason) => message.set(Some(format!("{name}: {reason}"))),
+            }
+        });
+    };
+
+    let inpaint = move |_| {
+        let Some(s) = source.get_untracked() else {
+            message.set(Some("Choose an image first: “Paint a lesion on this” in the gallery, or upload one.".into()));
+            return;
+        };
+        let m = mask.get_untracked();
+        if m.is_empty() {
+            message.set(Some("The mask is empty: paint where the lesion should go (a rectangle is enough).".into()));
+            return;
+        }
+        on_inpaint.run(InpaintRequest {
+            image: s.image,
+            mask: m.data,
+            prompt: prompt.get_untracked(),
+            negative_prompt: String::new(),
+            guidance: guidance.get_untracked(),
+            steps: 24,
+            seed: seed.get_untracked(),
+            scheduler: SchedulerKind::Dpm,
+        });
+    };
+
+    let tool_button = move |t: Tool, label: &'static str| {
+        view! {
+            <button type="button" data-tool=label class:active=move || tool.get() == t on:click=move |_| tool.set(t)>{label}</button>
+        }
+    };
+
+    view! {
+        <section class="panel" id="mask-panel">
+            <h2>"Lesion painting"</h2>
+            <div class="row">
+                <label class="field">
+                    <span>"Upload PNG/JPEG"</span>
+                    <input type="file" name="upload" accept="image/png,image/jpeg" on:change=on_upload />
+                </label>
+            </div>
+            <Show when=move || source.get().is_some()
+                fallback=|| view! { <p class="empty">"Choose “Paint a lesion on this” under a gallery image, or upload a mammogram."</p> }>
+                <p class="note" data-test="source-note">{move || source.get().map(|s| s.note).unwrap_or_default()}</p>
+                <div class="segmented" role="group" aria-label="Mask tool">
+                    {tool_button(Tool::Rectangle, "rectangle")}
+                    {tool_button(Tool::Brush, "brush")}
+                    {tool_button(Tool::Eraser, "eraser")}
+                </div>
+                <canvas node_ref=canvas class="mask-canvas" data-test="mask-canvas"
+                    on:pointerdown=on_down on:pointermove=on_move on:pointerup=on_up on:pointercancel=on_up />
+                <div class="controls">
+                    <label class="field">
+                        <span>"Brush " {move || radius.get()} " px"</span>
+                        <input type="range" name="brush" min="1" max="32" prop:value=move || radius.get()
+                            on:input=move |ev| if let Ok(v) = event_target_value(&ev).parse() { radius.set(v) } />
+                    </label>
+                    <label class="field">
+                        <span>"Overlay " {move || format!("{:.0} %", opacity.get() * 100.0)}</span>
+                        <input type="range" name="opacity" min="0" max="1" step="0.05" prop:value=move || opacity.get()
+                            on:input=move |ev| if let Ok(v) = event_target_value(&ev).parse() { opacity.set(v) } />
+                    </label>
+                </div>
+                <div class="row">
+                    <button type="button" name="undo" prop:disabled=move || !history.get().can_undo()
+                        on:click=move |_| { let mut m = mask.get_untracked(); if history.try_update(|h| h.undo(&mut m)).unwrap_or(false) { mask.set(m) } }>"Undo"</button>
+                    <button type="button" name="redo" prop:disabled=move || !history.get().can_redo()
+                        on:click=move |_| { let mut m = mask.get_untracked(); if history.try_update(|h| h.redo(&mut m)).unwrap_or(false) { mask.set(m) } }>"Redo"</button>
+                    <button type="button" name="clear" on:click=move |_| {
+                        history.update(|h| h.record(&mask.get_untracked()));
+                        mask.update(|m| m.data.fill(0));
+                    }>"Clear"</button>
+                </div>
+            </Show>
+            <label class="field wide">
+                <span>"Lesion prompt"</span>
+                <textarea name="lesion-prompt" rows="1" prop:value=move || prompt.get() on:input=move |ev| prompt.set(event_target_value(&ev)) />
+            </label>
+            <div class="controls">
+                <label class="field">
+                    <span>"Guidance " {move || guidance.get()}</span>
+                    <input type="range" name="lesion-guidance" min="0" max="20" step="0.5" prop:value=move || guidance.get()
+                        on:input=move |ev| if let Ok(v) = event_target_value(&ev).parse() { guidance.set(v) } />
+                </label>
+                <label class="field">
+                    <span>"Seed"</span>
+                    <input type="number" name="lesion-seed" min="0" prop:value=move || seed.get()
+                        on:input=move |ev| if let Ok(v) = event_target_value(&ev).parse() { seed.set(v) } />
+                </label>
+            </div>
+            {move || message.get().map(|m| view! { <p class="notice error" role="alert" data-test="mask-message">{m}</p> })}
+            <button type="button" class="primary" name="inpaint"
+                prop:disabled=move || size.get().is_none() || busy.get()
+                title=move || if size.get().is_some() { "Inpaint a lesion under the mask" } else { "Needs a loaded inpainting package" }
+                on:click=inpaint>"Inpaint"</button>
+        </section>
+    }
+}

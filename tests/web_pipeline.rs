@@ -1,0 +1,155 @@
+//! The pipeline in the browser on WebGPU: the embedded packages loaded through the same
+//! `PackageLoader` the app uses, a full text-to-image run and a full inpainting run compared with
+//! the native results (tests/fixtures/reference/web-tiny.safetensors, which the native test
+//! `embedded_packages_match_the_reference_the_browser_is_held_to` holds native runs to); the
+//! download path's error cases; mask painting with the pointer.
+#![cfg(target_arch = "wasm32")]
+
+#[path = "support/scene.rs"]
+mod scene;
+
+use leptos::prelude::*;
+use mam_e::Error;
+use mam_e::device::read_f32;
+use mam_e::package::{FileRef, Manifest, PackageLoader};
+use mam_e::pipeline::StableDiffusion;
+use mam_e::web::download::fetch_verified;
+use mam_e::web::mask_panel::{InpaintRequest, MaskPanel, SourceImage};
+use mam_e::weights::safetensors;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::*;
+use web_sys::HtmlElement;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const REFERENCE: &[u8] = include_bytes!("fixtures/reference/web-tiny.safetensors");
+
+macro_rules! package {
+    ($dir:literal) => {
+        (
+            include_str!(concat!("../static/models/", $dir, "/manifest.json")),
+            include_bytes!(concat!("../static/models/", $dir, "/model-00001.safetensors")).as_slice(),
+            include_bytes!(concat!("../static/models/", $dir, "/tokenizer/vocab.json")).as_slice(),
+            include_bytes!(concat!("../static/models/", $dir, "/tokenizer/merges.txt")).as_slice(),
+        )
+    };
+}
+
+async fn load((manifest, shard, vocab, merges): (&str, &[u8], &[u8], &[u8])) -> StableDiffusion {
+    let manifest = Manifest::parse(manifest).unwrap();
+    assert_eq!(manifest.shards.len(), 1, "the embedded packages are one shard each");
+    let device = mam_e::web::models::device().await.unwrap();
+    let mut loader = PackageLoader::new(manifest.clone(), &device).unwrap();
+    for (i, file) in manifest.tokenizer.iter().enumerate() {
+        loader.add_tokenizer_file(i, if file.file.ends_with("vocab.json") { vocab.to_vec() } else { merges.to_vec() }).unwrap();
+    }
+    loader.add_shard(0, shard).unwrap();
+    loader.finish().unwrap()
+}
+
+fn reference(name: &str) -> Vec<f32> {
+    let file = safetensors::parse(REFERENCE).unwrap();
+    file.tensors.iter().find(|t| t.name == name).unwrap().to_f32().unwrap()
+}
+
+fn relative_error(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let err = got.iter().zip(want).map(|(g, w)| (*g as f64 - *w as f64).abs()).fold(0.0, f64::max);
+    err / want.iter().map(|w| w.abs() as f64).fold(1e-12, f64::max)
+}
+
+// Both runs share one test: burn's WebGPU device is created once per page.
+#[wasm_bindgen_test]
+async fn generation_and_inpainting_in_the_browser_equal_native() {
+    let text = load(package!("tiny-sd")).await;
+    let mut run = text.start(&scene::text_to_image_params(), None).unwrap();
+    let now = || web_sys::window().unwrap().performance().unwrap().now();
+    loop {
+        let started = now();
+        let more = run.step();
+        read_f32(run.latents()).await.unwrap();
+        web_sys::console::log_1(&format!("step {:?}: {:.0} ms", run.progress(), now() - started).into());
+        if !more {
+            break;
+        }
+    }
+    let latents = read_f32(run.latents()).await.unwrap();
+    let error = relative_error(&latents, &reference("text_to_image.latents"));
+    web_sys::console::log_1(&format!("text-to-image: relative error {error:.2e} against native").into());
+    assert!(error < 1e-3, "text-to-image latents differ from native: {error:e}");
+    let image = mam_e::pipeline::to_rgb8(text.decode(run.latents())).await.unwrap();
+    assert!(image.pixels.iter().max() > image.pixels.iter().min(), "blank image");
+
+    let inpaint = load(package!("tiny-sd-inpaint")).await;
+    let (image, mask) = scene::inpaint_input();
+    let mut run = inpaint.start_inpaint(&scene::inpaint_params(), &image, &mask, None).unwrap();
+    while run.step() {}
+    let latents = read_f32(run.latents()).await.unwrap();
+    let error = relative_error(&latents, &reference("inpaint.latents"));
+    web_sys::console::log_1(&format!("inpainting: relative error {error:.2e} against native").into());
+    assert!(error < 1e-3, "inpainting latents differ from native: {error:e}");
+}
+
+#[wasm_bindgen_test]
+async fn a_missing_file_is_a_network_error_naming_it() {
+    let file = FileRef { file: "no-such-shard.safetensors".into(), bytes: 10, sha256: "0".repeat(64) };
+    let error = fetch_verified("/", &file, &mut |_| {}).await.err().expect("fetched a missing file");
+    assert!(matches!(&error, Error::Io { path, reason } if path.ends_with("no-such-shard.safetensors") && reason.contains("HTTP 404")), "{error}");
+}
+
+#[wasm_bindgen_test]
+async fn a_corrupt_shard_is_refused_before_use() {
+    let (manifest, shard, _, _) = package!("tiny-sd");
+    let manifest = Manifest::parse(manifest).unwrap();
+    let mut flipped = shard.to_vec();
+    flipped[shard.len() / 2] ^= 1;
+    let device = mam_e::web::models::device().await.unwrap();
+    let mut loader = PackageLoader::new(manifest.clone(), &device).unwrap();
+    let error = loader.add_shard(0, &flipped).err().expect("a flipped byte passed");
+    assert!(matches!(&error, Error::Corrupt { file, .. } if *file == manifest.shards[0].file), "{error}");
+    assert!(loader.finish().is_err(), "a loader missing its shard must not finish");
+}
+
+fn pointer(kind: &str, x: f64, y: f64) -> web_sys::PointerEvent {
+    let init = web_sys::PointerEventInit::new();
+    init.set_client_x(x as i32);
+    init.set_client_y(y as i32);
+    init.set_bubbles(true);
+    init.set_pointer_id(1);
+    web_sys::PointerEvent::new_with_event_init_dict(kind, &init).unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn a_dragged_rectangle_becomes_the_mask() {
+    let document = web_sys::window().unwrap().document().unwrap();
+    let root = document.create_element("div").unwrap().unchecked_into::<HtmlElement>();
+    document.body().unwrap().append_child(&root).unwrap();
+    let (image, _) = scene::inpaint_input();
+    let source = RwSignal::new(Some(SourceImage { image, note: "test".into() }));
+    let requested = RwSignal::new(None::<InpaintRequest>);
+    let _mounted = leptos::mount::mount_to(root.clone(), move || {
+        view! { <MaskPanel source size=Signal::stored(Some((64, 64))) busy=Signal::stored(false) on_inpaint=Callback::new(move |r| requested.set(Some(r))) /> }
+    });
+    leptos::task::tick().await;
+    let canvas: HtmlElement = root.query_selector("[data-test=mask-canvas]").unwrap().unwrap().unchecked_into();
+    canvas.style().set_property("width", "128px").unwrap();
+    canvas.style().set_property("height", "128px").unwrap();
+    let rect = canvas.get_bounding_client_rect();
+    // Image pixels (10, 20) to (30, 50) at 2 CSS pixels per image pixel.
+    let at = |x: f64, y: f64| (rect.left() + 2.0 * x, rect.top() + 2.0 * y);
+    let (x0, y0) = at(10.0, 20.0);
+    let (x1, y1) = at(30.0, 50.0);
+    canvas.dispatch_event(&pointer("pointerdown", x0, y0)).unwrap();
+    canvas.dispatch_event(&pointer("pointermove", (x0 + x1) / 2.0, (y0 + y1) / 2.0)).unwrap();
+    canvas.dispatch_event(&pointer("pointerup", x1, y1)).unwrap();
+    leptos::task::tick().await;
+    root.query_selector("button[name=inpaint]").unwrap().unwrap().unchecked_into::<HtmlElement>().click();
+    leptos::task::tick().await;
+    let request = requested.get_untracked().expect("Inpaint sent no request");
+    let mut expected = mam_e::mask::Mask::new(64, 64);
+    let scale = |v: f64, origin: f64| (v.trunc() - origin) / 2.0;
+    expected.rectangle((scale(x0, rect.left()), scale(y0, rect.top())), (scale(x1, rect.left()), scale(y1, rect.top())), 255);
+    assert_eq!(request.mask, expected.data);
+    assert_eq!(request.mask.iter().filter(|&&v| v == 255).count(), 20 * 30);
+    assert_eq!((request.prompt.as_str(), request.guidance), ("a mammogram with a lesion", 3.0));
+}
