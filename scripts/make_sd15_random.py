@@ -20,9 +20,15 @@ torch.manual_seed(0)
 fixtures = Path(__file__).resolve().parent.parent / "tests/fixtures/tiny-sd"
 
 unet = UNet2DConditionModel(cross_attention_dim=768, in_channels=9 if args.inpaint else 4)
-unet.save_pretrained(out / "unet")
+if not (out / "unet").exists():
+    unet.save_pretrained(out / "unet")
 del unet
-CLIPTextModel(CLIPTextConfig()).save_pretrained(out / "text_encoder")
+# SD1.5's text encoder: CLIP ViT-L/14's text tower.
+text_config = CLIPTextConfig(
+    hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+    max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu",
+)
+CLIPTextModel(text_config).save_pretrained(out / "text_encoder")
 AutoencoderKL(
     block_out_channels=[128, 256, 512, 512],
     down_block_types=["DownEncoderBlock2D"] * 4,

@@ -60,6 +60,11 @@ fn page_without_webgpu_explains_what_to_do() {
     browser.screenshot(&screenshots().join("no-webgpu.png"));
 }
 
+/// Moves the range input `name` to `value`, as dragging its thumb would.
+fn set_range(browser: &Browser, name: &str, value: u32) {
+    browser.eval(&format!("const s = document.querySelector('input[name={name}]'); s.value = '{value}'; s.dispatchEvent(new Event('input')); return null"));
+}
+
 /// Statistics of the newest gallery image (`figure:last-child img` of the first result):
 /// `[width, height, min, max]` of its pixel values.
 const IMAGE_STATS: &str = "
@@ -77,13 +82,18 @@ const IMAGE_STATS: &str = "
 fn generate_then_paint_a_lesion_like_a_person() {
     let server = StaticServer::start(&dist());
     let browser = Browser::start(true);
+    let started = std::time::Instant::now();
     browser.goto(&format!("{}/", server.origin));
     // Both embedded packages load (fetched, SHA-256 checked, applied on the GPU).
     browser.wait_for("return document.querySelectorAll('[data-test=model-ready]').length == 2", Duration::from_secs(180));
+    eprintln!("page open to both packages loaded: {:.1} s", started.elapsed().as_secs_f64());
 
-    // A healthy image with the default settings.
+    // A healthy image with the default settings but 10 steps (SwiftShader is slow).
+    set_range(&browser, "steps", 10);
+    let started = std::time::Instant::now();
     browser.click("button[name=generate]");
     browser.wait_for("return document.querySelectorAll('[data-test=result]').length == 1", Duration::from_secs(600));
+    eprintln!("10-step 64×64 text-to-image (CFG) in the page: {:.1} s", started.elapsed().as_secs_f64());
     let stats = browser.wait_for(IMAGE_STATS, Duration::from_secs(10));
     eprintln!("generated image [width, height, min, max]: {stats}");
     assert_eq!((stats[0].as_u64(), stats[1].as_u64()), (Some(64), Some(64)));
@@ -97,12 +107,16 @@ fn generate_then_paint_a_lesion_like_a_person() {
     let refused = browser.wait_for("const e = document.querySelector('[data-test=mask-message]'); return e && e.innerText", Duration::from_secs(10));
     assert!(refused.as_str().unwrap().contains("mask is empty"), "{refused}");
     browser.drag("[data-test=mask-canvas]", (-40, -30), (30, 40), 5);
+    set_range(&browser, "lesion-steps", 10);
+    let started = std::time::Instant::now();
     browser.click("button[name=inpaint]");
     browser.wait_for("return document.querySelectorAll('[data-test=result]').length == 2", Duration::from_secs(600));
+    eprintln!("10-step 64×64 inpainting (CFG) in the page: {:.1} s", started.elapsed().as_secs_f64());
     let newest = browser.eval("const r = document.querySelector('[data-test=result]'); return [r.dataset.kind, r.querySelectorAll('figure').length]");
     assert_eq!(newest, serde_json::json!(["inpainting", 2]), "the newest result is the inpainting, with before and after");
     let stats = browser.wait_for(IMAGE_STATS, Duration::from_secs(10));
     assert!(stats[3].as_u64() > stats[2].as_u64(), "blank inpainting: {stats}");
+    browser.eval("document.getElementById('mask-panel').scrollIntoView(); return null");
     browser.screenshot(&screenshots().join("inpainted.png"));
 
     // The download link holds a PNG with the parameters embedded.
@@ -112,13 +126,13 @@ fn generate_then_paint_a_lesion_like_a_person() {
          fetch(a.href).then(r => r.arrayBuffer()).then(b => {
              const bytes = new Uint8Array(b);
              done([a.download, Array.from(bytes.slice(1, 4)).map(c => String.fromCharCode(c)).join(''), new TextDecoder('latin1').decode(bytes).includes('\"mode\":\"inpainting\"')]);
-         });",
+         }).catch(e => done(['error', String(e), false]));",
     );
     assert_eq!(png[1], "PNG", "{png}");
     assert!(png[0].as_str().unwrap().ends_with(".png") && png[2] == true, "{png}");
 
     // Cancel stops a run.
-    browser.eval("const s = document.querySelector('input[name=steps]'); s.value = '50'; s.dispatchEvent(new Event('input')); return null");
+    set_range(&browser, "steps", 50);
     browser.click("button[name=generate]");
     browser.wait_for("return !!document.querySelector('[data-test=run-progress]')", Duration::from_secs(60));
     browser.click("button[name=cancel]");

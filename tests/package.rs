@@ -258,6 +258,20 @@ fn packages_of_the_wrong_kind_are_refused() {
 }
 
 #[test]
+fn largest_tensor_of_sd15_is_its_token_embedding() {
+    // 49408 tokens × 768 × 4 bytes: more than WebGPU's default 128 MiB storage binding, so the
+    // page checks the adapter's limit before downloading.
+    let manifest = Manifest::parse(&std::fs::read_to_string(make_package("tiny-sd", StorageDtype::Q8, "largest").join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest.largest_tensor_bytes().unwrap(), 4 * 49408 * 32, "tiny: the 32-wide token embedding");
+    let mut sd15 = manifest;
+    sd15.configs.text_encoder["hidden_size"] = 768.into();
+    sd15.configs.unet["block_out_channels"] = serde_json::json!([320, 640, 1280, 1280]);
+    sd15.configs.unet["cross_attention_dim"] = 768.into();
+    assert_eq!(sd15.largest_tensor_bytes().unwrap(), 151_781_376);
+    assert!(sd15.largest_tensor_bytes().unwrap() > 128 << 20);
+}
+
+#[test]
 fn convert_refuses_to_overwrite_a_package() {
     let package = make_package("tiny-sd", StorageDtype::Q8, "twice");
     let options = ConvertOptions { dtype: StorageDtype::Q8, name: "x".into(), description: String::new(), trained: true, size: None };

@@ -24,7 +24,7 @@ fn query<T: JsCast>(root: &HtmlElement, selector: &str) -> T {
 #[wasm_bindgen_test]
 async fn prompt_follows_controls_and_priority_buttons() {
     let root = fresh_root();
-    let _mounted = leptos::mount::mount_to(root.clone(), PromptPanel);
+    let _mounted = leptos::mount::mount_to(root.clone(), || view! { <PromptPanel /> });
     let prompt = || query::<HtmlTextAreaElement>(&root, "textarea[name=prompt]").value();
     leptos::task::tick().await;
     assert_eq!(prompt(), "a siemens mammogram in MLO view with high density and small area");

@@ -131,7 +131,10 @@ pub fn convert(from: &Path, out: &Path, options: &ConvertOptions, progress: &mut
     // Parse with our readers now, so unsupported architectures fail before any writing.
     let unet = crate::model::unet::UNet2DConditionConfig::from_json(&configs.unet.to_string())?;
     let vae = crate::model::vae::AutoencoderKlConfig::from_json(&configs.vae.to_string())?;
-    crate::model::clip::ClipTextConfig::from_json(&configs.text_encoder.to_string())?;
+    let text = crate::model::clip::ClipTextConfig::from_json(&configs.text_encoder.to_string())?;
+    if text.hidden_size != unet.cross_attention_dim {
+        return Err(layout(format!("text encoder width {} ≠ UNet cross_attention_dim {}", text.hidden_size, unet.cross_attention_dim)));
+    }
     crate::schedulers::SchedulerConfig::from_json(&configs.scheduler.to_string())?;
     let kind = match (unet.in_channels, unet.out_channels) {
         (i, o) if i == o => ModelKind::TextToImage,

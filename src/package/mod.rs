@@ -149,6 +149,16 @@ impl Manifest {
         serde_json::from_value(value).map_err(|e| Error::Package(format!("{MANIFEST}: {e}")))
     }
 
+    /// A lower bound on the largest f32 tensor on the GPU, from the configs: the token embedding,
+    /// or the widest UNet 3×3 convolution (an up-block's first, fed twice the channels). Adapters
+    /// whose `maxStorageBufferBindingSize` is smaller cannot run the package.
+    pub fn largest_tensor_bytes(&self) -> Result<u64> {
+        let text = crate::model::clip::ClipTextConfig::from_json(&self.configs.text_encoder.to_string())?;
+        let unet = crate::model::unet::UNet2DConditionConfig::from_json(&self.configs.unet.to_string())?;
+        let widest = unet.block_out_channels.iter().max().copied().unwrap_or(0);
+        Ok(4 * (text.vocab_size * text.hidden_size).max(2 * widest * widest * 9) as u64)
+    }
+
     /// Bytes to download: shards and tokenizer files.
     pub fn total_bytes(&self) -> u64 {
         self.shards.iter().chain(&self.tokenizer).map(|f| f.bytes).sum()

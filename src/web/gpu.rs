@@ -38,6 +38,17 @@ pub async fn probe(navigator: &JsValue) -> GpuStatus {
     }
 }
 
+/// The adapter's `maxStorageBufferBindingSize` (the largest tensor a kernel can read; burn-wgpu
+/// asks for the adapter's limits), or `None` without an adapter.
+pub async fn storage_binding_limit() -> Option<u64> {
+    let navigator: JsValue = web_sys::window()?.navigator().into();
+    let gpu = Reflect::get(&navigator, &"gpu".into()).ok().filter(|g| !g.is_undefined())?;
+    let request: Function = Reflect::get(&gpu, &"requestAdapter".into()).ok()?.dyn_into().ok()?;
+    let adapter = JsFuture::from(Promise::from(request.call0(&gpu).ok()?)).await.ok().filter(|a| !a.is_null())?;
+    let limits = Reflect::get(&adapter, &"limits".into()).ok()?;
+    Reflect::get(&limits, &"maxStorageBufferBindingSize".into()).ok()?.as_f64().map(|v| v as u64)
+}
+
 /// `vendor architecture (description)` from `GPUAdapter.info`, skipping empty fields.
 fn describe(adapter: &JsValue) -> String {
     let info = Reflect::get(adapter, &"info".into()).unwrap_or(JsValue::UNDEFINED);

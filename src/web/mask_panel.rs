@@ -68,6 +68,7 @@ pub fn MaskPanel(
     let prompt = RwSignal::new(LESION_PROMPT.to_string());
     let guidance = RwSignal::new(3.0f64);
     let seed = RwSignal::new(1338u64);
+    let steps = RwSignal::new(24usize);
     let canvas = NodeRef::<Canvas>::new();
 
     // A new source image starts a new, empty mask.
@@ -171,7 +172,7 @@ pub fn MaskPanel(
             prompt: prompt.get_untracked(),
             negative_prompt: String::new(),
             guidance: guidance.get_untracked(),
-            steps: 24,
+            steps: steps.get_untracked(),
             seed: seed.get_untracked(),
             scheduler: SchedulerKind::Dpm,
         });
@@ -234,6 +235,11 @@ pub fn MaskPanel(
                     <span>"Guidance " {move || guidance.get()}</span>
                     <input type="range" name="lesion-guidance" min="0" max="20" step="0.5" prop:value=move || guidance.get()
                         on:input=move |ev| if let Ok(v) = event_target_value(&ev).parse() { guidance.set(v) } />
+                </label>
+                <label class="field">
+                    <span>"Steps " {move || steps.get()}</span>
+                    <input type="range" name="lesion-steps" min="10" max="50" prop:value=move || steps.get()
+                        on:input=move |ev| if let Ok(v) = event_target_value(&ev).parse() { steps.set(v) } />
                 </label>
                 <label class="field">
                     <span>"Seed"</span>

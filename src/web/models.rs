@@ -120,6 +120,14 @@ pub async fn load(url: &str, progress: impl Fn(SlotStatus) + 'static) -> Result<
     let manifest = Manifest::parse(&fetch_text(&manifest_url).await?)?;
     let info = ModelInfo::of(url, &manifest);
     let total = info.bytes;
+    let needed = manifest.largest_tensor_bytes()?;
+    if let Some(limit) = super::gpu::storage_binding_limit().await.filter(|&limit| limit < needed) {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        return Err(crate::Error::NoGpu(format!(
+            "this GPU's WebGPU limits are too small for {}: it needs storage buffers of at least {:.0} MiB and the adapter allows {:.0} MiB (try a smaller package, another browser or GPU)",
+            info.name, mib(needed), mib(limit)
+        )));
+    }
     let device = device().await?;
     let tokenizer = manifest.tokenizer.clone();
     let shards = manifest.shards.clone();
