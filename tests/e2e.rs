@@ -118,6 +118,8 @@ fn generate_then_paint_a_lesion_like_a_person() {
     assert!(stats[3].as_u64() > stats[2].as_u64(), "blank inpainting: {stats}");
     browser.eval("document.getElementById('mask-panel').scrollIntoView(); return null");
     browser.screenshot(&screenshots().join("inpainted.png"));
+    browser.eval("document.getElementById('gallery-panel').scrollIntoView(); return null");
+    browser.screenshot(&screenshots().join("gallery.png"));
 
     // The download link holds a PNG with the parameters embedded.
     let png = browser.eval_async(
