@@ -266,6 +266,9 @@ fn largest_tensor_of_sd15_is_its_token_embedding() {
     let mut sd15 = manifest;
     sd15.configs.text_encoder["hidden_size"] = 768.into();
     sd15.configs.unet["block_out_channels"] = serde_json::json!([320, 640, 1280, 1280]);
+    for key in ["down_block_types", "up_block_types"] {
+        sd15.configs.unet.as_object_mut().unwrap().remove(key); // diffusers' defaults are SD1.5's
+    }
     sd15.configs.unet["cross_attention_dim"] = 768.into();
     assert_eq!(sd15.largest_tensor_bytes().unwrap(), 151_781_376);
     assert!(sd15.largest_tensor_bytes().unwrap() > 128 << 20);

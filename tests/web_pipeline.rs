@@ -58,22 +58,27 @@ fn relative_error(got: &[f32], want: &[f32]) -> f64 {
     err / want.iter().map(|w| w.abs() as f64).fold(1e-12, f64::max)
 }
 
+/// Runs every step, reading the latents back after each as the app does: that hands the event
+/// loop back between steps (the test runner's driver gives up on a page busy for 30 s).
+async fn finish(run: &mut mam_e::pipeline::text_to_image::Denoising<'_>) -> Vec<f32> {
+    let now = || web_sys::window().unwrap().performance().unwrap().now();
+    loop {
+        let started = now();
+        let more = run.step();
+        let latents = read_f32(run.latents()).await.unwrap();
+        web_sys::console::log_1(&format!("step {:?}: {:.0} ms", run.progress(), now() - started).into());
+        if !more {
+            return latents;
+        }
+    }
+}
+
 // Both runs share one test: burn's WebGPU device is created once per page.
 #[wasm_bindgen_test]
 async fn generation_and_inpainting_in_the_browser_equal_native() {
     let text = load(package!("tiny-sd")).await;
     let mut run = text.start(&scene::text_to_image_params(), None).unwrap();
-    let now = || web_sys::window().unwrap().performance().unwrap().now();
-    loop {
-        let started = now();
-        let more = run.step();
-        read_f32(run.latents()).await.unwrap();
-        web_sys::console::log_1(&format!("step {:?}: {:.0} ms", run.progress(), now() - started).into());
-        if !more {
-            break;
-        }
-    }
-    let latents = read_f32(run.latents()).await.unwrap();
+    let latents = finish(&mut run).await;
     let error = relative_error(&latents, &reference("text_to_image.latents"));
     web_sys::console::log_1(&format!("text-to-image: relative error {error:.2e} against native").into());
     assert!(error < 1e-3, "text-to-image latents differ from native: {error:e}");
@@ -83,8 +88,7 @@ async fn generation_and_inpainting_in_the_browser_equal_native() {
     let inpaint = load(package!("tiny-sd-inpaint")).await;
     let (image, mask) = scene::inpaint_input();
     let mut run = inpaint.start_inpaint(&scene::inpaint_params(), &image, &mask, None).unwrap();
-    while run.step() {}
-    let latents = read_f32(run.latents()).await.unwrap();
+    let latents = finish(&mut run).await;
     let error = relative_error(&latents, &reference("inpaint.latents"));
     web_sys::console::log_1(&format!("inpainting: relative error {error:.2e} against native").into());
     assert!(error < 1e-3, "inpainting latents differ from native: {error:e}");
