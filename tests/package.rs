@@ -258,6 +258,45 @@ fn packages_of_the_wrong_kind_are_refused() {
 }
 
 #[test]
+fn a_tensor_split_into_parts_across_shards_loads_whole() {
+    // The f32 package's one shard, rewritten as two, with the token embedding in three row-wise
+    // parts: part 0 in the first shard, parts 1 and 2 in the second (as a 152 MB SD1.5 embedding
+    // would be at the 64 MiB part limit).
+    let device = Device::flex();
+    let whole = make_package("tiny-sd", StorageDtype::F32, "parts-whole");
+    let want = generate(&load_package(&whole, &device).unwrap());
+    let package = make_package("tiny-sd", StorageDtype::F32, "parts-split");
+    let manifest = Manifest::parse(&std::fs::read_to_string(package.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest.shards.len(), 1);
+    let bytes = std::fs::read(package.join(&manifest.shards[0].file)).unwrap();
+    let file = safetensors::parse(&bytes).unwrap();
+    let (mut first, mut second, mut metadata) = (Vec::new(), Vec::new(), BTreeMap::new());
+    for (i, view) in file.tensors.iter().enumerate() {
+        let values = view.to_f32().unwrap();
+        if view.name == "text_encoder.text_model.embeddings.token_embedding.weight" {
+            let parts = quant::encode_with_part_limit(&view.name, &view.shape, &values, Storage::F32, view.data.len() / 3 + 1, &mut metadata);
+            assert_eq!(parts.len(), 3);
+            let mut parts = parts.into_iter();
+            first.push(parts.next().unwrap());
+            second.extend(parts);
+        } else {
+            let target = if i % 2 == 0 { &mut first } else { &mut second };
+            target.extend(quant::encode(&view.name, &view.shape, &values, Storage::F32, &mut metadata));
+        }
+    }
+    std::fs::remove_file(package.join(&manifest.shards[0].file)).unwrap();
+    let mut refs = Vec::new();
+    for (n, entries) in [first, second].iter().enumerate() {
+        let data = safetensors::serialize(entries, &BTreeMap::new());
+        let name = format!("split-{n}.safetensors");
+        std::fs::write(package.join(&name), &data).unwrap();
+        refs.push(serde_json::to_value(mam_e::package::FileRef::of(name, &data)).unwrap());
+    }
+    edit_manifest(&package, |m| m["shards"] = serde_json::Value::Array(refs));
+    assert_eq!(generate(&load_package(&package, &device).unwrap()), want);
+}
+
+#[test]
 fn largest_tensor_of_sd15_is_its_token_embedding() {
     // 49408 tokens × 768 × 4 bytes: more than WebGPU's default 128 MiB storage binding, so the
     // page checks the adapter's limit before downloading.

@@ -49,6 +49,11 @@ pub enum Decoded {
 
 /// The entries (and metadata) storing `values` of `shape` under `key`.
 pub fn encode(key: &str, shape: &[usize], values: &[f32], storage: Storage, metadata: &mut BTreeMap<String, String>) -> Vec<Owned> {
+    encode_with_part_limit(key, shape, values, storage, MAX_PART_BYTES, metadata)
+}
+
+/// [`encode`] with unquantized tensors over `max_part_bytes` split into row-wise parts.
+pub fn encode_with_part_limit(key: &str, shape: &[usize], values: &[f32], storage: Storage, max_part_bytes: usize, metadata: &mut BTreeMap<String, String>) -> Vec<Owned> {
     if let Some((max_q, block)) = storage.bits().filter(|_| shape.len() >= 2) {
         let rows = shape[0];
         let cols = values.len() / rows.max(1);
@@ -83,7 +88,7 @@ pub fn encode(key: &str, shape: &[usize], values: &[f32], storage: Storage, meta
         _ => (Dtype::F16, values.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect()),
     };
     let rows = shape.first().copied().unwrap_or(1).max(1);
-    let parts = data.len().div_ceil(MAX_PART_BYTES).clamp(1, rows);
+    let parts = data.len().div_ceil(max_part_bytes.max(1)).clamp(1, rows);
     if parts == 1 {
         return vec![Owned { name: key.to_string(), dtype, shape: shape.to_vec(), data }];
     }
