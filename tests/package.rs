@@ -66,8 +66,9 @@ fn f32_package_gives_the_diffusers_folders_image_exactly() {
 #[test]
 fn quantized_packages_stay_within_their_error_budgets() {
     let device = Device::flex();
-    let (latents, image) = generate(&load_package(&make_package("tiny-sd", StorageDtype::F32, "budget-f32"), &device).unwrap());
-    let f32_bytes = dir_bytes(&temp_dir_path("budget-f32"));
+    let f32_package = make_package("tiny-sd", StorageDtype::F32, "budget-f32");
+    let (latents, image) = generate(&load_package(&f32_package, &device).unwrap());
+    let f32_bytes = dir_bytes(&f32_package);
     // (dtype, largest final-latent relative error, smallest PSNR). The PSNR floors are the
     // issue's budgets (q8 35 dB, q4 28 dB); measured here: f16 1.8e-4 / 90 dB, q8 3.3e-3 / 58 dB,
     // q4 4.1e-2 / 35 dB.
@@ -83,10 +84,6 @@ fn quantized_packages_stay_within_their_error_budgets() {
         assert!(db >= min_psnr, "{dtype:?}: PSNR {db:.1} dB < {min_psnr} dB");
         assert!(bytes < f32_bytes, "{dtype:?} package is not smaller than f32");
     }
-}
-
-fn temp_dir_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("package-{name}"))
 }
 
 fn dir_bytes(dir: &Path) -> u64 {

@@ -11,8 +11,8 @@ use crate::device::{Backend, read_f32};
 use crate::model::clip::ClipTextConfig;
 use crate::model::unet::UNet2DConditionConfig;
 use crate::model::vae::AutoencoderKlConfig;
+use crate::package::load_model;
 use crate::pipeline::StableDiffusion;
-use crate::weights::load_diffusers;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Component {
@@ -37,7 +37,7 @@ pub struct Args {
     /// Architecture size for random weights (ignored with --model).
     #[arg(long, value_enum, default_value_t = Size::Sd15)]
     size: Size,
-    /// Time a diffusers model folder instead of random weights.
+    /// Time a diffusers model folder or a package instead of random weights.
     #[arg(long)]
     model: Option<std::path::PathBuf>,
     /// Timed runs after the warm-up (the median is reported).
@@ -76,7 +76,7 @@ fn sync<const D: usize>(t: Tensor<D>) -> anyhow::Result<()> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device: Device = Backend::from(args.backend).device()?;
     let components = if args.component.is_empty() { vec![Component::Unet, Component::TextEncoder, Component::Vae] } else { args.component.clone() };
-    let loaded: Option<StableDiffusion> = args.model.as_ref().map(|dir| load_diffusers(dir, &device)).transpose()?;
+    let loaded: Option<StableDiffusion> = args.model.as_ref().map(|dir| load_model(dir, &device)).transpose()?;
     let size_name = match (&args.model, args.size) {
         (Some(dir), _) => dir.display().to_string(),
         (None, Size::Tiny) => "tiny".into(),

@@ -61,7 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
-    println!("{} package, {:?}, in {}", report.kind, options.dtype, args.out.display());
+    println!("{} package, {}, in {}", report.kind, options.dtype, args.out.display());
     println!("{:<14} {:>14} {:>12} {:>12} {:>12} {:>12}", "component", "parameters", "8-bit", "4-bit", "float", "MiB");
     for c in &report.components {
         println!("{:<14} {:>14} {:>12} {:>12} {:>12} {:>12.1}", c.component, c.parameters, c.q8, c.q4, c.float, c.bytes as f64 / (1 << 20) as f64);

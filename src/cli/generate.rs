@@ -12,8 +12,9 @@ use super::{BackendArg, SchedulerArg};
 use crate::device::{Backend, read_f32};
 use crate::imaging::RgbImage;
 use crate::pipeline::text_to_image::{Denoising, GenerateParams};
+use crate::package::load_model;
 use crate::pipeline::{StableDiffusion, to_rgb8};
-use crate::weights::{load_diffusers, read_latents, write_atomically, write_latents};
+use crate::weights::{read_latents, write_atomically, write_latents};
 
 /// Flags common to `generate` and `inpaint`.
 #[derive(Debug, clap::Args)]
@@ -107,11 +108,7 @@ impl SamplingArgs {
         let device = Backend::from(self.backend).device()?;
         let spinner = ProgressBar::new_spinner().with_message(format!("loading {}", self.model.display()));
         spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-        let sd = if self.model.join(crate::package::MANIFEST).exists() {
-            crate::package::load_package(&self.model, &device)?
-        } else {
-            load_diffusers(&self.model, &device)?
-        };
+        let sd = load_model(&self.model, &device)?;
         spinner.finish_and_clear();
         Ok(sd)
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::quant::{self, Storage};
 use super::{Configs, Defaults, FileRef, MANIFEST, MAX_SHARD_BYTES, Manifest, ModelKind, StorageDtype, FORMAT, VERSION};
 use crate::prompt::{LESION_PROMPT, PromptSpec};
-use crate::weights::diffusers::{read_text, weights_file};
+use crate::weights::diffusers::{read, read_text, weights_file};
 use crate::weights::safetensors::{self, Owned};
 use crate::weights::{IGNORED_BUFFERS, canonical_key, write_atomically};
 use crate::{Error, Result};
@@ -182,8 +182,7 @@ pub fn convert(from: &Path, out: &Path, options: &ConvertOptions, progress: &mut
     let mut tokenizer = Vec::new();
     let names: &[&str] = if from.join("tokenizer/tokenizer.json").exists() { &["tokenizer.json"] } else { &["vocab.json", "merges.txt"] };
     for name in names {
-        let source = from.join("tokenizer").join(name);
-        let data = std::fs::read(&source).map_err(|e| Error::Io { path: source.display().to_string(), reason: e.to_string() })?;
+        let data = read(&from.join("tokenizer").join(name))?;
         let file = format!("tokenizer/{name}");
         write_atomically(&out.join(&file), &data)?;
         tokenizer.push(FileRef::of(file, &data));

@@ -173,10 +173,7 @@ impl PackageLoader {
 /// Loads the package in folder `dir` (native), one shard in memory at a time.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn load_package(dir: &std::path::Path, device: &Device) -> Result<StableDiffusion> {
-    let read = |file: &str| {
-        let path = dir.join(file);
-        std::fs::read(&path).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })
-    };
+    let read = |file: &str| crate::weights::diffusers::read(&dir.join(file));
     let manifest = Manifest::parse(&String::from_utf8_lossy(&read(super::MANIFEST)?))?;
     let files = manifest.tokenizer.clone();
     let shards = manifest.shards.clone();
@@ -188,4 +185,11 @@ pub fn load_package(dir: &std::path::Path, device: &Device) -> Result<StableDiff
         loader.add_shard(i, &read(&shard.file)?)?;
     }
     loader.finish()
+}
+
+/// Loads `dir`, a package (it has `manifest.json`) or a diffusers folder: what every CLI
+/// `--model` flag takes.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_model(dir: &std::path::Path, device: &Device) -> Result<StableDiffusion> {
+    if dir.join(super::MANIFEST).exists() { load_package(dir, device) } else { crate::weights::load_diffusers(dir, device) }
 }

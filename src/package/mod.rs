@@ -15,7 +15,7 @@ use crate::{Error, Result};
 pub use convert::{ComponentSize, ConvertOptions, ConvertReport, convert};
 pub use load::PackageLoader;
 #[cfg(not(target_arch = "wasm32"))]
-pub use load::load_package;
+pub use load::{load_model, load_package};
 
 /// `format` of every manifest.
 pub const FORMAT: &str = "mam-e-package";
@@ -55,6 +55,17 @@ pub enum StorageDtype {
     Q8,
     /// Block-wise 4-bit UNet and VAE weights, 8-bit text encoder, sensitive tensors f16.
     Q4,
+}
+
+impl std::fmt::Display for StorageDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StorageDtype::F32 => "f32",
+            StorageDtype::F16 => "f16",
+            StorageDtype::Q8 => "q8",
+            StorageDtype::Q4 => "q4",
+        })
+    }
 }
 
 /// A file of the package, with what its bytes must be.

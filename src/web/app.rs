@@ -96,20 +96,21 @@ pub fn App() -> impl IntoView {
     };
     // Loads a package into the slot of its kind (known once the manifest is read).
     let load_now = move |url: String| async move {
-        let kind = match models::peek(&url).await {
-            Ok(info) => info.kind,
+        let package = match models::open(&url).await {
+            Ok(package) => package,
             Err(e) => {
                 let target = if url == inpainting_url.get_untracked() { inpainting } else { text_to_image };
                 target.set(SlotStatus::Failed(e.to_string()));
                 return;
             }
         };
+        let kind = package.info.kind;
         let target = slot(kind);
         match kind {
             ModelKind::TextToImage => text_to_image_url.set(url.clone()),
             ModelKind::Inpainting => inpainting_url.set(url.clone()),
         }
-        match models::load(&url, move |s| target.set(s)).await {
+        match models::load(package, move |s| target.set(s)).await {
             Ok(info) => target.set(SlotStatus::Ready(info)),
             Err(e) => target.set(SlotStatus::Failed(e.to_string())),
         }

@@ -19,32 +19,37 @@ pub enum GpuStatus {
     Ready(String),
 }
 
-/// Asks `navigator` (passed in so tests can hand it a fake) for a WebGPU adapter.
-pub async fn probe(navigator: &JsValue) -> GpuStatus {
+/// What `navigator.gpu.requestAdapter()` gives: `Err(status)` when there is no WebGPU or no adapter.
+async fn request_adapter(navigator: &JsValue) -> Result<JsValue, GpuStatus> {
     let gpu = Reflect::get(navigator, &"gpu".into()).unwrap_or(JsValue::UNDEFINED);
     if gpu.is_undefined() || gpu.is_null() {
-        return GpuStatus::Unsupported;
+        return Err(GpuStatus::Unsupported);
     }
     let Some(request) = Reflect::get(&gpu, &"requestAdapter".into()).ok().and_then(|f| f.dyn_into::<Function>().ok())
     else {
-        return GpuStatus::Unsupported;
+        return Err(GpuStatus::Unsupported);
     };
     let Ok(promise) = request.call0(&gpu).map(Promise::from) else {
-        return GpuStatus::NoAdapter;
+        return Err(GpuStatus::NoAdapter);
     };
     match JsFuture::from(promise).await {
-        Ok(adapter) if !adapter.is_null() && !adapter.is_undefined() => GpuStatus::Ready(describe(&adapter)),
-        _ => GpuStatus::NoAdapter,
+        Ok(adapter) if !adapter.is_null() && !adapter.is_undefined() => Ok(adapter),
+        _ => Err(GpuStatus::NoAdapter),
+    }
+}
+
+/// Asks `navigator` (passed in so tests can hand it a fake) for a WebGPU adapter.
+pub async fn probe(navigator: &JsValue) -> GpuStatus {
+    match request_adapter(navigator).await {
+        Ok(adapter) => GpuStatus::Ready(describe(&adapter)),
+        Err(status) => status,
     }
 }
 
 /// The adapter's `maxStorageBufferBindingSize` (the largest tensor a kernel can read; burn-wgpu
 /// asks for the adapter's limits), or `None` without an adapter.
 pub async fn storage_binding_limit() -> Option<u64> {
-    let navigator: JsValue = web_sys::window()?.navigator().into();
-    let gpu = Reflect::get(&navigator, &"gpu".into()).ok().filter(|g| !g.is_undefined())?;
-    let request: Function = Reflect::get(&gpu, &"requestAdapter".into()).ok()?.dyn_into().ok()?;
-    let adapter = JsFuture::from(Promise::from(request.call0(&gpu).ok()?)).await.ok().filter(|a| !a.is_null())?;
+    let adapter = request_adapter(&web_sys::window()?.navigator().into()).await.ok()?;
     let limits = Reflect::get(&adapter, &"limits".into()).ok()?;
     Reflect::get(&limits, &"maxStorageBufferBindingSize".into()).ok()?.as_f64().map(|v| v as u64)
 }

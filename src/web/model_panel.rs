@@ -5,14 +5,14 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use super::download::{delete_stored, stored_bytes};
-use super::models::{ModelInfo, SlotStatus, peek};
+use super::models::{ModelInfo, SlotStatus, open};
 
 fn mib(bytes: f64) -> String {
     format!("{:.1} MiB", bytes / (1u64 << 20) as f64)
 }
 
 fn describe(info: &ModelInfo) -> String {
-    format!("{} · {} · {:?} · {}", info.name, info.kind, info.dtype, mib(info.bytes as f64)).replace("F16", "f16").replace("F32", "f32").replace("Q8", "q8").replace("Q4", "q4")
+    format!("{} · {} · {} · {}", info.name, info.kind, info.dtype, mib(info.bytes as f64))
 }
 
 /// One slot's line: progress while loading, the package when ready, the error when failed.
@@ -59,7 +59,7 @@ pub fn ModelPanel(text_to_image: RwSignal<SlotStatus>, inpainting: RwSignal<Slot
     let check = move |_| {
         let target = url.get_untracked();
         checked.set(None);
-        spawn_local(async move { checked.set(Some(peek(&target).await.map_err(|e| e.to_string()))) });
+        spawn_local(async move { checked.set(Some(open(&target).await.map(|p| p.info).map_err(|e| e.to_string()))) });
     };
     let show_stored = move || {
         spawn_local(async move {

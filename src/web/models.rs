@@ -102,23 +102,30 @@ pub fn manifest_url(url: &str) -> (String, String) {
     }
 }
 
-/// Reads a package's manifest (to show its size before downloading).
-pub async fn peek(url: &str) -> Result<ModelInfo> {
-    let (manifest_url, _) = manifest_url(url);
+/// A package whose manifest has been read: enough to show its size and kind before downloading.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub info: ModelInfo,
+    manifest: Manifest,
+    /// Folder URL ending in `/`.
+    base: String,
+}
+
+/// Reads the manifest of the package at `url`.
+pub async fn open(url: &str) -> Result<Opened> {
+    let (manifest_url, base) = manifest_url(url);
     let manifest = Manifest::parse(&fetch_text(&manifest_url).await?)?;
-    Ok(ModelInfo::of(url, &manifest))
+    Ok(Opened { info: ModelInfo::of(url, &manifest), manifest, base })
 }
 
 pub fn now_ms() -> f64 {
     web_sys::window().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or(0.0)
 }
 
-/// Downloads (or takes from the cache) and loads the package at `url` into the slot of its
-/// kind; `progress` sees every byte.
-pub async fn load(url: &str, progress: impl Fn(SlotStatus) + 'static) -> Result<ModelInfo> {
-    let (manifest_url, base) = manifest_url(url);
-    let manifest = Manifest::parse(&fetch_text(&manifest_url).await?)?;
-    let info = ModelInfo::of(url, &manifest);
+/// Downloads (or takes from the cache) and loads an opened package into the slot of its kind;
+/// `progress` sees every byte.
+pub async fn load(package: Opened, progress: impl Fn(SlotStatus) + 'static) -> Result<ModelInfo> {
+    let Opened { info, manifest, base } = package;
     let total = info.bytes;
     let needed = manifest.largest_tensor_bytes()?;
     if let Some(limit) = super::gpu::storage_binding_limit().await.filter(|&limit| limit < needed) {
@@ -137,7 +144,7 @@ pub async fn load(url: &str, progress: impl Fn(SlotStatus) + 'static) -> Result<
     let done = Rc::new(Cell::new(0u64));
     let progress = Rc::new(progress);
     let report = {
-        let (done, progress, url) = (done.clone(), progress.clone(), url.to_string());
+        let (done, progress, url) = (done.clone(), progress.clone(), info.url.clone());
         Rc::new(move |n: u64| {
             done.set(done.get() + n);
             progress(SlotStatus::Loading { url: url.clone(), done: done.get(), total, started_ms, now_ms: now_ms() });

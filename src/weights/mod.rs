@@ -120,9 +120,14 @@ impl<M: Module + ModuleSnapshot> ComponentLoad<M> {
 pub fn load_safetensors<M: Module + ModuleSnapshot>(module: M, bytes: Vec<u8>, component: &str) -> Result<M> {
     let file = safetensors::parse(&bytes).map_err(|reason| weights_error(component, reason))?;
     let mut tensors = Vec::with_capacity(file.tensors.len());
-    for view in file.tensors.iter().filter(|v| !IGNORED_BUFFERS.contains(&canonical_key(&v.name).as_str())) {
+    for view in &file.tensors {
+        let key = canonical_key(&view.name);
+        // Buffers may be integer tensors (`position_ids` is I64): skip them before widening.
+        if IGNORED_BUFFERS.contains(&key.as_str()) {
+            continue;
+        }
         let values = view.to_f32().map_err(|reason| weights_error(component, reason))?;
-        tensors.push(pack_tensor(canonical_key(&view.name), view.shape.clone(), values));
+        tensors.push(pack_tensor(key, view.shape.clone(), values));
     }
     drop(file);
     drop(bytes);
