@@ -352,3 +352,12 @@ fn embedded_packages_match_the_reference_the_browser_is_held_to() {
     fixtures::assert_close(text_latents, &bytes, "text_to_image.latents", 1e-5);
     fixtures::assert_close(inpaint_latents, &bytes, "inpaint.latents", 1e-5);
 }
+
+#[test]
+fn convert_refuses_a_folder_that_is_not_a_diffusers_model() {
+    let out = temp_dir("not-diffusers");
+    let options = ConvertOptions { dtype: StorageDtype::Q8, name: "x".into(), description: String::new(), trained: true, size: None };
+    let error = convert(&fixtures::path("tokenizer"), &out, &options, &mut |_, _, _| {}).err().expect("converted a tokenizer folder");
+    assert!(error.to_string().contains("model_index.json"), "{error}");
+    assert!(!out.exists(), "a failed conversion left {}", out.display());
+}

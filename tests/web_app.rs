@@ -62,3 +62,61 @@ async fn webgpu_adapter_is_found_here() {
         other => panic!("expected an adapter, got {other:?}"),
     }
 }
+
+/// Lets the page run for `ms` milliseconds (file reads and decoding are async).
+async fn sleep(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        web_sys::window().unwrap().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms).unwrap();
+    });
+    wasm_bindgen_futures::JsFuture::from(promise).await.unwrap();
+}
+
+/// Puts a file with `bytes` into the upload input, as choosing it in the file dialog would.
+fn choose_file(root: &HtmlElement, name: &str, bytes: &[u8]) {
+    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
+    let file = web_sys::File::new_with_u8_array_sequence(&parts, name).unwrap();
+    let constructor = js_sys::Reflect::get(&js_sys::global(), &"DataTransfer".into()).unwrap();
+    let transfer = js_sys::Reflect::construct(constructor.unchecked_ref::<js_sys::Function>(), &js_sys::Array::new()).unwrap();
+    let items = js_sys::Reflect::get(&transfer, &"items".into()).unwrap();
+    let add: js_sys::Function = js_sys::Reflect::get(&items, &"add".into()).unwrap().unchecked_into();
+    add.call1(&items, &file).unwrap();
+    let input = query::<web_sys::HtmlInputElement>(root, "input[name=upload]");
+    input.set_files(Some(&js_sys::Reflect::get(&transfer, &"files".into()).unwrap().unchecked_into()));
+    input.dispatch_event(&web_sys::Event::new("change").unwrap()).unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn uploads_are_fitted_to_the_model_and_non_images_refused() {
+    use mam_e::web::mask_panel::{MaskPanel, SourceImage};
+    let root = fresh_root();
+    let source = RwSignal::new(None::<SourceImage>);
+    let _mounted = leptos::mount::mount_to(root.clone(), move || {
+        view! { <MaskPanel source size=Signal::stored(Some((64, 64))) busy=Signal::stored(false) on_inpaint=Callback::new(|_| {}) /> }
+    });
+    leptos::task::tick().await;
+
+    choose_file(&root, "notes.txt", b"not an image");
+    let mut message = None;
+    for _ in 0..100 {
+        sleep(20).await;
+        message = root.query_selector("[data-test=mask-message]").unwrap().and_then(|e| e.text_content());
+        if message.is_some() {
+            break;
+        }
+    }
+    let message = message.expect("no message for a file that is not an image");
+    assert!(message.contains("notes.txt") && message.contains("not a PNG or JPEG"), "{message}");
+    assert!(source.get_untracked().is_none(), "a bad file replaced the image");
+
+    let wide = mam_e::imaging::RgbImage { width: 100, height: 50, pixels: vec![90; 100 * 50 * 3] };
+    choose_file(&root, "wide.png", &wide.to_png(&[]).unwrap());
+    for _ in 0..100 {
+        sleep(20).await;
+        if source.get_untracked().is_some() {
+            break;
+        }
+    }
+    let fitted = source.get_untracked().expect("the PNG was not loaded");
+    assert_eq!((fitted.image.width, fitted.image.height), (64, 64));
+    assert_eq!(fitted.note, "wide.png: centre-cropped from 100×50 to 50×50, resized to 64×64");
+}
