@@ -19,6 +19,8 @@ pub mod weights;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod data;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 

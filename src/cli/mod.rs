@@ -4,6 +4,8 @@ mod bench;
 mod convert;
 mod doctor;
 mod generate;
+mod phantom;
+mod prepare;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -28,6 +30,10 @@ enum Command {
     Convert(convert::Args),
     /// Time the UNet CFG step, the text encoder and the VAE decoder (median after a warm-up).
     Bench(bench::Args),
+    /// Procedural mammograms with exact labels: a VinDr-Mammo folder (DICOM + CSVs) or a prepared training set.
+    Phantom(phantom::Args),
+    /// DICOM mammograms (VinDr-Mammo folder or a CSV) → MAM-E's training set (PNG + metadata.jsonl + masks).
+    Prepare(prepare::Args),
     /// Check the compute backends: run the ops SD is built from and compare with f64 references.
     Doctor(doctor::Args),
 }
@@ -82,5 +88,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Convert(args) => convert::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Phantom(args) => phantom::run(args),
+        Command::Prepare(args) => prepare::run(args),
     }
 }

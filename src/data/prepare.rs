@@ -1,0 +1,278 @@
+//! MAM-E's preprocessing, from a decoded mammogram to a training image (SPEC "Data preparation"):
+//! VOI-applied values → 8-bit (divided by a per-vendor fixed maximum, clipped, as the originals;
+//! or a percentile window) → right breasts mirrored to face left → shorter side resized to the
+//! target size → centre crop → gray repeated into RGB. The breast area ratio is the share of
+//! non-zero pixels of that image; lesion boxes go through the same mirror, scale and crop.
+
+use crate::data::BoundingBox;
+use crate::data::Laterality;
+use crate::data::phantom::Phantom;
+use crate::prompt::{Area, Density, LESION_PROMPT, Vendor, View};
+
+/// How VOI-applied values become 8-bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scaling {
+    /// Divide by the vendor's fixed maximum (Hologic 4095, Siemens 3500, for 12-bit output;
+    /// others by the output maximum) and clip: what MAM-E did.
+    Vendor,
+    /// Divide by the 99.5th percentile of the breast's (non-zero) values and clip.
+    Percentile,
+}
+
+/// Which captions to write (the paper's three models).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Template {
+    /// OMI-H model: view and area — "a mammogram in MLO view with small area".
+    OmiH,
+    /// VinDr model: view and density — "a mammogram in CC view with high density".
+    Vindr,
+    /// Fusion model: vendor, view, density, area — "a siemens mammogram in MLO view with high
+    /// density and small area".
+    Fusion,
+}
+
+/// The caption of a healthy training image under `template`. `vendor` is the lowercase word
+/// (MAM-E's two, or the manufacturer's first word for others).
+pub fn caption(template: Template, vendor: &str, view: View, density: Option<Density>, area: Area) -> String {
+    let view = view.word();
+    match (template, density) {
+        (Template::OmiH, _) => format!("a mammogram in {view} view with {} area", area.word()),
+        (Template::Vindr, Some(d)) => format!("a mammogram in {view} view with {} density", d.word()),
+        (Template::Vindr, None) => format!("a mammogram in {view} view"),
+        (Template::Fusion, Some(d)) => format!("a {vendor} mammogram in {view} view with {} density and {} area", d.word(), area.word()),
+        (Template::Fusion, None) => format!("a {vendor} mammogram in {view} view with {} area", area.word()),
+    }
+}
+
+/// The lesion images' caption (the inpainting model's toy prompt).
+pub fn lesion_caption() -> &'static str {
+    LESION_PROMPT
+}
+
+/// VOI-applied pixels of one image, as stored (not yet mirrored).
+#[derive(Debug, Clone)]
+pub struct SourcePixels {
+    pub rows: usize,
+    pub cols: usize,
+    /// Values in `0..=max`, 0 black.
+    pub values: Vec<f32>,
+    pub max: f32,
+    pub vendor: Option<Vendor>,
+}
+
+impl SourcePixels {
+    /// A phantom's pixels through the VOI window its DICOM header carries (exactly what reading
+    /// the written file gives).
+    pub fn from_phantom(phantom: &Phantom) -> SourcePixels {
+        use crate::data::dicom::Voi;
+        let max = ((1u32 << crate::data::phantom::BITS_STORED) - 1) as f64;
+        let voi = Voi::Window { center: phantom.window.0, width: phantom.window.1, function: dicom_pixeldata::VoiLutFunction::Linear };
+        SourcePixels {
+            rows: phantom.rows,
+            cols: phantom.cols,
+            values: phantom.pixels.iter().map(|&v| voi.apply(v as f64, 0.0, max) as f32).collect(),
+            max: max as f32,
+            vendor: Some(phantom.spec.vendor),
+        }
+    }
+
+    /// The divisor that maps values to 8-bit under `scaling`.
+    pub fn divisor(&self, scaling: Scaling) -> f32 {
+        match scaling {
+            Scaling::Vendor => {
+                let twelve_bit = match self.vendor {
+                    Some(Vendor::Hologic) => 4095.0,
+                    Some(Vendor::Siemens) => 3500.0,
+                    None => 4095.0,
+                };
+                self.max * twelve_bit / 4095.0
+            }
+            Scaling::Percentile => {
+                let mut breast: Vec<f32> = self.values.iter().copied().filter(|&v| v > 0.0).collect();
+                if breast.is_empty() {
+                    return self.max;
+                }
+                let k = ((breast.len() - 1) as f64 * 0.995) as usize;
+                let p = *breast.select_nth_unstable_by(k, |a, b| a.total_cmp(b)).1;
+                if p > 0.0 { p } else { self.max }
+            }
+        }
+    }
+}
+
+/// A box in the prepared image's pixels: columns `x0..x1`, rows `y0..y1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PixelBox {
+    pub x0: usize,
+    pub y0: usize,
+    pub x1: usize,
+    pub y1: usize,
+}
+
+/// One prepared image.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub size: usize,
+    /// `size`×`size` gray pixels.
+    pub gray: Vec<u8>,
+    pub area_ratio: f64,
+    /// The boxes that are still inside the image after the crop (clipped to it).
+    pub boxes: Vec<PixelBox>,
+    /// How many boxes fell entirely outside the crop.
+    pub boxes_outside: usize,
+}
+
+impl Prepared {
+    /// The box mask: 255 inside any box, 0 elsewhere.
+    pub fn mask(&self) -> Vec<u8> {
+        let mut mask = vec![0u8; self.size * self.size];
+        for b in &self.boxes {
+            for row in mask[b.y0 * self.size..b.y1 * self.size].chunks_exact_mut(self.size) {
+                row[b.x0..b.x1].fill(255);
+            }
+        }
+        mask
+    }
+
+    /// `image * (mask < 0.5)`: the image with the boxes blacked out.
+    pub fn masked(&self) -> Vec<u8> {
+        self.gray.iter().zip(self.mask()).map(|(&g, m)| if m >= 128 { 0 } else { g }).collect()
+    }
+}
+
+/// Where a box of the source image lands in the prepared image (before rounding to pixels):
+/// mirrored if `mirror` (source width `cols`), scaled by `scale`, shifted by the crop offset.
+pub fn transform_box(b: &BoundingBox, cols: usize, mirror: bool, scale: f64, offset: (usize, usize)) -> BoundingBox {
+    let (xmin, xmax) = if mirror { (cols as f64 - b.xmax, cols as f64 - b.xmin) } else { (b.xmin, b.xmax) };
+    BoundingBox {
+        xmin: xmin * scale - offset.0 as f64,
+        xmax: xmax * scale - offset.0 as f64,
+        ymin: b.ymin * scale - offset.1 as f64,
+        ymax: b.ymax * scale - offset.1 as f64,
+    }
+}
+
+/// The geometry of the resize and crop: scale, resized width and height, crop offset (x, y).
+pub fn geometry(rows: usize, cols: usize, size: usize) -> (f64, usize, usize, (usize, usize)) {
+    let scale = size as f64 / rows.min(cols) as f64;
+    let (w, h) = if cols <= rows { (size, ((rows as f64 * scale).round() as usize).max(size)) } else { (((cols as f64 * scale).round() as usize).max(size), size) };
+    (scale, w, h, ((w - size) / 2, (h - size) / 2))
+}
+
+/// Runs MAM-E's preprocessing on one image; `boxes` are in the source image's pixels.
+pub fn prepare_pixels(source: &SourcePixels, laterality: Laterality, boxes: &[BoundingBox], size: usize, scaling: Scaling) -> Prepared {
+    let (rows, cols) = (source.rows, source.cols);
+    let divisor = source.divisor(scaling);
+    let mirror = laterality == Laterality::R;
+    // 8-bit first (the originals saved 8-bit images, then resized them), mirrored while at it.
+    let mut eight = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            let v = source.values[r * cols + c] / divisor * 255.0;
+            let c_out = if mirror { cols - 1 - c } else { c };
+            eight[r * cols + c_out] = v.clamp(0.0, 255.0).round();
+        }
+    }
+    let (scale, w, h, offset) = geometry(rows, cols, size);
+    let resized = resize(&eight, cols, rows, w, h);
+    let mut gray = Vec::with_capacity(size * size);
+    for r in offset.1..offset.1 + size {
+        gray.extend(resized[r * w + offset.0..r * w + offset.0 + size].iter().map(|&v| v.clamp(0.0, 255.0).round() as u8));
+    }
+    let area_ratio = gray.iter().filter(|&&g| g > 0).count() as f64 / (size * size) as f64;
+    let mut kept = Vec::new();
+    let mut boxes_outside = 0;
+    for b in boxes {
+        let t = transform_box(b, cols, mirror, scale, offset);
+        let clip = |v: f64| v.clamp(0.0, size as f64);
+        let pixel = PixelBox { x0: clip(t.xmin).floor() as usize, y0: clip(t.ymin).floor() as usize, x1: clip(t.xmax).ceil() as usize, y1: clip(t.ymax).ceil() as usize };
+        if pixel.x0 < pixel.x1 && pixel.y0 < pixel.y1 {
+            kept.push(pixel);
+        } else {
+            boxes_outside += 1;
+        }
+    }
+    Prepared { size, gray, area_ratio, boxes: kept, boxes_outside }
+}
+
+/// Resizes a `w`×`h` gray image to `nw`×`nh` with a triangle (bilinear) filter whose support
+/// widens when shrinking (antialiased, as PIL's BILINEAR); separable, rows first.
+pub fn resize(pixels: &[f32], w: usize, h: usize, nw: usize, nh: usize) -> Vec<f32> {
+    if (w, h) == (nw, nh) {
+        return pixels.to_vec();
+    }
+    let horizontal = filter_weights(w, nw);
+    let mut tmp = vec![0f32; nw * h];
+    for r in 0..h {
+        let row = &pixels[r * w..(r + 1) * w];
+        for (o, (start, weights)) in horizontal.iter().enumerate() {
+            tmp[r * nw + o] = weights.iter().enumerate().map(|(k, wt)| wt * row[start + k]).sum();
+        }
+    }
+    let vertical = filter_weights(h, nh);
+    let mut out = vec![0f32; nw * nh];
+    for (o, (start, weights)) in vertical.iter().enumerate() {
+        let dst = &mut out[o * nw..(o + 1) * nw];
+        for (k, wt) in weights.iter().enumerate() {
+            let src = &tmp[(start + k) * nw..(start + k + 1) * nw];
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d += wt * s;
+            }
+        }
+    }
+    out
+}
+
+/// Per output sample: first input index and normalised triangle weights.
+fn filter_weights(input: usize, output: usize) -> Vec<(usize, Vec<f32>)> {
+    let ratio = input as f64 / output as f64;
+    let support = ratio.max(1.0);
+    (0..output)
+        .map(|o| {
+            let centre = (o as f64 + 0.5) * ratio;
+            let lo = ((centre - support).floor().max(0.0)) as usize;
+            let hi = ((centre + support).ceil() as usize).min(input);
+            let mut weights: Vec<f64> = (lo..hi).map(|i| (1.0 - ((i as f64 + 0.5 - centre) / support).abs()).max(0.0)).collect();
+            let total: f64 = weights.iter().sum();
+            if total > 0.0 {
+                weights.iter_mut().for_each(|w| *w /= total);
+            }
+            (lo, weights.into_iter().map(|w| w as f32).collect())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captions_are_the_papers() {
+        let (view, area) = (View::Mlo, Area::Small);
+        assert_eq!(caption(Template::OmiH, "hologic", view, Some(Density::C), area), "a mammogram in MLO view with small area");
+        assert_eq!(caption(Template::Vindr, "siemens", View::Cc, Some(Density::C), area), "a mammogram in CC view with high density");
+        assert_eq!(
+            caption(Template::Fusion, "siemens", view, Some(Density::C), area),
+            "a siemens mammogram in MLO view with high density and small area"
+        );
+        assert_eq!(caption(Template::Fusion, "hologic", view, None, Area::Big), "a hologic mammogram in MLO view with big area");
+    }
+
+    #[test]
+    fn resize_keeps_constants_and_averages_when_shrinking() {
+        let flat = vec![7.0f32; 30 * 20];
+        assert!(resize(&flat, 30, 20, 13, 9).iter().all(|&v| (v - 7.0).abs() < 1e-5));
+        // Halving 0/2 stripes gives their mean away from the borders (taps ¼ ¾ ¾ ¼).
+        let stripes: Vec<f32> = (0..16 * 4).map(|i| if i % 2 == 0 { 0.0 } else { 2.0 }).collect();
+        let halved = resize(&stripes, 16, 4, 8, 2);
+        assert!(halved.chunks(8).all(|row| row[1..7].iter().all(|&v| (v - 1.0).abs() < 1e-5)), "{halved:?}");
+    }
+
+    #[test]
+    fn geometry_of_a_portrait_image() {
+        // 3518×2800 (VinDr-like) to 512: width 512, height round(3518·512/2800) = 643, crop 65 rows.
+        let (scale, w, h, offset) = geometry(3518, 2800, 512);
+        assert_eq!((w, h, offset), (512, 643, (0, 65)));
+        assert!((scale - 512.0 / 2800.0).abs() < 1e-12);
+    }
+}
