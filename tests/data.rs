@@ -393,3 +393,28 @@ fn a_killed_preparation_resumes_to_the_same_result() {
     let out = mam_e(&["prepare", "--vindr", raw.to_str().unwrap(), "--out", killed.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("(40 from an earlier run)"));
 }
+
+#[test]
+fn bad_arguments_fail_clearly_and_touch_nothing() {
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_mam-e")).args(args).output().unwrap();
+    // A phantom run into a folder with files in it is refused; the files stay.
+    let busy = temp("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    std::fs::write(busy.join("keep.txt"), "mine").unwrap();
+    let out = run(&["phantom", "--count", "4", "--out", busy.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists and is not empty"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);
+    // A folder that is not VinDr-Mammo: the missing CSV is named.
+    let out_dir = temp("not-vindr-out");
+    let out = run(&["prepare", "--vindr", busy.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("breast-level_annotations.csv"), "{}", String::from_utf8_lossy(&out.stderr));
+    // A generic CSV without the required columns.
+    std::fs::write(busy.join("list.csv"), "file,view\na.dcm,CC\n").unwrap();
+    let out = run(&["prepare", "--csv", busy.join("list.csv").to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no column \"path\""), "{}", String::from_utf8_lossy(&out.stderr));
+    // Sizes that are not multiples of 8 are refused before anything is read.
+    let out = run(&["prepare", "--vindr", busy.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--size", "500"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("multiple of 8"));
+}
