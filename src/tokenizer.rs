@@ -24,6 +24,7 @@ pub struct Encoded {
 }
 
 /// CLIP BPE tokenizer with fixed-length padding.
+#[derive(Clone)]
 pub struct ClipTokenizer {
     inner: Tokenizer,
     bos: u32,

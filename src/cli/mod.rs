@@ -6,6 +6,7 @@ mod doctor;
 mod generate;
 mod phantom;
 mod prepare;
+mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -34,6 +35,8 @@ enum Command {
     Phantom(phantom::Args),
     /// DICOM mammograms (VinDr-Mammo folder or a CSV) → MAM-E's training set (PNG + metadata.jsonl + masks).
     Prepare(prepare::Args),
+    /// Fine-tune or train a model (UNet + text encoder, inpainting, or the VAE); exact resume.
+    Train(train::Args),
     /// Check the compute backends: run the ops SD is built from and compare with f64 references.
     Doctor(doctor::Args),
 }
@@ -90,5 +93,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Doctor(args) => doctor::run(args),
         Command::Phantom(args) => phantom::run(args),
         Command::Prepare(args) => prepare::run(args),
+        Command::Train(args) => train::run(args),
     }
 }
