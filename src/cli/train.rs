@@ -43,6 +43,9 @@ pub struct Args {
     /// Training resolution (images are resized, then randomly cropped).
     #[arg(long, default_value_t = 512)]
     resolution: usize,
+    /// Random crop side after the resize (default: the resolution). A VAE can train on patches.
+    #[arg(long)]
+    crop: Option<usize>,
     #[arg(long, default_value_t = 1)]
     batch_size: usize,
     #[arg(long, default_value_t = 1)]
@@ -126,6 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         inpainting: args.inpainting,
         resolution: args.resolution,
+        crop: args.crop.unwrap_or(args.resolution),
         batch_size: args.batch_size,
         gradient_accumulation: args.gradient_accumulation,
         max_steps: args.max_steps,

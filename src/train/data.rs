@@ -21,7 +21,7 @@ struct Line {
 /// A decoded, cropped example.
 #[derive(Debug, Clone)]
 pub struct Example {
-    /// `[3, size, size]` in [-1, 1].
+    /// `[3, crop, crop]` in [-1, 1].
     pub pixels: Vec<f32>,
     pub prompt: String,
     /// `[size, size]`, 1 inside the lesion box (inpainting sets only).
@@ -34,6 +34,8 @@ pub struct TrainingData {
     folder: PathBuf,
     lines: Vec<Line>,
     pub resolution: usize,
+    /// Side of the random crop (≤ resolution; the resolution itself unless patches are wanted).
+    pub crop: usize,
 }
 
 fn mix(a: u64, b: u64) -> u64 {
@@ -43,7 +45,10 @@ fn mix(a: u64, b: u64) -> u64 {
 impl TrainingData {
     /// Opens `dir`: a folder with `metadata.jsonl`, or a prepared set's root, whose `healthy/`
     /// (or `lesions/` when `inpainting`) is used.
-    pub fn open(dir: &Path, inpainting: bool, resolution: usize) -> Result<TrainingData, String> {
+    pub fn open(dir: &Path, inpainting: bool, resolution: usize, crop: usize) -> Result<TrainingData, String> {
+        if crop == 0 || crop > resolution {
+            return Err(format!("crop {crop} must be in 1..={resolution} (the resolution)"));
+        }
         let folder = if dir.join("metadata.jsonl").exists() {
             dir.to_path_buf()
         } else {
@@ -62,7 +67,7 @@ impl TrainingData {
         if lines.is_empty() {
             return Err(format!("{} lists no images", path.display()));
         }
-        Ok(TrainingData { folder, lines, resolution })
+        Ok(TrainingData { folder, lines, resolution, crop })
     }
 
     pub fn len(&self) -> usize {
@@ -96,9 +101,10 @@ impl TrainingData {
             RgbImage::from_png(&bytes).map_err(|e| format!("{}: {e}", path.display()))
         };
         let image = read(&line.file_name)?;
-        let s = self.resolution;
-        let scale = s as f64 / image.width.min(image.height) as f64;
-        let (w, h) = (((image.width as f64 * scale).round() as usize).max(s), ((image.height as f64 * scale).round() as usize).max(s));
+        let r = self.resolution;
+        let scale = r as f64 / image.width.min(image.height) as f64;
+        let (w, h) = (((image.width as f64 * scale).round() as usize).max(r), ((image.height as f64 * scale).round() as usize).max(r));
+        let s = self.crop;
         let mut rng = NoiseRng::new(mix(seed ^ 0xC409, k));
         let (x0, y0) = ((rng.next_u64() % (w - s + 1) as u64) as usize, (rng.next_u64() % (h - s + 1) as u64) as usize);
         let crop = |plane: Vec<f32>| -> Vec<f32> { (y0..y0 + s).flat_map(|y| plane[y * w + x0..y * w + x0 + s].to_vec()).collect() };

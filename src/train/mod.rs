@@ -56,6 +56,8 @@ pub struct TrainOptions {
     pub component: Component,
     pub inpainting: bool,
     pub resolution: usize,
+    /// Random crop side (defaults to the resolution; smaller for patch training of the VAE).
+    pub crop: usize,
     pub batch_size: usize,
     pub gradient_accumulation: usize,
     pub max_steps: u64,
@@ -157,8 +159,8 @@ impl Trainer {
     /// Sets up a run in `options.out`, resuming from its newest checkpoint when `resume`.
     pub fn new(options: TrainOptions, plain: Device, resume: bool) -> anyhow::Result<Trainer> {
         use anyhow::{Context, bail};
-        if options.batch_size == 0 || options.gradient_accumulation == 0 || options.resolution == 0 || options.resolution % 8 != 0 {
-            bail!("batch size and accumulation must be ≥ 1 and the resolution a positive multiple of 8");
+        if options.batch_size == 0 || options.gradient_accumulation == 0 || options.resolution == 0 || options.crop % 8 != 0 || options.crop == 0 {
+            bail!("batch size and accumulation must be ≥ 1 and the crop (default: the resolution) a positive multiple of 8");
         }
         let device = plain.clone().autodiff();
         plain.seed(options.seed);
@@ -171,7 +173,7 @@ impl Trainer {
         if !resume && !checkpoint::checkpoints(&options.out).is_empty() {
             bail!("{} already has checkpoints: pass --resume to continue that run, or choose another --out", options.out.display());
         }
-        let data = TrainingData::open(&options.data, options.inpainting, options.resolution).map_err(anyhow::Error::msg)?;
+        let data = TrainingData::open(&options.data, options.inpainting, options.resolution, options.crop).map_err(anyhow::Error::msg)?;
         let base = &options.model;
         let tokenizer_dir = base.join("tokenizer");
         let tokenizer = if tokenizer_dir.join("tokenizer.json").exists() {
@@ -229,7 +231,7 @@ impl Trainer {
     }
 
     fn images(&self, examples: &[Example], device: &Device) -> Tensor<4> {
-        let s = self.options.resolution;
+        let s = self.options.crop;
         to_tensor(examples.iter().flat_map(|e| e.pixels.iter().copied()).collect(), [examples.len(), 3, s, s], device)
     }
 
@@ -270,7 +272,7 @@ impl Trainer {
                     PredictionType::VPrediction => noise * a - latents * s,
                 };
                 let input = if self.options.inpainting {
-                    let s_px = self.options.resolution;
+                    let s_px = self.options.crop;
                     let masks: Vec<f32> = examples.iter().flat_map(|e| e.mask.clone().expect("inpainting examples have masks")).collect();
                     let mask = to_tensor(masks.clone(), [b, 1, s_px, s_px], &self.plain);
                     let masked = images * (mask.ones_like() - mask);
@@ -375,14 +377,39 @@ impl Trainer {
             };
             weights.push((component, if component == "unet" { "diffusion_pytorch_model.safetensors" } else { "model.safetensors" }, bytes));
         }
-        checkpoint::write_folder(dir, base, &weights, &extra).map_err(anyhow::Error::msg)
+        checkpoint::write_folder(dir, base, &weights, &extra).map_err(anyhow::Error::msg)?;
+        if self.options.component == Component::Vae {
+            self.write_scaling_factor(dir)?;
+        }
+        Ok(())
+    }
+
+    /// A VAE trained here gets `scaling_factor = 1 / std` of its latents (over up to 64 training
+    /// examples), so the diffusion model sees unit-variance latents, as SD's 0.18215 was chosen.
+    fn write_scaling_factor(&self, dir: &Path) -> anyhow::Result<()> {
+        let vae = self.models.vae.valid();
+        let n = self.data.len().min(64);
+        let mut values = Vec::new();
+        for chunk in (0..n as u64).collect::<Vec<_>>().chunks(8) {
+            let examples = self.batch(chunk[0], chunk.len())?;
+            let mean = vae.encode(self.images(&examples, &self.plain))?.mean;
+            values.extend(mean.into_data().try_to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?);
+        }
+        let count = values.len() as f64;
+        let mu = values.iter().map(|&v| v as f64).sum::<f64>() / count;
+        let std = (values.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / count).sqrt();
+        let path = dir.join("vae/config.json");
+        let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+        config["scaling_factor"] = (1.0 / std.max(1e-6)).into();
+        crate::weights::write_atomically(&path, serde_json::to_string_pretty(&config)?.as_bytes())?;
+        Ok(())
     }
 
     /// Validation images: for diffusion, one per prompt from fixed noise (DPM-Solver++,
     /// `validation_steps`, guidance `validation_guidance`); for the VAE, example / reconstruction
     /// pairs. Saved as a grid PNG under `validation/`.
     pub fn validate(&self) -> anyhow::Result<PathBuf> {
-        let s = self.options.resolution;
+        let s = self.options.crop;
         let mut tiles = Vec::new();
         match self.options.component {
             Component::Vae => {
