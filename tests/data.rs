@@ -418,3 +418,34 @@ fn bad_arguments_fail_clearly_and_touch_nothing() {
     let out = run(&["prepare", "--vindr", busy.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--size", "500"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("multiple of 8"));
 }
+
+#[test]
+fn measurements_agree_with_phantom_labels() {
+    use mam_e::data::measure::measure;
+    use mam_e::data::prepare::{Scaling, prepare_pixels};
+    let options = phantom::DatasetOptions { seed: 77, cols: 256, lesion_fraction: 0.0, vendors: vec![Vendor::Siemens, Vendor::Hologic] };
+    let (mut area, mut view, mut density, n) = ([[0usize; 3]; 3], [[0usize; 2]; 2], [[0usize; 4]; 4], 160);
+    for index in 0..n {
+        let entry = phantom::dataset_entry(&options, index);
+        let p = render(&entry.spec, 256);
+        let prepared = prepare_pixels(&SourcePixels::from_phantom(&p), entry.spec.laterality, &[], 256, Scaling::Vendor);
+        let m = measure(&prepared.gray, 256, Some(entry.spec.vendor));
+        let truth_area = Area::from_ratio(prepared.area_ratio);
+        let idx = |a: Area| Area::ALL.iter().position(|&x| x == a).unwrap();
+        area[idx(truth_area)][idx(m.area)] += 1;
+        view[(entry.spec.view == View::Mlo) as usize][(m.view == View::Mlo) as usize] += 1;
+        if std::env::var("MEASURE_DEBUG").is_ok() {
+            println!("{:?} {:?} muscle {:.3} dense {:.3} truth {:.3} {:?}", entry.spec.view, entry.spec.vendor, m.pectoral_share, m.dense_fraction, p.dense_fraction, entry.spec.density);
+        }
+        let d = |d: Density| Density::ALL.iter().position(|&x| x == d).unwrap();
+        density[d(entry.spec.density)][d(m.density)] += 1;
+    }
+    let accuracy = |diag: usize| diag as f64 / n as f64;
+    let (a, v, d) = (
+        accuracy((0..3).map(|i| area[i][i]).sum()),
+        accuracy((0..2).map(|i| view[i][i]).sum()),
+        accuracy((0..4).map(|i| density[i][i]).sum()),
+    );
+    println!("area {a:.3} {area:?}\nview {v:.3} {view:?}\ndensity {d:.3} {density:?}");
+    assert!(a >= 0.98 && v >= 0.98 && d >= 0.98, "area {a} {area:?}, view {v} {view:?}, density {d} {density:?}");
+}

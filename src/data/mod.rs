@@ -3,6 +3,7 @@
 //! DICOM to a training set (`prepare`).
 
 pub mod dicom;
+pub mod measure;
 pub mod phantom;
 pub mod prepare;
 pub mod texture;

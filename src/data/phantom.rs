@@ -14,7 +14,8 @@
 //! - **Fibroglandular tissue**: a power-law Gaussian field (β = 3, the exponent measured on real
 //!   mammograms) plus a smooth prior centred behind the nipple, soft-thresholded at the quantile
 //!   that makes the dense fraction of the breast equal to a target drawn from the BI-RADS class
-//!   (A < 20 %, B 25–45 %, C 55–70 %, D > 78 %), with a second β = 3 field as parenchymal texture.
+//!   (A 3–15 %, B 31–43 %, C 57–68 %, D 82–92 %: the BI-RADS quartiles with margins, so a
+//!   measurement's noise does not cross a class border), with a second β = 3 field as parenchymal texture.
 //! - **Cooper's ligaments** (thin curved bright lines running to the skin, visible in fat) and
 //!   **vessels** (tapering random walks from the chest wall towards the nipple).
 //! - **Lesions**: masses (round, oval, irregular, spiculated; 8–25 mm) denser than glandular
@@ -23,6 +24,9 @@
 //!   is that mask's bounding box. Lesions are placed inside the rows the prepared image keeps.
 //! - **Detector noise** (Gaussian), then the vendor's **tone curve** into 12-bit stored values,
 //!   background exactly 0.
+//!
+//! The pectoral muscle is drawn brighter than any fibroglandular tissue (0.93–0.95 against
+//! at most ≈ 0.8), so a measurement can find it by brightness from the corner.
 //!
 //! Vendor styles imitate processed ("for presentation") images. Hologic: darker fat and a steeper
 //! tone curve (γ 1.15) — high contrast — with moderate peripheral equalization, values up to 4095.
@@ -139,7 +143,7 @@ impl Style {
             Vendor::Hologic => Style {
                 fat: 0.26,
                 gland: 0.74,
-                muscle: 0.80,
+                muscle: 0.95,
                 skin: 0.10,
                 equalization: 0.55,
                 gamma: 1.15,
@@ -150,7 +154,7 @@ impl Style {
             Vendor::Siemens => Style {
                 fat: 0.40,
                 gland: 0.72,
-                muscle: 0.78,
+                muscle: 0.93,
                 skin: 0.06,
                 equalization: 0.85,
                 gamma: 0.85,
@@ -160,6 +164,27 @@ impl Style {
             },
         }
     }
+}
+
+/// The prepared 8-bit gray level a phantom of `vendor` shows for tissue `intensity` (0 fat-free
+/// black … 1 the brightest): tone curve, VOI window and the vendor's divisor, as rendered and
+/// prepared. `fat`, `gland` and `muscle` give the levels of the vendor's style.
+pub fn gray_level(vendor: Vendor, intensity: f64) -> f64 {
+    let style = Style::of(vendor);
+    let stored = intensity.clamp(0.0, 1.0).powf(style.gamma as f64) * style.stored_max as f64;
+    let voi = crate::data::dicom::Voi::Window { center: style.window.0, width: style.window.1, function: dicom_pixeldata::VoiLutFunction::Linear };
+    let windowed = voi.apply(stored, 0.0, ((1u32 << BITS_STORED) - 1) as f64);
+    let divisor = match vendor {
+        Vendor::Hologic => 4095.0,
+        Vendor::Siemens => 3500.0,
+    };
+    (windowed / divisor * 255.0).min(255.0)
+}
+
+/// A vendor style's tissue levels: (fat, fibroglandular, pectoral muscle), before the tone curve.
+pub fn tissue_levels(vendor: Vendor) -> (f64, f64, f64) {
+    let style = Style::of(vendor);
+    (style.fat as f64, style.gland as f64, style.muscle as f64)
 }
 
 /// The breast outline, in pixels of the left-facing image.
@@ -231,10 +256,10 @@ impl Muscle {
 /// Dense-fraction targets per BI-RADS class (BI-RADS 4th edition quartiles, kept off the borders).
 fn dense_fraction_range(density: Density) -> (f64, f64) {
     match density {
-        Density::A => (0.04, 0.18),
-        Density::B => (0.27, 0.45),
-        Density::C => (0.55, 0.70),
-        Density::D => (0.78, 0.90),
+        Density::A => (0.03, 0.15),
+        Density::B => (0.31, 0.43),
+        Density::C => (0.57, 0.68),
+        Density::D => (0.82, 0.92),
     }
 }
 
@@ -550,7 +575,7 @@ pub fn render(spec: &PhantomSpec, cols: usize) -> Phantom {
         v *= style.equalization + (1.0 - style.equalization) * thickness;
         v += style.skin * (-(d / (1.2 * mm as f32)).powi(2)).exp();
         v += lines[i] * (1.0 - 0.7 * g);
-        v = v * (1.0 - m) + m * (style.muscle * (0.9 + 0.1 * muscle_depth(i)) + 0.04 * texture[i]);
+        v = v * (1.0 - m) + m * (style.muscle * (0.97 + 0.03 * muscle_depth(i)) + 0.02 * texture[i]);
         v += lesion_contrast[i];
         v += style.noise * rng.normal() as f32;
         let v = v.clamp(0.06, 1.0).powf(style.gamma);
