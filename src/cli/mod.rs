@@ -3,6 +3,7 @@
 mod bench;
 mod convert;
 mod doctor;
+mod eval;
 mod generate;
 mod phantom;
 mod prepare;
@@ -37,6 +38,8 @@ enum Command {
     Prepare(prepare::Args),
     /// Fine-tune or train a model (UNet + text encoder, inpainting, or the VAE); exact resume.
     Train(train::Args),
+    /// Measure a model: prompt adherence (area, view, density) or inpainting locality.
+    Eval(eval::Args),
     /// Check the compute backends: run the ops SD is built from and compare with f64 references.
     Doctor(doctor::Args),
 }
@@ -94,5 +97,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Phantom(args) => phantom::run(args),
         Command::Prepare(args) => prepare::run(args),
         Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }

@@ -505,7 +505,7 @@ fn example_rgb(example: &Example, s: usize) -> RgbImage {
 }
 
 /// Tiles side by side, `columns` per row, 4-pixel dark gaps.
-fn grid(tiles: &[RgbImage], columns: usize) -> RgbImage {
+pub fn grid(tiles: &[RgbImage], columns: usize) -> RgbImage {
     let (tw, th) = (tiles[0].width, tiles[0].height);
     let rows = tiles.len().div_ceil(columns);
     let (width, height) = (columns * (tw + 4) + 4, rows * (th + 4) + 4);

@@ -1,0 +1,294 @@
+//! `mam-e eval adherence`: does a model obey its prompts? Generates images over random fusion
+//! prompts and measures each with the functions validated on phantoms (area class, view by the
+//! pectoral muscle, density by dense-tissue share), printing confusion matrices.
+//! `mam-e eval inpainting`: do inpainted lesions stay inside their masks?
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::cli::BackendArg;
+use crate::data::measure::{Measured, measure};
+use crate::device::Backend;
+use crate::imaging::RgbImage;
+use crate::package::load_model;
+use crate::pipeline::text_to_image::GenerateParams;
+use crate::pipeline::to_rgb8;
+use crate::prompt::{Area, Density, Priority, PromptSpec, Vendor, View};
+use crate::rng::NoiseRng;
+use crate::schedulers::SchedulerKind;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum EvalCommand {
+    /// Generate over random prompts and measure whether each image obeys its prompt.
+    Adherence(AdherenceArgs),
+    /// Inpaint the lesion boxes of a prepared lesion set and measure the change outside the masks.
+    Inpainting(InpaintingArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: EvalCommand,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AdherenceArgs {
+    /// A model package or diffusers folder (text-to-image).
+    #[arg(long, required_unless_present = "phantoms")]
+    model: Option<PathBuf>,
+    /// Measure phantoms (whose labels are known) instead of a model's images: the measurement's own accuracy.
+    #[arg(long)]
+    phantoms: bool,
+    #[arg(long, default_value_t = 100)]
+    count: usize,
+    #[arg(long, default_value_t = 25)]
+    steps: usize,
+    #[arg(long, default_value_t = 4.0)]
+    guidance: f64,
+    /// Image side (default: the model's).
+    #[arg(long)]
+    size: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where to write report.json and a grid of the first 16 images.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendArg,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InpaintingArgs {
+    /// An inpainting model package or diffusers folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// A prepared set (its lesions/ folder is used).
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value_t = 20)]
+    count: usize,
+    #[arg(long, default_value_t = 25)]
+    steps: usize,
+    #[arg(long, default_value_t = 3.0)]
+    guidance: f64,
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendArg,
+}
+
+/// A confusion matrix: rows are what the prompt asked, columns what was measured.
+fn matrix_text(title: &str, labels: &[&str], m: &[Vec<usize>]) -> String {
+    let total: usize = m.iter().flatten().sum();
+    let correct: usize = (0..m.len()).map(|i| m[i][i]).sum();
+    let mut out = format!("{title}: {correct}/{total} = {:.1} %\n{:>12}", 100.0 * correct as f64 / total.max(1) as f64, "asked \\ got");
+    for l in labels {
+        out.push_str(&format!(" {l:>9}"));
+    }
+    out.push('\n');
+    for (i, row) in m.iter().enumerate() {
+        out.push_str(&format!("{:>12}", labels[i]));
+        for v in row {
+            out.push_str(&format!(" {v:>9}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn position<T: PartialEq>(all: &[T], x: T) -> usize {
+    all.iter().position(|a| *a == x).expect("member")
+}
+
+/// Tallies of a run.
+struct Tally {
+    area: Vec<Vec<usize>>,
+    view: Vec<Vec<usize>>,
+    density: Vec<Vec<usize>>,
+    dense_sum: [f64; 4],
+    dense_n: [usize; 4],
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally { area: vec![vec![0; 3]; 3], view: vec![vec![0; 2]; 2], density: vec![vec![0; 4]; 4], dense_sum: [0.0; 4], dense_n: [0; 4] }
+    }
+    fn add(&mut self, asked: &PromptSpec, m: &Measured) {
+        self.area[position(&Area::ALL, asked.area)][position(&Area::ALL, m.area)] += 1;
+        self.view[position(&View::ALL, asked.view)][position(&View::ALL, m.view)] += 1;
+        let d = position(&Density::ALL, asked.density);
+        self.density[d][position(&Density::ALL, m.density)] += 1;
+        self.dense_sum[d] += m.dense_fraction;
+        self.dense_n[d] += 1;
+    }
+    fn report(&self) -> (String, serde_json::Value) {
+        let means: Vec<f64> = (0..4).map(|i| self.dense_sum[i] / self.dense_n[i].max(1) as f64).collect();
+        let monotone = means.windows(2).all(|w| w[0] < w[1]);
+        let mut text = matrix_text("area", &["small", "medium", "big"], &self.area);
+        text += &matrix_text("view", &["CC", "MLO"], &self.view);
+        text += &matrix_text("density", &["very low", "low", "high", "very high"], &self.density);
+        text += &format!(
+            "mean dense fraction by asked density: {} (monotone: {})\n",
+            means.iter().map(|m| format!("{m:.3}")).collect::<Vec<_>>().join(" < "),
+            if monotone { "yes" } else { "NO" }
+        );
+        let json = json!({"area": self.area, "view": self.view, "density": self.density, "mean_dense_fraction": means, "density_monotone": monotone});
+        (text, json)
+    }
+}
+
+fn random_spec(rng: &mut NoiseRng) -> PromptSpec {
+    let pick = |rng: &mut NoiseRng, n: usize| (rng.next_u64() % n as u64) as usize;
+    PromptSpec {
+        vendor: Vendor::ALL[pick(rng, 2)],
+        view: View::ALL[pick(rng, 2)],
+        density: Density::ALL[pick(rng, 4)],
+        area: Area::ALL[pick(rng, 3)],
+        priority: Priority::Density,
+    }
+}
+
+fn gray_of(image: &RgbImage) -> Vec<u8> {
+    image.to_gray()
+}
+
+/// The model's image side: a package's default height, or a diffusers folder's UNet
+/// `sample_size` times the VAE factor.
+fn default_size(model: &std::path::Path) -> anyhow::Result<usize> {
+    let read = |p: PathBuf| -> anyhow::Result<serde_json::Value> { Ok(serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| p.display().to_string())?)?) };
+    if model.join("manifest.json").exists() {
+        return read(model.join("manifest.json"))?["defaults"]["height"].as_u64().map(|v| v as usize).context("manifest without defaults.height");
+    }
+    let unet = read(model.join("unet/config.json"))?;
+    let vae = read(model.join("vae/config.json"))?;
+    let sample = unet["sample_size"].as_u64().unwrap_or(64) as usize;
+    let levels = vae["block_out_channels"].as_array().map_or(4, |a| a.len());
+    Ok(sample << (levels - 1))
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        EvalCommand::Adherence(a) => adherence(a),
+        EvalCommand::Inpainting(a) => inpainting(a),
+    }
+}
+
+fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
+    let mut rng = NoiseRng::new(args.seed ^ 0xADE5);
+    let mut tally = Tally::new();
+    let mut gallery = Vec::new();
+    let bar = ProgressBar::new(args.count as u64).with_style(ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} eta {eta}").context("template")?);
+    if args.phantoms {
+        use crate::data::Laterality;
+        use crate::data::phantom::{PhantomSpec, render};
+        use crate::data::prepare::{Scaling, SourcePixels, prepare_pixels};
+        let size = args.size.unwrap_or(256);
+        for i in 0..args.count {
+            let mut spec = random_spec(&mut rng);
+            let phantom = render(&PhantomSpec { seed: rng.next_u64(), view: spec.view, laterality: Laterality::L, density: spec.density, vendor: spec.vendor, target_area: spec.area, lesions: 0 }, size);
+            let prepared = prepare_pixels(&SourcePixels::from_phantom(&phantom), Laterality::L, &[], size, Scaling::Vendor);
+            // A phantom's area is whatever was measured when it was made (its label).
+            spec.area = Area::from_ratio(prepared.area_ratio);
+            tally.add(&spec, &measure(&prepared.gray, size, Some(spec.vendor)));
+            if i < 16 {
+                gallery.push(RgbImage { width: size, height: size, pixels: prepared.gray.iter().flat_map(|&g| [g, g, g]).collect() });
+            }
+            bar.inc(1);
+        }
+    } else {
+        let model = args.model.as_ref().expect("required unless --phantoms");
+        let device = Backend::from(args.backend).device()?;
+        let sd = load_model(model, &device).with_context(|| format!("loading {}", model.display()))?;
+        let size = match args.size {
+            Some(size) => size,
+            None => default_size(model)?,
+        };
+        for i in 0..args.count {
+            let spec = random_spec(&mut rng);
+            let params = GenerateParams {
+                prompt: spec.to_string(),
+                steps: args.steps,
+                guidance: args.guidance,
+                scheduler: SchedulerKind::Dpm,
+                height: size,
+                width: size,
+                seed: rng.next_u64() % 1_000_000,
+                ..GenerateParams::default()
+            };
+            let mut run = sd.start(&params, None)?;
+            while run.step() {}
+            let image = pollster::block_on(to_rgb8(sd.decode(run.latents())))?;
+            tally.add(&spec, &measure(&gray_of(&image), size, Some(spec.vendor)));
+            if i < 16 {
+                gallery.push(image);
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let (text, json) = tally.report();
+    print!("{text}");
+    if let Some(out) = &args.out {
+        std::fs::create_dir_all(out)?;
+        crate::weights::write_atomically(&out.join("report.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+        if !gallery.is_empty() {
+            crate::weights::write_atomically(&out.join("images.png"), &crate::train::grid(&gallery, 4).to_png(&[])?)?;
+        }
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+fn inpainting(args: InpaintingArgs) -> anyhow::Result<()> {
+    let lesions = if args.data.join("metadata.jsonl").exists() { args.data.clone() } else { args.data.join("lesions") };
+    let text = std::fs::read_to_string(lesions.join("metadata.jsonl")).with_context(|| format!("{} has no metadata.jsonl", lesions.display()))?;
+    let lines: Vec<serde_json::Value> = text.lines().take(args.count).map(serde_json::from_str).collect::<Result<_, _>>()?;
+    if lines.is_empty() {
+        bail!("no lesion images in {}", lesions.display());
+    }
+    let device = Backend::from(args.backend).device()?;
+    let sd = load_model(&args.model, &device)?;
+    let (mut outside, mut inside) = (Vec::new(), Vec::new());
+    for (i, line) in lines.iter().enumerate() {
+        let read = |key: &str| -> anyhow::Result<RgbImage> {
+            let path = lesions.join(line[key].as_str().context("metadata line without a file")?);
+            Ok(RgbImage::from_png(&std::fs::read(&path)?)?)
+        };
+        let (image, mask) = (read("file_name")?, read("mask_file_name")?.to_gray());
+        let params = GenerateParams {
+            prompt: crate::prompt::LESION_PROMPT.into(),
+            steps: args.steps,
+            guidance: args.guidance,
+            height: image.height,
+            width: image.width,
+            seed: 1337 + i as u64,
+            ..GenerateParams::default()
+        };
+        let mut run = sd.start_inpaint(&params, &image, &mask, None)?;
+        while run.step() {}
+        let result = pollster::block_on(to_rgb8(sd.decode(run.latents())))?;
+        let (a, b) = (image.to_gray(), result.to_gray());
+        let (mut o, mut no, mut n, mut nn) = (0.0, 0usize, 0.0, 0usize);
+        for k in 0..a.len() {
+            let d = (a[k] as f64 - b[k] as f64).abs();
+            if mask[k] >= 128 {
+                n += d;
+                nn += 1;
+            } else {
+                o += d;
+                no += 1;
+            }
+        }
+        outside.push(o / no.max(1) as f64);
+        inside.push(n / nn.max(1) as f64);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "{} lesion cases: mean absolute change outside the masks {:.2}/255 (target ≤ 2), inside {:.2}/255",
+        lines.len(),
+        mean(&outside),
+        mean(&inside)
+    );
+    Ok(())
+}
