@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::data::phantom::{DatasetEntry, DatasetOptions, Phantom, PhantomSpec, dataset_entry, measured_area, render};
 use crate::data::prepare::{Scaling, SourcePixels, Template, prepare_pixels};
-use crate::data::training_set::{Labels, Record, TrainingSet};
+use crate::data::training_set::{Labels, Record, TrainingSet, gray_png};
 use crate::data::vindr::{VindrRow, write_vindr_csvs};
 use crate::data::{Laterality, dicom, write_atomic};
 use crate::imaging::RgbImage;
@@ -143,16 +143,6 @@ fn ground_truth(entry: &DatasetEntry, phantom: &Phantom, file: String, size: usi
             })
             .collect(),
     }
-}
-
-fn gray_png(gray: &[u8], width: usize, height: usize) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut encoder = png::Encoder::new(&mut out, width as u32, height as u32);
-    encoder.set_color(png::ColorType::Grayscale);
-    let mut writer = encoder.write_header()?;
-    writer.write_image_data(gray)?;
-    writer.finish()?;
-    Ok(out)
 }
 
 fn ensure_empty(out: &Path) -> anyhow::Result<()> {

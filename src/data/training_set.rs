@@ -72,9 +72,10 @@ pub struct TrainingSet {
     pub template: Template,
 }
 
-fn gray_png(gray: &[u8], size: usize) -> std::io::Result<Vec<u8>> {
+/// An 8-bit grayscale PNG of `width`×`height` pixels.
+pub fn gray_png(gray: &[u8], width: usize, height: usize) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    let mut encoder = png::Encoder::new(&mut out, size as u32, size as u32);
+    let mut encoder = png::Encoder::new(&mut out, width as u32, height as u32);
     encoder.set_color(png::ColorType::Grayscale);
     encoder.set_depth(png::BitDepth::Eight);
     let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
@@ -115,7 +116,7 @@ impl TrainingSet {
         let folder = if labels.lesion { "lesions" } else { "healthy" };
         write_atomic(&self.root.join(folder).join(&file_name), &rgb_png(&prepared.gray, size)?)?;
         let (prompt, mask_file_name, masked_image_file_name) = if labels.lesion {
-            write_atomic(&self.root.join("lesions/masks").join(&file_name), &gray_png(&prepared.mask(), size)?)?;
+            write_atomic(&self.root.join("lesions/masks").join(&file_name), &gray_png(&prepared.mask(), size, size)?)?;
             write_atomic(&self.root.join("lesions/masked").join(&file_name), &rgb_png(&prepared.masked(), size)?)?;
             (lesion_caption().to_string(), Some(format!("masks/{file_name}")), Some(format!("masked/{file_name}")))
         } else {

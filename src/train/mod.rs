@@ -30,7 +30,7 @@ use crate::pipeline::{StableDiffusion, to_rgb8};
 use crate::rng::NoiseRng;
 use crate::schedulers::{PredictionType, SchedulerConfig, SchedulerKind};
 use crate::tokenizer::ClipTokenizer;
-use crate::weights::diffusers::{read_text, weights_file};
+use crate::weights::diffusers::{load_tokenizer, read_text, weights_file};
 use crate::weights::load_safetensors;
 use data::{Example, TrainingData};
 use optim::{AdamW, LrSchedule, NamedGrads};
@@ -175,12 +175,7 @@ impl Trainer {
         }
         let data = TrainingData::open(&options.data, options.inpainting, options.resolution, options.crop).map_err(anyhow::Error::msg)?;
         let base = &options.model;
-        let tokenizer_dir = base.join("tokenizer");
-        let tokenizer = if tokenizer_dir.join("tokenizer.json").exists() {
-            ClipTokenizer::from_tokenizer_json(&read_text(&tokenizer_dir.join("tokenizer.json"))?)?
-        } else {
-            ClipTokenizer::from_vocab_merges(&read_text(&tokenizer_dir.join("vocab.json"))?, &read_text(&tokenizer_dir.join("merges.txt"))?)?
-        };
+        let tokenizer = load_tokenizer(base)?;
         let scheduler = SchedulerConfig::from_json(&read_text(&base.join("scheduler/scheduler_config.json"))?)?;
         let (weights_dir, scratch) = match &resumed {
             Some((_, dir)) => (dir.clone(), false),

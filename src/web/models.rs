@@ -18,8 +18,8 @@ use crate::Result;
 const PARALLEL_SHARDS: usize = 3;
 
 /// The packages that ship with the app (served from `static/models/`).
-pub const DEFAULT_TEXT_TO_IMAGE: &str = "models/tiny-sd/manifest.json";
-pub const DEFAULT_INPAINTING: &str = "models/tiny-sd-inpaint/manifest.json";
+pub const DEFAULT_TEXT_TO_IMAGE: &str = "models/demo/manifest.json";
+pub const DEFAULT_INPAINTING: &str = "models/demo-inpaint/manifest.json";
 
 /// A loaded package, as the UI shows it.
 #[derive(Debug, Clone, PartialEq)]

@@ -39,17 +39,22 @@ pub(crate) fn weights_file(dir: &Path, component: &str, stem: &str) -> Result<Ve
     Err(Error::Layout { path: dir.display().to_string(), reason })
 }
 
+/// The tokenizer of a diffusers folder: `tokenizer/tokenizer.json`, else `vocab.json` + `merges.txt`.
+pub(crate) fn load_tokenizer(dir: &Path) -> Result<ClipTokenizer> {
+    let tokenizer_dir = dir.join("tokenizer");
+    if tokenizer_dir.join("tokenizer.json").exists() {
+        ClipTokenizer::from_tokenizer_json(&read_text(&tokenizer_dir.join("tokenizer.json"))?)
+    } else {
+        ClipTokenizer::from_vocab_merges(&read_text(&tokenizer_dir.join("vocab.json"))?, &read_text(&tokenizer_dir.join("merges.txt"))?)
+    }
+}
+
 /// Loads every component of the diffusers folder `dir` onto `device`.
 pub fn load_diffusers(dir: &Path, device: &Device) -> Result<StableDiffusion> {
     if !dir.join("model_index.json").exists() {
         return Err(Error::Layout { path: dir.display().to_string(), reason: "no model_index.json (expected the diffusers layout)".into() });
     }
-    let tokenizer_dir = dir.join("tokenizer");
-    let tokenizer = if tokenizer_dir.join("tokenizer.json").exists() {
-        ClipTokenizer::from_tokenizer_json(&read_text(&tokenizer_dir.join("tokenizer.json"))?)?
-    } else {
-        ClipTokenizer::from_vocab_merges(&read_text(&tokenizer_dir.join("vocab.json"))?, &read_text(&tokenizer_dir.join("merges.txt"))?)?
-    };
+    let tokenizer = load_tokenizer(dir)?;
     let text_config = ClipTextConfig::from_json(&read_text(&dir.join("text_encoder/config.json"))?)?;
     let text_encoder = load_safetensors(text_config.init(device)?, weights_file(dir, "text_encoder", "model")?, "text_encoder")?;
     let unet_config = UNet2DConditionConfig::from_json(&read_text(&dir.join("unet/config.json"))?)?;
