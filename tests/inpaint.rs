@@ -1,5 +1,6 @@
-//! Lesion inpainting against diffusers' StableDiffusionInpaintPipeline on tests/fixtures/
-//! tiny-sd-inpaint (9-channel UNet), from the same image, mask and initial noise.
+//! Lesion inpainting against diffusers' StableDiffusionInpaintPipeline, from the same image, mask
+//! and initial noise: on tests/fixtures/tiny-sd-inpaint (9-channel UNet), and by latent blending
+//! on the 4-channel tiny-sd with every scheduler.
 #![cfg(not(target_arch = "wasm32"))]
 
 mod support;
@@ -48,12 +49,25 @@ fn inpainting_refuses_what_it_cannot_do() {
     let small = GenerateParams { height: 32, width: 32, ..params() };
     let err = inpaint.start_inpaint(&small, &image, &vec![255; 32 * 32], None).err().unwrap().to_string();
     assert!(err.contains("64×64") && err.contains("32×32"), "{err}");
-    // The inpainting model cannot do text-to-image, and the text-to-image one cannot inpaint.
+    // The inpainting model cannot do text-to-image.
     let err = inpaint.start(&params(), None).err().unwrap().to_string();
     assert!(err.contains("9 input channels"), "{err}");
-    let t2i = load_diffusers(&fixtures::path("tiny-sd"), &device).unwrap();
-    let err = t2i.start_inpaint(&params(), &image, &vec![255; 64 * 64], None).err().unwrap().to_string();
-    assert!(err.contains("9 input channels") && err.contains("has 4"), "{err}");
     let err = RgbImage::from_png(b"\x89PNG\r\n\x1a\nbroken").err().unwrap().to_string();
     assert!(err.contains("PNG"), "{err}");
+}
+
+#[test]
+fn latent_blending_with_a_four_channel_model_reproduces_diffusers() {
+    let device = Device::flex();
+    let sd = load_diffusers(&fixtures::path("tiny-sd"), &device).unwrap();
+    let reference = fixtures::read("reference/inpaint_blend.safetensors");
+    let image = RgbImage::from_png(&fixtures::read("reference/inpaint_image.png")).unwrap();
+    let mask = RgbImage::from_png(&fixtures::read("reference/inpaint_mask.png")).unwrap().to_gray();
+    for scheduler in SchedulerKind::ALL {
+        let noise = fixtures::burn_tensor(&reference, "noise", &device);
+        let params = GenerateParams { steps: 6, scheduler, ..params() };
+        let mut run = sd.start_inpaint(&params, &image, &mask, Some(noise)).unwrap();
+        while run.step() {}
+        fixtures::assert_close(run.latents(), &reference, &format!("{}.latents", scheduler.name()), 1e-3);
+    }
 }

@@ -1,8 +1,13 @@
-//! Lesion inpainting with a 9-channel UNet (diffusers `StableDiffusionInpaintPipeline`, MAM-E's
-//! lesion tool): the UNet sees `cat([scaled latents, mask, masked-image latents])`, where
-//! `masked_image = image * (mask < 0.5)`, the mask is resized to latent size by nearest
-//! neighbour, and the masked-image latents are the VAE posterior **mean** (deterministic;
-//! diffusers samples it) times `scaling_factor`.
+//! Lesion inpainting (diffusers `StableDiffusionInpaintPipeline`, MAM-E's lesion tool).
+//!
+//! With a 9-channel UNet (MAM-E's): the UNet sees `cat([scaled latents, mask, masked-image
+//! latents])`, where `masked_image = image * (mask < 0.5)`, the mask is resized to latent size by
+//! nearest neighbour, and the masked-image latents are the VAE posterior **mean**
+//! (deterministic; diffusers samples it) times `scaling_factor`.
+//!
+//! With a 4-channel (text-to-image) UNet: latent blending — after every step the latents outside
+//! the mask are replaced by the image's latents (posterior mean × `scaling_factor`) noised to the
+//! next timestep, as diffusers does for such models.
 
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
@@ -21,14 +26,11 @@ impl StableDiffusion {
     /// "repaint", as diffusers binarises at 0.5) is set. Both must be `params.height` ×
     /// `params.width`.
     pub fn start_inpaint(&self, params: &GenerateParams, image: &RgbImage, mask: &[u8], init_noise: Option<Tensor<4>>) -> Result<Denoising<'_>> {
-        if self.unet.in_channels() != INPAINT_CHANNELS {
+        let channels = self.unet.in_channels();
+        if channels != INPAINT_CHANNELS && channels != self.unet.out_channels() {
             return Err(Error::InvalidInput {
                 what: "model",
-                reason: format!(
-                    "inpainting needs a UNet with {INPAINT_CHANNELS} input channels (4 latent + 1 mask + 4 masked-image latent), this one has {}; \
-                     latent blending for 4-channel models is not implemented yet",
-                    self.unet.in_channels()
-                ),
+                reason: format!("its UNet takes {channels} input channels: inpainting needs {INPAINT_CHANNELS} (an inpainting model) or {} (latent blending)", self.unet.out_channels()),
             });
         }
         let (h, w) = (params.height, params.width);
@@ -51,10 +53,16 @@ impl StableDiffusion {
             }
         }
         let device = &self.device;
-        let masked = Tensor::<4>::from_data(TensorData::new(masked, [1, 3, h, w]), device);
-        let masked_latents = self.vae.encode(masked)?.mean * self.vae_scaling_factor;
         let mask = Tensor::<4>::from_data(TensorData::new(binary, [1, 1, h, w]), device);
         let mask_latent = interpolate(mask, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([lh, lw]));
-        self.start_with(params, init_noise, Some(Tensor::cat(vec![mask_latent, masked_latents], 1)))
+        if channels != INPAINT_CHANNELS {
+            let pixels: Vec<f32> = (0..3).flat_map(|c| image.pixels.chunks_exact(3).map(move |px| px[c] as f32 / 127.5 - 1.0)).collect();
+            let image = Tensor::<4>::from_data(TensorData::new(pixels, [1, 3, h, w]), device);
+            let image_latents = self.vae.encode(image)?.mean * self.vae_scaling_factor;
+            return self.start_with(params, init_noise, None, Some((image_latents, mask_latent)));
+        }
+        let masked = Tensor::<4>::from_data(TensorData::new(masked, [1, 3, h, w]), device);
+        let masked_latents = self.vae.encode(masked)?.mean * self.vae_scaling_factor;
+        self.start_with(params, init_noise, Some(Tensor::cat(vec![mask_latent, masked_latents], 1)), None)
     }
 }

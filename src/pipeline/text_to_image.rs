@@ -58,6 +58,8 @@ pub struct Denoising<'a> {
     /// already batched like `context`.
     pub(super) conditioning: Option<Tensor<4>>,
     pub(super) guidance: f64,
+    /// Latent blending for a 4-channel model's inpainting: (image latents, latent mask, initial noise).
+    pub(super) blend: Option<(Tensor<4>, Tensor<4>, Tensor<4>)>,
     pub(super) index: usize,
     /// Prompt tokens beyond the 77-token context, dropped.
     pub truncated_tokens: usize,
@@ -74,11 +76,17 @@ impl StableDiffusion {
                 reason: format!("its UNet takes {} input channels: an inpainting model needs an image and a mask", self.unet.in_channels()),
             });
         }
-        self.start_with(params, init_noise, None)
+        self.start_with(params, init_noise, None, None)
     }
 
     /// `start` with extra UNet input channels (see [`Denoising`]), for the inpainting pipeline.
-    pub(super) fn start_with(&self, params: &GenerateParams, init_noise: Option<Tensor<4>>, conditioning: Option<Tensor<4>>) -> Result<Denoising<'_>> {
+    pub(super) fn start_with(
+        &self,
+        params: &GenerateParams,
+        init_noise: Option<Tensor<4>>,
+        conditioning: Option<Tensor<4>>,
+        blend: Option<(Tensor<4>, Tensor<4>)>,
+    ) -> Result<Denoising<'_>> {
         if !(1..=1000).contains(&params.steps) {
             return Err(Error::InvalidInput { what: "steps", reason: format!("{} is outside 1..=1000", params.steps) });
         }
@@ -95,7 +103,8 @@ impl StableDiffusion {
             None => self.noise(params.seed, shape),
         };
         let scheduler = params.scheduler.build(&self.scheduler_config, params.steps)?;
-        let latents = noise * scheduler.init_noise_sigma();
+        let latents = noise.clone() * scheduler.init_noise_sigma();
+        let blend = blend.map(|(image_latents, mask)| (image_latents, mask, noise));
         let embeddings = self.encode_prompt(&params.prompt, &params.negative_prompt, params.guidance > 1.0)?;
         let conditioning = conditioning.map(|c| if params.guidance > 1.0 { Tensor::cat(vec![c.clone(), c], 0) } else { c });
         Ok(Denoising {
@@ -105,6 +114,7 @@ impl StableDiffusion {
             latents,
             conditioning,
             guidance: params.guidance,
+            blend,
             index: 0,
             truncated_tokens: embeddings.truncated_tokens,
         })
@@ -132,6 +142,16 @@ impl Denoising<'_> {
             out
         };
         self.latents = self.scheduler.step(noise_pred, self.index, self.latents.clone());
+        if let Some((image_latents, mask, noise)) = &self.blend {
+            // diffusers: outside the mask, the image latents noised to the next timestep (clean
+            // after the last step).
+            let proper = if self.index + 1 < self.scheduler.timesteps().len() {
+                self.scheduler.add_noise(image_latents.clone(), noise.clone(), self.index + 1)
+            } else {
+                image_latents.clone()
+            };
+            self.latents = proper * (mask.ones_like() - mask.clone()) + self.latents.clone() * mask.clone();
+        }
         self.index += 1;
         self.index < self.scheduler.timesteps().len()
     }

@@ -66,6 +66,13 @@ impl DpmSolverMultistep {
 }
 
 impl Scheduler for DpmSolverMultistep {
+    fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, index: usize) -> Tensor<4> {
+        // α_t = 1/√(σ² + 1), σ_t = σ · α_t, at the step's sigma.
+        let sigma = self.sigmas[index];
+        let alpha_t = 1.0 / (sigma * sigma + 1.0).sqrt();
+        original * alpha_t + noise * (sigma * alpha_t)
+    }
+
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }

@@ -37,6 +37,10 @@ impl EulerDiscrete {
 }
 
 impl Scheduler for EulerDiscrete {
+    fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, index: usize) -> Tensor<4> {
+        original + noise * self.sigmas[index]
+    }
+
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }

@@ -28,8 +28,18 @@ pub trait Scheduler {
     fn scale_model_input(&self, sample: Tensor<4>, _index: usize) -> Tensor<4> {
         sample
     }
+    /// `original` noised to the timestep of step `index` (diffusers' `add_noise`, which the
+    /// inpainting pipeline calls with the next step's timestep to blend a 4-channel model's
+    /// latents with the image outside the mask).
+    fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, index: usize) -> Tensor<4>;
     /// One denoising step from `sample` at step `index`, given the UNet output for it.
     fn step(&mut self, model_output: Tensor<4>, index: usize, sample: Tensor<4>) -> Tensor<4>;
+}
+
+/// `√ᾱ_t · original + √(1 − ᾱ_t) · noise`: `add_noise` of the schedulers that work in ᾱ.
+fn add_noise_vp(alphas_cumprod: &[f64], t: f64, original: Tensor<4>, noise: Tensor<4>) -> Tensor<4> {
+    let alpha = alphas_cumprod[t as usize];
+    original * alpha.sqrt() + noise * (1.0 - alpha).sqrt()
 }
 
 /// The schedulers we offer, by their CLI and UI names.

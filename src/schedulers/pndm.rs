@@ -77,6 +77,10 @@ impl Pndm {
 }
 
 impl Scheduler for Pndm {
+    fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, index: usize) -> Tensor<4> {
+        super::add_noise_vp(&self.alphas_cumprod, self.timesteps[index], original, noise)
+    }
+
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }
