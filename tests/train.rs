@@ -51,7 +51,7 @@ fn adamw_is_pytorchs_update_rule() {
     let mut w: Vec<f64> = (0..6).map(|k| w0[(k % 3) * 2 + k / 3] as f64).collect(); // [o][i] at o*3+i
     let mut b: Vec<f64> = b0.iter().map(|&v| v as f64).collect();
     let (mut mw, mut vw, mut mb, mut vb) = (vec![0.0; 6], vec![0.0; 6], vec![0.0; 2], vec![0.0; 2]);
-    let (lr, wd, b1, b2, eps) = (0.1, 0.01, 0.9, 0.999, 1e-8);
+    let (lr, wd, b1, b2, eps): (f64, f64, f64, f64, f64) = (0.1, 0.01, 0.9, 0.999, 1e-8);
     let mut adamw = AdamW::new(wd);
     for t in 1..=3 {
         // Loss = Σ (W x + b − y)²; dL/dW = 2 r xᵀ, dL/db = 2 r.
