@@ -184,3 +184,22 @@ fn bad_training_setups_fail_clearly() {
     ok(&[&["train", "--data", d, "--validate-every", "0"][..], &base[..]].concat());
     assert!(err(&[&["train", "--data", d][..], &base[..]].concat()).contains("--resume"));
 }
+
+#[test]
+fn training_on_the_gpu_backend_matches_the_cpu() {
+    // burn-wgpu (Vulkan; Mesa lavapipe on a machine without a GPU) against flex, same seed.
+    let data = phantom_set("phantoms-gpu");
+    let d = data.to_str().unwrap();
+    let losses = |backend: &str| -> Vec<f64> {
+        let out = temp(&format!("backend-{backend}"));
+        ok(&[
+            "train", "--backend", backend, "--data", d, "--model", &fixture("tiny-sd"), "--out", out.to_str().unwrap(), "--resolution", "32",
+            "--batch-size", "2", "--max-steps", "3", "--learning-rate", "1e-3", "--checkpoint-every", "3", "--validate-every", "0",
+        ]);
+        std::fs::read_to_string(out.join("log.csv")).unwrap().lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect()
+    };
+    let (cpu, gpu) = (losses("cpu"), losses("wgpu"));
+    for (c, g) in cpu.iter().zip(&gpu) {
+        assert!((c - g).abs() <= 1e-4 * c.abs(), "loss on wgpu {g} vs cpu {c} (all: {gpu:?} vs {cpu:?})");
+    }
+}
