@@ -69,6 +69,14 @@ fn time(runs: u32, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<
     Ok(times[times.len() / 2])
 }
 
+/// The loaded model's component, else one built (random weights) at the chosen size and kept in `own`.
+fn loaded_or_built<'a, T>(loaded: Option<&'a T>, own: &'a mut Option<T>, build: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<&'a T> {
+    match loaded {
+        Some(component) => Ok(component),
+        None => Ok(own.insert(build()?)),
+    }
+}
+
 fn sync<const D: usize>(t: Tensor<D>) -> anyhow::Result<()> {
     pollster::block_on(read_f32(t)).map(|_| ()).context("reading the result back")
 }
@@ -91,14 +99,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for component in components {
         let (label, median) = match component {
             Component::Unet => {
-                let unet = match &loaded {
-                    Some(_) => None,
-                    None => Some(match args.size {
+                let mut own = None;
+                let unet = loaded_or_built(loaded.as_ref().map(|sd| &sd.unet), &mut own, || {
+                    Ok(match args.size {
                         Size::Tiny => UNet2DConditionConfig::tiny(),
                         Size::Sd15 => UNet2DConditionConfig::sd15(),
-                    }.init(&device)),
-                };
-                let unet = loaded.as_ref().map(|sd| &sd.unet).or(unet.as_ref()).expect("a UNet");
+                    }
+                    .init(&device))
+                })?;
                 let cross = unet.mid_block.attentions[0].transformer_blocks[0].attn2.to_k.weight.dims()[0];
                 let sample = Tensor::<4>::random([2, unet.in_channels(), latent, latent], Distribution::Normal(0.0, 1.0), &device);
                 let context = Tensor::<3>::random([2, 77, cross], Distribution::Normal(0.0, 1.0), &device);
@@ -106,27 +114,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 (format!("unet cfg-step batch=2 latent={latent}x{latent}"), median)
             }
             Component::TextEncoder => {
-                let own = match &loaded {
-                    Some(_) => None,
-                    None => Some(match args.size {
+                let mut own = None;
+                let encoder = loaded_or_built(loaded.as_ref().map(|sd| &sd.text_encoder), &mut own, || {
+                    Ok(match args.size {
                         Size::Tiny => ClipTextConfig::tiny(),
                         Size::Sd15 => ClipTextConfig::sd15(),
-                    }.init(&device)?),
-                };
-                let encoder = loaded.as_ref().map(|sd| &sd.text_encoder).or(own.as_ref()).expect("a text encoder");
+                    }
+                    .init(&device)?)
+                })?;
                 let ids = vec![vec![49406u32; 1].into_iter().chain(std::iter::repeat_n(320, 76)).collect::<Vec<_>>(); 2];
                 let median = time(args.runs, || sync(encoder.forward_ids(&ids, &device)))?;
                 ("text-encoder batch=2 tokens=77".to_string(), median)
             }
             Component::Vae => {
-                let own = match &loaded {
-                    Some(_) => None,
-                    None => Some(match args.size {
+                let mut own = None;
+                let vae = loaded_or_built(loaded.as_ref().map(|sd| &sd.vae), &mut own, || {
+                    Ok(match args.size {
                         Size::Tiny => AutoencoderKlConfig::tiny(),
                         Size::Sd15 => AutoencoderKlConfig::sd15(),
-                    }.init(&device)),
-                };
-                let vae = loaded.as_ref().map(|sd| &sd.vae).or(own.as_ref()).expect("a VAE");
+                    }
+                    .init(&device))
+                })?;
                 let latents = Tensor::<4>::random([1, 4, latent, latent], Distribution::Normal(0.0, 1.0), &device);
                 let median = time(args.runs, || sync(vae.decode(latents.clone())))?;
                 (format!("vae-decode batch=1 image={}x{}", latent * image_scale, latent * image_scale), median)
