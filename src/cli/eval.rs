@@ -53,7 +53,8 @@ pub struct AdherenceArgs {
     size: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Where to write report.json and a grid of the first 16 images.
+    /// Where to write report.json, the first 16 images (images.png) and a prompt grid (grid.png:
+    /// one row per prompt of GRID_PROMPTS, 4 seeds each; prompts listed in grid.txt).
     #[arg(long)]
     out: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "cpu")]
@@ -137,6 +138,16 @@ impl Tally {
         (text, json)
     }
 }
+
+/// The rows of `grid.png`: contrasting prompts, so a reader can see each attribute change.
+const GRID_PROMPTS: [(Vendor, View, Density, Area); 6] = [
+    (Vendor::Siemens, View::Cc, Density::A, Area::Small),
+    (Vendor::Siemens, View::Mlo, Density::C, Area::Medium),
+    (Vendor::Siemens, View::Cc, Density::D, Area::Big),
+    (Vendor::Hologic, View::Cc, Density::B, Area::Big),
+    (Vendor::Hologic, View::Mlo, Density::D, Area::Medium),
+    (Vendor::Hologic, View::Mlo, Density::A, Area::Small),
+];
 
 fn random_spec(rng: &mut NoiseRng) -> PromptSpec {
     let pick = |rng: &mut NoiseRng, n: usize| (rng.next_u64() % n as u64) as usize;
@@ -229,6 +240,29 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let (text, json) = tally.report();
     print!("{text}");
+    if let (Some(out), Some(model), false) = (&args.out, &args.model, args.phantoms) {
+        std::fs::create_dir_all(out)?;
+        let device = Backend::from(args.backend).device()?;
+        let sd = load_model(model, &device)?;
+        let size = match args.size {
+            Some(size) => size,
+            None => default_size(model)?,
+        };
+        let (mut tiles, mut rows) = (Vec::new(), String::new());
+        for (vendor, view, density, area) in GRID_PROMPTS {
+            let prompt = PromptSpec { vendor, view, density, area, priority: Priority::Density }.to_string();
+            for seed in 0..4 {
+                let params = GenerateParams { prompt: prompt.clone(), steps: args.steps, guidance: args.guidance, height: size, width: size, seed: 1338 + seed, ..GenerateParams::default() };
+                let mut run = sd.start(&params, None)?;
+                while run.step() {}
+                tiles.push(pollster::block_on(to_rgb8(sd.decode(run.latents())))?);
+            }
+            rows.push_str(&prompt);
+            rows.push('\n');
+        }
+        crate::weights::write_atomically(&out.join("grid.png"), &crate::train::grid(&tiles, 4).to_png(&[("Description", rows.clone())])?)?;
+        crate::weights::write_atomically(&out.join("grid.txt"), rows.as_bytes())?;
+    }
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out)?;
         crate::weights::write_atomically(&out.join("report.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
