@@ -65,8 +65,50 @@ pub fn read_losses(path: &Path) -> Result<Vec<(f64, f64)>, String> {
     Ok(points)
 }
 
+/// 3×5 pixel glyphs for axis labels: digits, `e`, `-`, `.`, each row three bits, top first.
+fn glyph(c: char) -> [u8; 5] {
+    match c {
+        '0' => [7, 5, 5, 5, 7],
+        '1' => [2, 6, 2, 2, 7],
+        '2' => [7, 1, 7, 4, 7],
+        '3' => [7, 1, 7, 1, 7],
+        '4' => [5, 5, 7, 1, 1],
+        '5' => [7, 4, 7, 1, 7],
+        '6' => [7, 4, 7, 5, 7],
+        '7' => [7, 1, 1, 1, 1],
+        '8' => [7, 5, 7, 5, 7],
+        '9' => [7, 5, 7, 1, 7],
+        'e' => [0, 7, 7, 4, 7],
+        '-' => [0, 0, 7, 0, 0],
+        '.' => [0, 0, 0, 0, 2],
+        _ => [0; 5],
+    }
+}
+
+/// Draws `text` with its top-left corner at (x, y), each glyph pixel `scale`² screen pixels.
+fn draw_text(img: &mut RgbImage, text: &str, x: usize, y: usize, scale: usize) {
+    for (k, c) in text.chars().enumerate() {
+        for (row, bits) in glyph(c).iter().enumerate() {
+            for col in 0..3 {
+                if bits >> (2 - col) & 1 == 1 {
+                    for dy in 0..scale {
+                        for dx in 0..scale {
+                            let (px, py) = (x + (k * 4 + col) * scale + dx, y + row * scale + dy);
+                            if px < img.width && py < img.height {
+                                let i = (py * img.width + px) * 3;
+                                img.pixels[i..i + 3].copy_from_slice(&[0, 0, 0]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A loss curve: the raw loss in light gray, its exponential moving average (0.98) in dark
-/// blue, on a log-scale loss axis with grid lines at each power of ten and at 2× and 5×.
+/// blue, on a log-scale loss axis with grid lines at each power of ten (labelled `1e-2`, ...)
+/// and at 2× and 5×; the last step is written under the right end of the step axis.
 pub fn plot(points: &[(f64, f64)], width: usize, height: usize) -> RgbImage {
     let mut img = RgbImage { width, height, pixels: vec![255; width * height * 3] };
     let (margin, w, h) = (40usize, width - 60, height - 60);
@@ -98,6 +140,12 @@ pub fn plot(points: &[(f64, f64)], width: usize, height: usize) -> RgbImage {
         }
         decade += 1.0;
     }
+    let mut labels = Vec::new();
+    let mut decade = lo;
+    while decade <= hi {
+        labels.push((to_px(0.0, 10f64.powf(decade)).1, format!("1e{}", decade as i64)));
+        decade += 1.0;
+    }
     for y in y0..=y0 + h {
         set(x0 as f64, y as f64, [0, 0, 0]);
     }
@@ -122,5 +170,11 @@ pub fn plot(points: &[(f64, f64)], width: usize, height: usize) -> RgbImage {
         ema.push((s, value));
     }
     line(&ema, [20, 40, 160]);
+    for (y, text) in labels {
+        draw_text(&mut img, &text, 2, (y as usize).saturating_sub(5), 2);
+    }
+    let last = format!("{}", step_max as u64);
+    draw_text(&mut img, &last, (x0 + w).saturating_sub(last.len() * 8), y0 + h + 6, 2);
+    draw_text(&mut img, "0", x0, y0 + h + 6, 2);
     img
 }
