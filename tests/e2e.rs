@@ -88,13 +88,13 @@ fn generate_then_paint_a_lesion_like_a_person() {
     browser.wait_for("return document.querySelectorAll('[data-test=model-ready]').length == 2", Duration::from_secs(180));
     eprintln!("page open to both packages loaded: {:.1} s", started.elapsed().as_secs_f64());
 
-    // A healthy image from the embedded demo model with the default settings but 6 steps
-    // (SwiftShader, a CPU WebGPU, is slow).
-    set_range(&browser, "steps", 6);
+    // A healthy image from the embedded demo model with the default settings but 10 steps, the
+    // slider's minimum (SwiftShader, a CPU WebGPU, is slow).
+    set_range(&browser, "steps", 10);
     let started = std::time::Instant::now();
     browser.click("button[name=generate]");
     browser.wait_for("return document.querySelectorAll('[data-test=result]').length == 1", Duration::from_secs(600));
-    eprintln!("6-step 128×128 text-to-image (CFG) in the page: {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!("10-step 128×128 text-to-image (CFG) in the page: {:.1} s", started.elapsed().as_secs_f64());
     let stats = browser.wait_for(IMAGE_STATS, Duration::from_secs(10));
     eprintln!("generated image [width, height, min, max]: {stats}");
     assert_eq!((stats[0].as_u64(), stats[1].as_u64()), (Some(128), Some(128)));
@@ -108,11 +108,11 @@ fn generate_then_paint_a_lesion_like_a_person() {
     let refused = browser.wait_for("const e = document.querySelector('[data-test=mask-message]'); return e && e.innerText", Duration::from_secs(10));
     assert!(refused.as_str().unwrap().contains("mask is empty"), "{refused}");
     browser.drag("[data-test=mask-canvas]", (-40, -30), (30, 40), 5);
-    set_range(&browser, "lesion-steps", 6);
+    set_range(&browser, "lesion-steps", 10);
     let started = std::time::Instant::now();
     browser.click("button[name=inpaint]");
     browser.wait_for("return document.querySelectorAll('[data-test=result]').length == 2", Duration::from_secs(600));
-    eprintln!("6-step 128×128 inpainting (CFG) in the page: {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!("10-step 128×128 inpainting (CFG) in the page: {:.1} s", started.elapsed().as_secs_f64());
     let newest = browser.eval("const r = document.querySelector('[data-test=result]'); return [r.dataset.kind, r.querySelectorAll('figure').length]");
     assert_eq!(newest, serde_json::json!(["inpainting", 2]), "the newest result is the inpainting, with before and after");
     let stats = browser.wait_for(IMAGE_STATS, Duration::from_secs(10));
