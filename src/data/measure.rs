@@ -102,40 +102,46 @@ fn otsu(values: &[u8]) -> f64 {
     threshold
 }
 
-/// The mean over each pixel's `(2r+1)²` neighbourhood (clipped at the borders).
-fn box_mean(gray: &[u8], size: usize, r: usize) -> Vec<u8> {
+/// A summed-area table of a `size`×`size` image: entry `(y, x)` of the `(size+1)²` table is the
+/// sum of `value(i)` over the pixels above and left of it.
+fn summed_area(size: usize, value: impl Fn(usize) -> u64) -> Vec<u64> {
     let w = size + 1;
     let mut sum = vec![0u64; w * w];
     for y in 0..size {
         for x in 0..size {
-            sum[(y + 1) * w + x + 1] = gray[y * size + x] as u64 + sum[y * w + x + 1] + sum[(y + 1) * w + x] - sum[y * w + x];
+            sum[(y + 1) * w + x + 1] = value(y * size + x) + sum[y * w + x + 1] + sum[(y + 1) * w + x] - sum[y * w + x];
         }
     }
+    sum
+}
+
+/// The sum over the window `x0..x1` × `y0..y1` from a [`summed_area`] table.
+fn window_sum(sum: &[u64], size: usize, (x0, y0, x1, y1): (usize, usize, usize, usize)) -> u64 {
+    let w = size + 1;
+    sum[y1 * w + x1] + sum[y0 * w + x0] - sum[y0 * w + x1] - sum[y1 * w + x0]
+}
+
+/// The mean over each pixel's `(2r+1)²` neighbourhood (clipped at the borders).
+fn box_mean(gray: &[u8], size: usize, r: usize) -> Vec<u8> {
+    let sum = summed_area(size, |i| gray[i] as u64);
     let mut out = vec![0u8; size * size];
     for y in 0..size {
         for x in 0..size {
-            let (x0, y0, x1, y1) = (x.saturating_sub(r), y.saturating_sub(r), (x + r + 1).min(size), (y + r + 1).min(size));
-            let total = sum[y1 * w + x1] + sum[y0 * w + x0] - sum[y0 * w + x1] - sum[y1 * w + x0];
-            out[y * size + x] = (total as f64 / ((x1 - x0) * (y1 - y0)) as f64).round() as u8;
+            let window = (x.saturating_sub(r), y.saturating_sub(r), (x + r + 1).min(size), (y + r + 1).min(size));
+            let area = (window.2 - window.0) * (window.3 - window.1);
+            out[y * size + x] = (window_sum(&sum, size, window) as f64 / area as f64).round() as u8;
         }
     }
     out
 }
 
-/// Pixels whose `(2r+1)²` neighbourhood is all `mask` (a box erosion through a summed-area table).
+/// Pixels whose `(2r+1)²` neighbourhood is all `mask` (a box erosion).
 fn erode(mask: &[bool], size: usize, r: usize) -> Vec<bool> {
-    let mut sum = vec![0u32; (size + 1) * (size + 1)];
-    for y in 0..size {
-        for x in 0..size {
-            sum[(y + 1) * (size + 1) + x + 1] = mask[y * size + x] as u32 + sum[y * (size + 1) + x + 1] + sum[(y + 1) * (size + 1) + x] - sum[y * (size + 1) + x];
-        }
-    }
+    let sum = summed_area(size, |i| mask[i] as u64);
     let mut out = vec![false; size * size];
     for y in r..size.saturating_sub(r) {
         for x in r..size.saturating_sub(r) {
-            let (x0, y0, x1, y1) = (x - r, y - r, x + r + 1, y + r + 1);
-            let total = sum[y1 * (size + 1) + x1] + sum[y0 * (size + 1) + x0] - sum[y0 * (size + 1) + x1] - sum[y1 * (size + 1) + x0];
-            out[y * size + x] = total as usize == (2 * r + 1) * (2 * r + 1);
+            out[y * size + x] = window_sum(&sum, size, (x - r, y - r, x + r + 1, y + r + 1)) as usize == (2 * r + 1) * (2 * r + 1);
         }
     }
     out
