@@ -24,6 +24,19 @@ impl RgbImage {
         RgbImage { width: self.width, height: self.height, pixels }
     }
 
+    /// This image inside the mask (8-bit gray, ≥ 128 = inside) and `original` outside it: an
+    /// inpainting result that leaves the rest of the mammogram exactly as it was.
+    pub fn keep_outside(&self, original: &RgbImage, mask: &[u8]) -> RgbImage {
+        assert_eq!((self.width, self.height, mask.len()), (original.width, original.height, original.width * original.height), "keep_outside: sizes differ");
+        let mut pixels = self.pixels.clone();
+        for (i, &m) in mask.iter().enumerate() {
+            if m < 128 {
+                pixels[i * 3..i * 3 + 3].copy_from_slice(&original.pixels[i * 3..i * 3 + 3]);
+            }
+        }
+        RgbImage { width: self.width, height: self.height, pixels }
+    }
+
     /// Fits the image to `width`×`height`: the largest centred crop of the target's aspect ratio,
     /// then a box-filter resize. Also says what was done, for the UI.
     pub fn fit_to(&self, width: usize, height: usize) -> (RgbImage, String) {
@@ -134,6 +147,13 @@ mod tests {
         let mut buf = vec![0; reader.output_buffer_size().unwrap()];
         reader.next_frame(&mut buf).unwrap();
         assert_eq!(buf, image.pixels);
+    }
+
+    #[test]
+    fn keep_outside_takes_the_original_outside_the_mask() {
+        let original = RgbImage { width: 2, height: 1, pixels: vec![1, 2, 3, 4, 5, 6] };
+        let painted = RgbImage { width: 2, height: 1, pixels: vec![9, 9, 9, 8, 8, 8] };
+        assert_eq!(painted.keep_outside(&original, &[255, 0]).pixels, vec![9, 9, 9, 4, 5, 6]);
     }
 
     #[test]

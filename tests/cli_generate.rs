@@ -90,6 +90,20 @@ fn inpaint_reproduces_diffusers_and_refuses_bad_masks() {
     let err = fixtures::relative_error(&latents, &fixtures::tensor(&reference, "latents").f32);
     assert!(err <= 1e-3, "relative error {err:e}");
 
+    // --keep-outside: inside the mask the painted image, outside exactly the original.
+    let kept = temp("inpaint-kept.png");
+    let out = mam_e(&[
+        "inpaint", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--mask", mask.to_str().unwrap(),
+        "--steps", "10", "--init-noise", noise_path.to_str().unwrap(), "--keep-outside", "--output", kept.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |p: &std::path::Path| mam_e::imaging::RgbImage::from_png(&std::fs::read(p).unwrap()).unwrap();
+    let (original, painted, kept, gray) = (read(&image), read(&png_path), read(&kept), read(&mask).to_gray());
+    for (i, &m) in gray.iter().enumerate() {
+        let px = |img: &mam_e::imaging::RgbImage| img.pixels[i * 3..i * 3 + 3].to_vec();
+        assert_eq!(px(&kept), if m >= 128 { px(&painted) } else { px(&original) }, "pixel {i}");
+    }
+
     // An all-black mask: nothing to paint.
     let empty = temp("empty-mask.png");
     let black = mam_e::imaging::RgbImage { width: 64, height: 64, pixels: vec![0; 64 * 64 * 3] };

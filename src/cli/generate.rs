@@ -82,6 +82,10 @@ pub struct InpaintArgs {
     /// The inpainting prompt (MAM-E's lesion tool: "a mammogram with a lesion").
     #[arg(long, default_value = crate::prompt::LESION_PROMPT)]
     prompt: String,
+    /// Paste the original image back outside the mask (by default the whole decoded image is
+    /// written, as diffusers returns it).
+    #[arg(long)]
+    keep_outside: bool,
     #[command(flatten)]
     sampling: SamplingArgs,
 }
@@ -124,7 +128,8 @@ impl SamplingArgs {
     }
 
     /// Runs the denoising loop with a progress bar, then decodes and writes the outputs.
-    fn finish(&self, sd: &StableDiffusion, mut run: Denoising<'_>, mut parameters: serde_json::Value) -> anyhow::Result<()> {
+    /// `keep`: for inpainting with `--keep-outside`, the original image and mask to paste back.
+    fn finish(&self, sd: &StableDiffusion, mut run: Denoising<'_>, mut parameters: serde_json::Value, keep: Option<(&RgbImage, &[u8])>) -> anyhow::Result<()> {
         if run.truncated_tokens > 0 {
             eprintln!("warning: the prompt is longer than 77 tokens; the last {} were dropped", run.truncated_tokens);
         }
@@ -141,6 +146,9 @@ impl SamplingArgs {
             write_latents(path, dims, &pollster::block_on(read_f32(latents.clone()))?)?;
         }
         let mut image = pollster::block_on(to_rgb8(sd.decode(latents)))?;
+        if let Some((original, mask)) = keep {
+            image = image.keep_outside(original, mask);
+        }
         if self.right {
             image = image.mirrored();
         }
@@ -164,7 +172,7 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let params = s.params(&args.prompt, 6.0, [512, 512])?;
     let sd = s.load()?;
     let run = sd.start(&params, s.init_noise(&sd)?)?;
-    s.finish(&sd, run, params.describe())
+    s.finish(&sd, run, params.describe(), None)
 }
 
 pub fn inpaint(args: InpaintArgs) -> anyhow::Result<()> {
@@ -176,9 +184,11 @@ pub fn inpaint(args: InpaintArgs) -> anyhow::Result<()> {
     }
     let params = s.params(&args.prompt, 3.0, [image.height, image.width])?;
     let sd = s.load()?;
-    let run = sd.start_inpaint(&params, &image, &mask.to_gray(), s.init_noise(&sd)?)?;
+    let mask = mask.to_gray();
+    let run = sd.start_inpaint(&params, &image, &mask, s.init_noise(&sd)?)?;
     let mut parameters = params.describe();
     parameters["image"] = args.image.display().to_string().into();
     parameters["mask"] = args.mask.display().to_string().into();
-    s.finish(&sd, run, parameters)
+    parameters["keep_outside"] = args.keep_outside.into();
+    s.finish(&sd, run, parameters, args.keep_outside.then_some((&image, mask.as_slice())))
 }

@@ -42,6 +42,8 @@ struct Task {
     right_breast: bool,
     /// For inpainting: the image and mask.
     before: Option<(RgbImage, Vec<u8>)>,
+    /// For inpainting: paste the original back outside the mask.
+    keep_outside: bool,
 }
 
 /// Progress, live preview and Cancel of the current run.
@@ -165,8 +167,15 @@ pub fn App() -> impl IntoView {
                     Ok(None) => return status.set(RunStatus::Cancelled),
                     Err(e) => return status.set(RunStatus::Failed(e.to_string())),
                 };
+                let image = match &task.before {
+                    Some((original, mask)) if task.keep_outside => image.keep_outside(original, mask),
+                    _ => image,
+                };
                 let image = if task.right_breast { image.mirrored() } else { image };
                 let mut parameters = task.params.describe();
+                if task.before.is_some() {
+                    parameters["keep_outside"] = task.keep_outside.into();
+                }
                 parameters["mode"] = task.kind.to_string().into();
                 parameters["laterality"] = (if task.right_breast { "R" } else { "L" }).into();
                 parameters["model"] = info.name.clone().into();
@@ -190,6 +199,7 @@ pub fn App() -> impl IntoView {
                         right_breast: task.right_breast,
                         image,
                         before,
+                        keep_outside: task.keep_outside,
                         png_url: png_url(&png),
                         parameters,
                         model_name: info.name.clone(),
@@ -220,6 +230,7 @@ pub fn App() -> impl IntoView {
                 },
                 right_breast: s.right_breast,
                 before: None,
+                keep_outside: false,
             })
             .collect();
         start(tasks);
@@ -235,7 +246,7 @@ pub fn App() -> impl IntoView {
             width: r.image.width,
             seed: r.seed,
         };
-        start(vec![Task { kind: ModelKind::Inpainting, params, right_breast: false, before: Some((r.image, r.mask)) }]);
+        start(vec![Task { kind: ModelKind::Inpainting, params, right_breast: false, before: Some((r.image, r.mask)), keep_outside: r.keep_outside }]);
     });
     let on_paint = Callback::new(move |id: usize| {
         let Some(item) = gallery.get_untracked().into_iter().find(|i| i.id == id) else { return };
@@ -254,7 +265,7 @@ pub fn App() -> impl IntoView {
     let on_rerun = Callback::new(move |id: usize| {
         let Some(item) = gallery.get_untracked().into_iter().find(|i| i.id == id) else { return };
         let before = item.before.map(|(_, image, mask)| (image, mask));
-        start(vec![Task { kind: item.kind, params: item.params, right_breast: item.right_breast, before }]);
+        start(vec![Task { kind: item.kind, params: item.params, right_breast: item.right_breast, before, keep_outside: item.keep_outside }]);
     });
 
     view! {

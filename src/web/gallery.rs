@@ -17,6 +17,8 @@ pub struct GalleryItem {
     pub image: RgbImage,
     /// The image before inpainting, with the mask as painted.
     pub before: Option<(String, RgbImage, Vec<u8>)>,
+    /// Inpainting: the original was pasted back outside the mask.
+    pub keep_outside: bool,
     /// `blob:` URL of the PNG (with the parameters chunk).
     pub png_url: String,
     /// The `parameters` chunk: JSON.

@@ -34,6 +34,8 @@ pub struct InpaintRequest {
     pub steps: usize,
     pub seed: u64,
     pub scheduler: SchedulerKind,
+    /// Paste the original back outside the mask (the model redraws the whole image otherwise).
+    pub keep_outside: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +71,7 @@ pub fn MaskPanel(
     let guidance = RwSignal::new(3.0f64);
     let seed = RwSignal::new(1338u64);
     let steps = RwSignal::new(24usize);
+    let keep_outside = RwSignal::new(true);
     let canvas = NodeRef::<Canvas>::new();
 
     // A new source image starts a new, empty mask.
@@ -175,6 +178,7 @@ pub fn MaskPanel(
             steps: steps.get_untracked(),
             seed: seed.get_untracked(),
             scheduler: SchedulerKind::Dpm,
+            keep_outside: keep_outside.get_untracked(),
         });
     };
 
@@ -245,6 +249,11 @@ pub fn MaskPanel(
                     <span>"Seed"</span>
                     <input type="number" name="lesion-seed" min="0" prop:value=move || seed.get()
                         on:input=move |ev| if let Ok(v) = event_target_value(&ev).parse() { seed.set(v) } />
+                </label>
+                <label class="field check" title="The model redraws the whole image; this pastes the original back outside the mask">
+                    <input type="checkbox" name="keep-outside" prop:checked=move || keep_outside.get()
+                        on:change=move |ev| keep_outside.set(event_target_checked(&ev)) />
+                    <span>"keep the image outside the mask"</span>
                 </label>
             </div>
             {move || message.get().map(|m| view! { <p class="notice error" role="alert" data-test="mask-message">{m}</p> })}
