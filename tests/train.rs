@@ -203,3 +203,26 @@ fn training_on_the_gpu_backend_matches_the_cpu() {
         assert!((c - g).abs() <= 1e-4 * c.abs(), "loss on wgpu {g} vs cpu {c} (all: {gpu:?} vs {cpu:?})");
     }
 }
+
+#[test]
+fn vae_training_resumes_with_its_optimizer_state() {
+    // Constant learning rate, so stopping at step 2 and resuming to 4 is the same run as 4 at once.
+    let data = phantom_set("phantoms-vae-resume");
+    let d = data.to_str().unwrap();
+    let run_to = |out: &Path, steps: &str, resume: bool| {
+        let mut args = vec![
+            "train", "--component", "vae", "--data", d, "--model", Box::leak(fixture("tiny-sd").into_boxed_str()), "--out", out.to_str().unwrap(),
+            "--resolution", "32", "--batch-size", "2", "--max-steps", steps, "--learning-rate", "1e-3", "--checkpoint-every", "2", "--validate-every", "0",
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        ok(&args);
+    };
+    let (whole, split) = (temp("vae-whole"), temp("vae-split"));
+    run_to(&whole, "4", false);
+    run_to(&split, "2", false);
+    run_to(&split, "4", true);
+    let weights = |dir: &Path| std::fs::read(dir.join("model/vae/diffusion_pytorch_model.safetensors")).unwrap();
+    assert!(weights(&whole) == weights(&split), "VAE weights differ after resume");
+}

@@ -130,6 +130,16 @@ fn load_vae(dir: &Path, scratch: bool, plain: &Device, device: &Device) -> crate
     Ok((vae.fork(device).train(), config.scaling_factor))
 }
 
+/// The checkpoint file of the main optimizer's moments (UNet, or VAE).
+fn main_optimizer_file(component: Component) -> &'static str {
+    match component {
+        Component::Diffusion => "optimizer_unet.safetensors",
+        Component::Vae => "optimizer_vae.safetensors",
+    }
+}
+
+const TEXT_OPTIMIZER_FILE: &str = "optimizer_text_encoder.safetensors";
+
 /// Training state saved next to each checkpoint.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct State {
@@ -146,7 +156,8 @@ pub struct Trainer {
     alphas_cumprod: Vec<f64>,
     prediction: PredictionType,
     models: Models,
-    unet_opt: AdamW,
+    /// The optimizer of the UNet, or of the VAE when training the VAE.
+    main_opt: AdamW,
     text_opt: AdamW,
     plain: Device,
     device: Device,
@@ -199,7 +210,7 @@ impl Trainer {
                 Models { unet: Some(unet), text_encoder: Some(text_encoder), vae, vae_scaling_factor: sf }
             }
         };
-        let mut unet_opt = AdamW::new(options.weight_decay);
+        let mut main_opt = AdamW::new(options.weight_decay);
         let mut text_opt = AdamW::new(options.weight_decay);
         let mut step = 0;
         if let Some((s, dir)) = &resumed {
@@ -211,13 +222,13 @@ impl Trainer {
                 }
                 Ok(())
             };
-            load(&mut unet_opt, "optimizer_unet.safetensors")?;
-            load(&mut text_opt, "optimizer_text_encoder.safetensors")?;
+            load(&mut main_opt, main_optimizer_file(options.component))?;
+            load(&mut text_opt, TEXT_OPTIMIZER_FILE)?;
         }
         let alphas_cumprod = scheduler.alphas_cumprod()?;
         let prediction = scheduler.prediction()?;
         let log = log::TrainLog::open(&options.out.join("log.csv"), step).context("opening log.csv")?;
-        Ok(Trainer { options, data, tokenizer, scheduler, alphas_cumprod, prediction, models, unet_opt, text_opt, plain, device, step, log })
+        Ok(Trainer { options, data, tokenizer, scheduler, alphas_cumprod, prediction, models, main_opt, text_opt, plain, device, step, log })
     }
 
     /// Examples `k0..k0 + n`, decoded in parallel.
@@ -318,11 +329,11 @@ impl Trainer {
         let scale = inv * clip;
         match self.options.component {
             Component::Vae => {
-                self.models.vae = self.unet_opt.step(self.models.vae.clone(), &vae_grads, lr, scale);
+                self.models.vae = self.main_opt.step(self.models.vae.clone(), &vae_grads, lr, scale);
             }
             Component::Diffusion => {
                 let unet = self.models.unet.take().expect("unet");
-                self.models.unet = Some(self.unet_opt.step(unet, &unet_grads, lr, scale));
+                self.models.unet = Some(self.main_opt.step(unet, &unet_grads, lr, scale));
                 if self.options.train_text_encoder {
                     let text = self.models.text_encoder.take().expect("text encoder");
                     self.models.text_encoder = Some(self.text_opt.step(text, &text_grads, lr, scale));
@@ -330,7 +341,7 @@ impl Trainer {
                 }
             }
         }
-        self.unet_opt.finish_step();
+        self.main_opt.finish_step();
         self.step += 1;
         let report = StepReport { step: self.step, loss: loss_sum * inv, lr, grad_norm: norm, seconds: started.elapsed().as_secs_f64() };
         self.log.append(&report)?;
@@ -341,14 +352,9 @@ impl Trainer {
     pub fn save_checkpoint(&self) -> anyhow::Result<PathBuf> {
         let dir = self.options.out.join(format!("checkpoint-{:06}", self.step));
         let mut extra: checkpoint::Extra = vec![("training_state.json".into(), serde_json::to_vec_pretty(&State { step: self.step, options: self.options.clone() })?)];
-        match self.options.component {
-            Component::Vae => extra.push(("optimizer_vae.safetensors".into(), self.unet_opt.to_safetensors())),
-            Component::Diffusion => {
-                extra.push(("optimizer_unet.safetensors".into(), self.unet_opt.to_safetensors()));
-                if self.options.train_text_encoder {
-                    extra.push(("optimizer_text_encoder.safetensors".into(), self.text_opt.to_safetensors()));
-                }
-            }
+        extra.push((main_optimizer_file(self.options.component).into(), self.main_opt.to_safetensors()));
+        if self.options.component == Component::Diffusion && self.options.train_text_encoder {
+            extra.push((TEXT_OPTIMIZER_FILE.into(), self.text_opt.to_safetensors()));
         }
         self.write_model(&dir, extra)?;
         checkpoint::prune(&self.options.out, self.options.keep_checkpoints.max(1));
