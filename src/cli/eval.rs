@@ -15,7 +15,6 @@ use crate::device::Backend;
 use crate::imaging::RgbImage;
 use crate::package::load_model;
 use crate::pipeline::text_to_image::GenerateParams;
-use crate::pipeline::to_rgb8;
 use crate::prompt::{Area, Density, Priority, PromptSpec, Vendor, View};
 use crate::rng::NoiseRng;
 use crate::schedulers::SchedulerKind;
@@ -160,10 +159,6 @@ fn random_spec(rng: &mut NoiseRng) -> PromptSpec {
     }
 }
 
-fn gray_of(image: &RgbImage) -> Vec<u8> {
-    image.to_gray()
-}
-
 /// The model's image side: a package's default height, or a diffusers folder's UNet
 /// `sample_size` times the VAE factor.
 fn default_size(model: &std::path::Path) -> anyhow::Result<usize> {
@@ -190,7 +185,8 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
     let mut tally = Tally::new();
     let mut gallery = Vec::new();
     let bar = ProgressBar::new(args.count as u64).with_style(ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} eta {eta}").context("template")?);
-    if args.phantoms {
+    // The model, loaded once, serves the random prompts and the grid.
+    let loaded = if args.phantoms {
         use crate::data::Laterality;
         use crate::data::phantom::{PhantomSpec, render};
         use crate::data::prepare::{Scaling, SourcePixels, prepare_pixels};
@@ -207,6 +203,7 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
             }
             bar.inc(1);
         }
+        None
     } else {
         let model = args.model.as_ref().expect("required unless --phantoms");
         let device = Backend::from(args.backend).device()?;
@@ -227,35 +224,26 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
                 seed: rng.next_u64() % 1_000_000,
                 ..GenerateParams::default()
             };
-            let mut run = sd.start(&params, None)?;
-            while run.step() {}
-            let image = pollster::block_on(to_rgb8(sd.decode(run.latents())))?;
-            tally.add(&spec, &measure(&gray_of(&image), size, Some(spec.vendor)));
+            let image = sd.start(&params, None)?.finish_image()?;
+            tally.add(&spec, &measure(&image.to_gray(), size, Some(spec.vendor)));
             if i < 16 {
                 gallery.push(image);
             }
             bar.inc(1);
         }
-    }
+        Some((sd, size))
+    };
     bar.finish_and_clear();
     let (text, json) = tally.report();
     print!("{text}");
-    if let (Some(out), Some(model), false) = (&args.out, &args.model, args.phantoms) {
+    if let (Some(out), Some((sd, size))) = (&args.out, loaded) {
         std::fs::create_dir_all(out)?;
-        let device = Backend::from(args.backend).device()?;
-        let sd = load_model(model, &device)?;
-        let size = match args.size {
-            Some(size) => size,
-            None => default_size(model)?,
-        };
         let (mut tiles, mut rows) = (Vec::new(), String::new());
         for (vendor, view, density, area) in GRID_PROMPTS {
             let prompt = PromptSpec { vendor, view, density, area, priority: Priority::Density }.to_string();
             for seed in 0..4 {
                 let params = GenerateParams { prompt: prompt.clone(), steps: args.steps, guidance: args.guidance, height: size, width: size, seed: 1338 + seed, ..GenerateParams::default() };
-                let mut run = sd.start(&params, None)?;
-                while run.step() {}
-                tiles.push(pollster::block_on(to_rgb8(sd.decode(run.latents())))?);
+                tiles.push(sd.start(&params, None)?.finish_image()?);
             }
             rows.push_str(&prompt);
             rows.push('\n');
@@ -299,9 +287,7 @@ fn inpainting(args: InpaintingArgs) -> anyhow::Result<()> {
             seed: 1337 + i as u64,
             ..GenerateParams::default()
         };
-        let mut run = sd.start_inpaint(&params, &image, &mask, None)?;
-        while run.step() {}
-        let result = pollster::block_on(to_rgb8(sd.decode(run.latents())))?;
+        let result = sd.start_inpaint(&params, &image, &mask, None)?.finish_image()?;
         let (a, b) = (image.to_gray(), result.to_gray());
         let (mut o, mut no, mut n, mut nn) = (0.0, 0usize, 0.0, 0usize);
         for k in 0..a.len() {

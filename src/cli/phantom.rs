@@ -114,8 +114,8 @@ pub struct LesionTruth {
     pub ymax: f64,
 }
 
-fn ground_truth(entry: &DatasetEntry, phantom: &Phantom, file: String, size: usize) -> GroundTruth {
-    let (area_ratio, area) = measured_area(phantom, size);
+/// The ground truth of a phantom whose prepared image has breast/image ratio `area_ratio`.
+fn ground_truth(entry: &DatasetEntry, phantom: &Phantom, file: String, area_ratio: f64) -> GroundTruth {
     GroundTruth {
         image_id: entry.image_id.clone(),
         study_id: entry.study_id.clone(),
@@ -125,7 +125,7 @@ fn ground_truth(entry: &DatasetEntry, phantom: &Phantom, file: String, size: usi
         density: entry.spec.density.letter().to_string(),
         vendor: entry.spec.vendor.word().into(),
         area_ratio,
-        area: area.word().into(),
+        area: Area::from_ratio(area_ratio).word().into(),
         dense_fraction: phantom.dense_fraction,
         seed: entry.spec.seed,
         lesions: phantom
@@ -190,7 +190,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let entry = dataset_entry(&options, index);
             let phantom = render(&entry.spec, options.cols);
             let file = format!("images/{}/{}.dicom", entry.study_id, entry.image_id);
-            let record = match &set {
+            // The prepared image's area ratio is the label; a prepared set has it already.
+            let (record, area_ratio) = match &set {
                 None => {
                     let dir = args.out.join("images").join(&entry.study_id);
                     std::fs::create_dir_all(&dir)?;
@@ -199,7 +200,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         let mask = gray_png(&phantom.lesion_mask, phantom.cols, phantom.rows)?;
                         write_atomic(&args.out.join("lesion_masks").join(format!("{}.png", entry.image_id)), &mask)?;
                     }
-                    None
+                    (None, measured_area(&phantom, args.size).0)
                 }
                 Some(set) => {
                     let boxes: Vec<_> = phantom.lesions.iter().map(|l| l.finding.bbox).collect();
@@ -213,10 +214,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         split: entry.split.into(),
                         lesion: !phantom.lesions.is_empty(),
                     };
-                    Some(set.write(&labels, &prepared)?)
+                    (Some(set.write(&labels, &prepared)?), prepared.area_ratio)
                 }
             };
-            let truth = ground_truth(&entry, &phantom, file, args.size);
+            let truth = ground_truth(&entry, &phantom, file, area_ratio);
             let row = VindrRow {
                 study_id: entry.study_id.clone(),
                 series_id: entry.series_id.clone(),

@@ -165,4 +165,12 @@ impl Denoising<'_> {
     pub fn latents(&self) -> Tensor<4> {
         self.latents.clone()
     }
+
+    /// Runs the remaining steps and decodes: the final image, for native callers that need no
+    /// per-step progress (the page and `mam-e generate` step themselves).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn finish_image(mut self) -> Result<crate::imaging::RgbImage> {
+        while self.step() {}
+        pollster::block_on(super::to_rgb8(self.sd.decode(self.latents)))
+    }
 }

@@ -51,8 +51,9 @@ fn copy_configs(base: &Path, to: &Path) -> Result<(), String> {
 /// Files to put in a checkpoint besides the model: name → bytes.
 pub type Extra = Vec<(String, Vec<u8>)>;
 
-/// Writes a diffusers folder at `dir` (configs from `base`, weights given per component, extra
-/// files), through `.<name>.partial` and a rename; an existing `dir` is replaced.
+/// Writes a diffusers folder at `dir` (configs from `base`; weights as (component, file stem,
+/// safetensors bytes), saved as `<component>/<stem>.safetensors`; extra files), through
+/// `.<name>.partial` and a rename; an existing `dir` is replaced.
 pub fn write_folder(dir: &Path, base: &Path, weights: &[(&str, &str, Vec<u8>)], extra: &Extra) -> Result<(), String> {
     let name = dir.file_name().ok_or("checkpoint path has no name")?.to_string_lossy().into_owned();
     let tmp = dir.with_file_name(format!(".{name}.partial"));
@@ -60,8 +61,8 @@ pub fn write_folder(dir: &Path, base: &Path, weights: &[(&str, &str, Vec<u8>)], 
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     copy_configs(base, &tmp)?;
-    for (component, file, bytes) in weights {
-        let path = tmp.join(component).join(file);
+    for (component, stem, bytes) in weights {
+        let path = tmp.join(component).join(format!("{stem}.safetensors"));
         std::fs::write(&path, bytes).map_err(io(&path))?;
     }
     for (file, bytes) in extra {

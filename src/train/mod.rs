@@ -100,7 +100,16 @@ struct Models {
     unet: Option<UNet2DConditionModel>,
     text_encoder: Option<ClipTextModel>,
     vae: AutoencoderKl,
+    /// The VAE's `scaling_factor` and pixels per latent (`2^(levels − 1)`), from its config.
     vae_scaling_factor: f64,
+    vae_scale_factor: usize,
+}
+
+impl Models {
+    fn new(unet: Option<UNet2DConditionModel>, text_encoder: Option<ClipTextModel>, vae: AutoencoderKl, vae_config: &AutoencoderKlConfig) -> Models {
+        let vae_scale_factor = 1 << (vae_config.block_out_channels.len() - 1);
+        Models { unet, text_encoder, vae, vae_scaling_factor: vae_config.scaling_factor, vae_scale_factor }
+    }
 }
 
 /// Loads one component: random init from its config when `scratch`, else its weights, then
@@ -121,13 +130,13 @@ fn load_text_encoder(dir: &Path, scratch: bool, plain: &Device, device: &Device)
     Ok(load_safetensors(config.init(plain)?, weights_file(dir, "text_encoder", "model")?, "text_encoder")?.fork(device).train())
 }
 
-fn load_vae(dir: &Path, scratch: bool, plain: &Device, device: &Device) -> crate::Result<(AutoencoderKl, f64)> {
+fn load_vae(dir: &Path, scratch: bool, plain: &Device, device: &Device) -> crate::Result<(AutoencoderKl, AutoencoderKlConfig)> {
     let config = AutoencoderKlConfig::from_json(&read_text(&dir.join("vae/config.json"))?)?;
     if scratch {
-        return Ok((config.init(device), config.scaling_factor));
+        return Ok((config.init(device), config));
     }
     let vae = load_safetensors(config.init(plain), weights_file(dir, "vae", "diffusion_pytorch_model")?, "vae")?;
-    Ok((vae.fork(device).train(), config.scaling_factor))
+    Ok((vae.fork(device).train(), config))
 }
 
 /// The checkpoint file of the main optimizer's moments (UNet, or VAE).
@@ -194,11 +203,11 @@ impl Trainer {
         };
         let models = match options.component {
             Component::Vae => {
-                let (vae, sf) = load_vae(&weights_dir, scratch, &plain, &device)?;
-                Models { unet: None, text_encoder: None, vae, vae_scaling_factor: sf }
+                let (vae, config) = load_vae(&weights_dir, scratch, &plain, &device)?;
+                Models::new(None, None, vae, &config)
             }
             Component::Diffusion => {
-                let (vae, sf) = load_vae(&weights_dir, false, &plain, &plain)
+                let (vae, vae_config) = load_vae(&weights_dir, false, &plain, &plain)
                     .context("the frozen VAE needs weights (train one first with --component vae)")?;
                 let unet = load_unet(&weights_dir, scratch, &plain, &device)?;
                 let text_device = if options.train_text_encoder { &device } else { &plain };
@@ -207,7 +216,7 @@ impl Trainer {
                 if unet.in_channels() != want {
                     bail!("the UNet has {} input channels; {} training needs {want}", unet.in_channels(), if options.inpainting { "inpainting" } else { "text-to-image" });
                 }
-                Models { unet: Some(unet), text_encoder: Some(text_encoder), vae, vae_scaling_factor: sf }
+                Models::new(Some(unet), Some(text_encoder), vae, &vae_config)
             }
         };
         let mut main_opt = AdamW::new(options.weight_decay);
@@ -364,8 +373,8 @@ impl Trainer {
     /// Writes the current model as a diffusers folder at `dir`.
     pub fn write_model(&self, dir: &Path, extra: checkpoint::Extra) -> anyhow::Result<()> {
         let m = &self.models;
-        let mut weights = vec![("vae", "diffusion_pytorch_model.safetensors", checkpoint::module_safetensors(&m.vae).map_err(anyhow::Error::msg)?)];
         let base = &self.options.model;
+        let mut weights = vec![("vae", "diffusion_pytorch_model", checkpoint::module_safetensors(&m.vae).map_err(anyhow::Error::msg)?)];
         for (component, stem) in [("unet", "diffusion_pytorch_model"), ("text_encoder", "model")] {
             let bytes = match (component, &m.unet, &m.text_encoder) {
                 ("unet", Some(unet), _) => checkpoint::module_safetensors(unet).map_err(anyhow::Error::msg)?,
@@ -376,7 +385,7 @@ impl Trainer {
                     Err(_) => continue,
                 },
             };
-            weights.push((component, if component == "unet" { "diffusion_pytorch_model.safetensors" } else { "model.safetensors" }, bytes));
+            weights.push((component, stem, bytes));
         }
         checkpoint::write_folder(dir, base, &weights, &extra).map_err(anyhow::Error::msg)?;
         if self.options.component == Component::Vae {
@@ -427,7 +436,7 @@ impl Trainer {
                 }
             }
             Component::Diffusion => {
-                let sd = self.pipeline()?;
+                let sd = self.pipeline();
                 for (i, prompt) in self.options.validation_prompts.iter().enumerate() {
                     let params = GenerateParams {
                         prompt: prompt.clone(),
@@ -443,13 +452,9 @@ impl Trainer {
                         let example = self.data.load(self.options.seed, i as u64).map_err(anyhow::Error::msg)?;
                         let image = example_rgb(&example, s);
                         let mask: Vec<u8> = example.mask.as_ref().expect("mask").iter().map(|&m| if m > 0.5 { 255 } else { 0 }).collect();
-                        let mut run = sd.start_inpaint(&params, &image, &mask, None)?;
-                        while run.step() {}
-                        pollster::block_on(to_rgb8(sd.decode(run.latents())))?
+                        sd.start_inpaint(&params, &image, &mask, None)?.finish_image()?
                     } else {
-                        let mut run = sd.start(&params, None)?;
-                        while run.step() {}
-                        pollster::block_on(to_rgb8(sd.decode(run.latents())))?
+                        sd.start(&params, None)?.finish_image()?
                     };
                     tiles.push(tile);
                 }
@@ -464,19 +469,18 @@ impl Trainer {
     }
 
     /// The current weights as an inference pipeline on the plain device.
-    fn pipeline(&self) -> anyhow::Result<StableDiffusion> {
+    fn pipeline(&self) -> StableDiffusion {
         let m = &self.models;
-        let vae_config = AutoencoderKlConfig::from_json(&read_text(&self.options.model.join("vae/config.json"))?)?;
-        Ok(StableDiffusion {
+        StableDiffusion {
             tokenizer: self.tokenizer.clone(),
             text_encoder: m.text_encoder.as_ref().expect("text encoder").valid(),
             unet: m.unet.as_ref().expect("unet").valid(),
             vae: m.vae.valid(),
             scheduler_config: self.scheduler.clone(),
             vae_scaling_factor: m.vae_scaling_factor,
-            vae_scale_factor: 1 << (vae_config.block_out_channels.len() - 1),
+            vae_scale_factor: m.vae_scale_factor,
             device: self.plain.clone(),
-        })
+        }
     }
 }
 
