@@ -226,3 +226,16 @@ fn vae_training_resumes_with_its_optimizer_state() {
     let weights = |dir: &Path| std::fs::read(dir.join("model/vae/diffusion_pytorch_model.safetensors")).unwrap();
     assert!(weights(&whole) == weights(&split), "VAE weights differ after resume");
 }
+
+#[test]
+fn eval_refuses_missing_inputs_clearly() {
+    let err = |args: &[&str]| {
+        let out = run(args);
+        assert!(!out.status.success(), "mam-e {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let message = err(&["eval", "adherence", "--model", "/nonexistent/model", "--count", "1"]);
+    assert!(message.contains("/nonexistent/model"), "{message}");
+    let message = err(&["eval", "inpainting", "--model", &fixture("tiny-sd-inpaint"), "--data", "/nonexistent/set"]);
+    assert!(message.contains("metadata.jsonl"), "{message}");
+}
