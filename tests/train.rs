@@ -183,6 +183,32 @@ fn bad_training_setups_fail_clearly() {
     assert!(err(&[&["train", "--data", d, "--inpainting"][..], &base[..]].concat()).contains("inpainting training needs 9"));
     ok(&[&["train", "--data", d, "--validate-every", "0"][..], &base[..]].concat());
     assert!(err(&[&["train", "--data", d][..], &base[..]].concat()).contains("--resume"));
+    assert!(err(&[&["train", "--data", d, "--caption-dropout", "1.5", "--resume"][..], &base[..]].concat()).contains("--caption-dropout 1.5 must be in [0, 1)"));
+}
+
+#[test]
+fn gradient_checkpointing_trains_the_same_model() {
+    // Recomputing activations in the backward pass must not change the gradients: the same
+    // 3 steps (with caption dropout, so that path runs too) with and without checkpointing.
+    let data = phantom_set("phantoms-checkpointing");
+    let d = data.to_str().unwrap();
+    let losses = |checkpointing: bool| -> Vec<f64> {
+        let out = temp(&format!("checkpointing-{checkpointing}"));
+        let mut args = vec![
+            "train", "--data", d, "--model", Box::leak(fixture("tiny-sd").into_boxed_str()), "--out", out.to_str().unwrap(), "--resolution", "32",
+            "--batch-size", "4", "--max-steps", "3", "--learning-rate", "1e-3", "--checkpoint-every", "3", "--validate-every", "0", "--caption-dropout", "0.5",
+        ];
+        if checkpointing {
+            args.push("--gradient-checkpointing");
+        }
+        ok(&args);
+        std::fs::read_to_string(out.join("log.csv")).unwrap().lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect()
+    };
+    let (plain, checkpointed) = (losses(false), losses(true));
+    assert_eq!(plain.len(), 3);
+    for (a, b) in plain.iter().zip(&checkpointed) {
+        assert!((a - b).abs() <= 1e-5 * a.abs(), "loss with checkpointing {b} vs without {a} (all: {checkpointed:?} vs {plain:?})");
+    }
 }
 
 #[test]

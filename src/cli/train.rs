@@ -87,6 +87,14 @@ pub struct Args {
     /// KL weight for --component vae.
     #[arg(long, default_value_t = 1e-6)]
     kl_weight: f64,
+    /// Probability of training on the empty prompt instead of the caption (classifier-free
+    /// guidance needs it for models trained from scratch; 0 when fine-tuning SD1.5, as MAM-E).
+    #[arg(long, default_value_t = 0.0)]
+    caption_dropout: f64,
+    /// Recompute memory-bound activations in the backward pass instead of keeping them (burn's
+    /// gradient checkpointing): less memory, the same gradients, a little more time.
+    #[arg(long)]
+    gradient_checkpointing: bool,
     /// Continue the run in --out from its newest checkpoint.
     #[arg(long)]
     resume: bool,
@@ -147,6 +155,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         validation_steps: args.validation_steps,
         validation_guidance: args.validation_guidance,
         kl_weight: args.kl_weight,
+        caption_dropout: args.caption_dropout,
+        gradient_checkpointing: args.gradient_checkpointing,
     };
     let device = Backend::from(args.backend).device()?;
     let mut trainer = Trainer::new(options, device, args.resume)?;

@@ -17,8 +17,8 @@ pub mod optim;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{Device, GradientCheckpointingStrategy, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::imaging::RgbImage;
@@ -75,6 +75,13 @@ pub struct TrainOptions {
     pub validation_steps: usize,
     pub validation_guidance: f64,
     pub kl_weight: f64,
+    /// Probability that an example's caption is replaced by the empty prompt. A model trained
+    /// from scratch needs it so that its unconditional branch — what classifier-free guidance
+    /// subtracts — is learned (SD1.5 learned it in pre-training, so fine-tuning as MAM-E did uses 0).
+    pub caption_dropout: f64,
+    /// burn's gradient checkpointing (memory-bound activations are recomputed in the backward
+    /// pass instead of kept): less memory, same gradients, some extra compute.
+    pub gradient_checkpointing: bool,
 }
 
 /// What the caller sees after each step.
@@ -89,6 +96,46 @@ pub struct StepReport {
 
 fn mix(a: u64, b: u64) -> u64 {
     a.wrapping_mul(0xA24B_AED4_963E_E407) ^ b.wrapping_add(0x9FB2_1C65_1E98_DF25).rotate_left(29)
+}
+
+/// Which of micro-batch `micro`'s `n` captions are replaced by the empty prompt, each with
+/// probability `p`, from its own stream so that `p = 0` leaves every other draw unchanged.
+fn dropped_captions(seed: u64, micro: u64, n: usize, p: f64) -> Vec<bool> {
+    if p <= 0.0 {
+        return vec![false; n];
+    }
+    let mut rng = NoiseRng::new(mix(seed ^ 0xD120, micro));
+    (0..n).map(|_| rng.uniform() < p).collect()
+}
+
+/// `tensor` (on the plain device) on the autodiff device with `strategy`, the gradient
+/// checkpointing of the run: operands of one operation must share it, and burn's `from_inner`
+/// alone gives the default one.
+pub(crate) fn autodiff_as<const D: usize>(tensor: Tensor<D>, strategy: Option<GradientCheckpointingStrategy>) -> Tensor<D> {
+    let tensor = Tensor::from_inner(tensor);
+    match strategy {
+        Some(strategy) => tensor.with_gradient_checkpointing_strategy(strategy),
+        None => tensor,
+    }
+}
+
+/// Gives every parameter of a module (after `train()`) the run's checkpointing strategy.
+struct CheckpointingStrategy(GradientCheckpointingStrategy);
+
+impl ModuleMapper for CheckpointingStrategy {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let strategy = self.0;
+        param.map(move |tensor| tensor.with_gradient_checkpointing_strategy(strategy))
+    }
+}
+
+/// `module` made trainable on `device` (the autodiff device, maybe with gradient checkpointing).
+fn trainable<M: Module>(module: M, device: &Device) -> M {
+    let module = module.fork(device).train();
+    match device.gradient_checkpointing_strategy() {
+        Some(strategy) => module.map(&mut CheckpointingStrategy(strategy)),
+        None => module,
+    }
 }
 
 fn to_tensor(values: Vec<f32>, shape: [usize; 4], device: &Device) -> Tensor<4> {
@@ -119,7 +166,7 @@ fn load_unet(dir: &Path, scratch: bool, plain: &Device, device: &Device) -> crat
     if scratch {
         return Ok(config.init(device));
     }
-    Ok(load_safetensors(config.init(plain), weights_file(dir, "unet", "diffusion_pytorch_model")?, "unet")?.fork(device).train())
+    Ok(trainable(load_safetensors(config.init(plain), weights_file(dir, "unet", "diffusion_pytorch_model")?, "unet")?, device))
 }
 
 fn load_text_encoder(dir: &Path, scratch: bool, plain: &Device, device: &Device) -> crate::Result<ClipTextModel> {
@@ -127,7 +174,7 @@ fn load_text_encoder(dir: &Path, scratch: bool, plain: &Device, device: &Device)
     if scratch {
         return config.init(device);
     }
-    Ok(load_safetensors(config.init(plain)?, weights_file(dir, "text_encoder", "model")?, "text_encoder")?.fork(device).train())
+    Ok(trainable(load_safetensors(config.init(plain)?, weights_file(dir, "text_encoder", "model")?, "text_encoder")?, device))
 }
 
 fn load_vae(dir: &Path, scratch: bool, plain: &Device, device: &Device) -> crate::Result<(AutoencoderKl, AutoencoderKlConfig)> {
@@ -136,7 +183,7 @@ fn load_vae(dir: &Path, scratch: bool, plain: &Device, device: &Device) -> crate
         return Ok((config.init(device), config));
     }
     let vae = load_safetensors(config.init(plain), weights_file(dir, "vae", "diffusion_pytorch_model")?, "vae")?;
-    Ok((vae.fork(device).train(), config))
+    Ok((trainable(vae, device), config))
 }
 
 /// The checkpoint file of the main optimizer's moments (UNet, or VAE).
@@ -182,7 +229,10 @@ impl Trainer {
         if options.batch_size == 0 || options.gradient_accumulation == 0 || options.resolution == 0 || options.crop % 8 != 0 || options.crop == 0 {
             bail!("batch size and accumulation must be ≥ 1 and the crop (default: the resolution) a positive multiple of 8");
         }
-        let device = plain.clone().autodiff();
+        if !(0.0..1.0).contains(&options.caption_dropout) {
+            bail!("--caption-dropout {} must be in [0, 1)", options.caption_dropout);
+        }
+        let device = if options.gradient_checkpointing { plain.clone().autodiff().gradient_checkpointing() } else { plain.clone().autodiff() };
         plain.seed(options.seed);
         device.seed(options.seed);
         std::fs::create_dir_all(&options.out).with_context(|| format!("cannot create {}", options.out.display()))?;
@@ -297,12 +347,18 @@ impl Trainer {
                 } else {
                     noisy
                 };
-                let ids: Vec<Vec<u32>> = examples.iter().map(|e| self.tokenizer.encode(&e.prompt).map(|enc| enc.ids)).collect::<crate::Result<_>>()?;
+                let dropped = dropped_captions(self.options.seed, micro, b, self.options.caption_dropout);
+                let ids: Vec<Vec<u32>> = examples
+                    .iter()
+                    .zip(dropped)
+                    .map(|(e, dropped)| self.tokenizer.encode(if dropped { "" } else { &e.prompt }).map(|enc| enc.ids))
+                    .collect::<crate::Result<_>>()?;
                 let context = text.forward_ids(&ids, &if self.options.train_text_encoder { self.device.clone() } else { self.plain.clone() });
-                let context = if self.options.train_text_encoder { context } else { Tensor::from_inner(context) };
+                let strategy = self.device.gradient_checkpointing_strategy();
+                let context = if self.options.train_text_encoder { context } else { autodiff_as(context, strategy) };
                 let timesteps: Vec<f64> = t.iter().map(|&t| t as f64).collect();
-                let prediction = unet.forward(Tensor::from_inner(input), &timesteps, context);
-                Ok((prediction - Tensor::from_inner(target)).powi_scalar(2).mean())
+                let prediction = unet.forward(autodiff_as(input, strategy), &timesteps, context);
+                Ok((prediction - autodiff_as(target, strategy)).powi_scalar(2).mean())
             }
         }
     }

@@ -122,6 +122,7 @@ impl ModuleMapper for Update<'_> {
         let name = self.path.name();
         let Some(grad) = self.grads.get(&name) else { return param };
         let (id, tensor, mapper) = param.consume();
+        let strategy = tensor.gradient_checkpointing_strategy();
         let dims = tensor.dims();
         let n = tensor.shape().num_elements();
         let p: Tensor<1> = tensor.inner().reshape([n]);
@@ -139,7 +140,7 @@ impl ModuleMapper for Update<'_> {
         let denom = v.clone().sqrt() / bc2.sqrt() + o.eps;
         let p = p - m.clone() / denom * (self.lr / bc1);
         o.moments.insert(name, (m, v));
-        let updated = Tensor::from_inner(p.reshape(dims)).require_grad();
+        let updated = super::autodiff_as(p.reshape(dims), strategy).require_grad();
         Param::from_mapped_value(id, updated, mapper)
     }
 }
