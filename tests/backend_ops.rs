@@ -7,7 +7,7 @@ use mam_e::selftest;
 fn assert_all_pass(backend: Backend) {
     let device = backend.device().unwrap_or_else(|e| panic!("{backend:?}: {e}"));
     let checks = pollster::block_on(selftest::run(&device)).expect("self-test ran");
-    assert_eq!(checks.len(), 6);
+    assert_eq!(checks.len(), 7);
     for check in checks {
         assert!(check.passed(), "{backend:?} {}: relative error {:e}", check.name, check.relative_error());
     }

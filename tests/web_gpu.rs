@@ -10,7 +10,7 @@ wasm_bindgen_test_configure!(run_in_browser);
 async fn webgpu_ops_match_reference() {
     let device = mam_e::device::webgpu_device().await.expect("a WebGPU device (run Chromium with --enable-unsafe-webgpu)");
     let checks = mam_e::selftest::run(&device).await.expect("self-test ran");
-    assert_eq!(checks.len(), 6);
+    assert_eq!(checks.len(), 7);
     for check in checks {
         assert!(check.passed(), "WebGPU {}: relative error {:e}", check.name, check.relative_error());
     }

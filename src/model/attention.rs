@@ -8,7 +8,7 @@ use burn::nn::{Dropout, DropoutConfig, GroupNorm, LayerNorm, LayerNormConfig, Li
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
-use super::ops::scaled_dot_product_attention;
+use super::ops::{self, scaled_dot_product_attention};
 use super::resnet::{conv, group_norm};
 
 /// diffusers `Attention` without bias on q/k/v, as the UNet uses it.
@@ -171,7 +171,7 @@ impl Transformer2DModel {
         let [b, c, h, w] = x.dims();
         let to_tokens = |t: Tensor<4>| t.reshape([b, c, h * w]).swap_dims(1, 2);
         let to_image = |t: Tensor<3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
-        let normed = self.norm.forward(x.clone());
+        let normed = ops::group_norm(&self.norm, x.clone());
         let mut tokens = match &self.proj_in {
             Projection::Conv(p) => to_tokens(p.forward(normed)),
             Projection::Linear(p) => p.forward(to_tokens(normed)),

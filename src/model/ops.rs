@@ -1,11 +1,55 @@
 //! Tensor primitives shared by the SD modules that burn's `nn` does not provide as a module.
 //!
-//! Group normalisation is burn's own `nn::GroupNorm` (two-pass variance, statistics widened to
-//! f32 for f16 inputs), used directly by the modules.
+//! Group normalisation is burn's own `nn::GroupNorm` (two-pass variance), except for groups
+//! longer than [`MAX_REDUCED_RUN`] (see [`group_norm`]).
 
+use burn::nn::GroupNorm;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
+
+/// The longest run of values one burn-wgpu 0.22 `mean_dim`/`sum_dim` is trusted to reduce.
+/// Measured on Mesa lavapipe: rows of 2^19 values come back as the sum of their first 2^18 only
+/// (and a whole-tensor `mean()` of 2^22 values as that of its first 2^20), so the SD1.5 VAE
+/// decoder's group norms at 512×512 (2^20 values a group) were wrong on the GPU. Longer runs are
+/// reduced in chunks of at most this many values; `sum()` of a whole tensor was right.
+pub const MAX_REDUCED_RUN: usize = 1 << 16;
+
+/// Mean over the last axis of `[a, b, n]`, in equal chunks of at most [`MAX_REDUCED_RUN`]
+/// values (the mean of equal chunks' means is the mean).
+pub fn mean_last(x: Tensor<3>) -> Tensor<3> {
+    let [a, b, n] = x.dims();
+    if n <= MAX_REDUCED_RUN {
+        return x.mean_dim(2);
+    }
+    let chunks = (n.div_ceil(MAX_REDUCED_RUN)..=n).find(|k| n % k == 0).expect("n divides itself");
+    x.reshape([a, b * chunks, n / chunks]).mean_dim(2).reshape([a, b, chunks]).mean_dim(2)
+}
+
+/// Mean of every value (loss functions), as `sum / n`.
+pub fn mean_all<const D: usize>(x: Tensor<D>) -> Tensor<1> {
+    let n = x.shape().num_elements();
+    x.sum() / n as f64
+}
+
+/// `torch.nn.GroupNorm` with `norm`'s groups, ε and affine parameters on `[b, c, h, w]`: burn's
+/// own when a group has at most [`MAX_REDUCED_RUN`] values, else the same two-pass statistics
+/// (biased variance) reduced in chunks.
+pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let groups = norm.num_groups;
+    if c / groups * h * w <= MAX_REDUCED_RUN {
+        return norm.forward(x);
+    }
+    let flat = x.reshape([b, groups, c / groups * h * w]);
+    let centered = flat.clone() - mean_last(flat);
+    let variance = mean_last(centered.clone().powi_scalar(2));
+    let normalized = (centered / (variance + norm.epsilon).sqrt()).reshape([b, c, h, w]);
+    match (&norm.gamma, &norm.beta) {
+        (Some(gamma), Some(beta)) => normalized * gamma.val().reshape([1, c, 1, 1]) + beta.val().reshape([1, c, 1, 1]),
+        _ => normalized,
+    }
+}
 
 /// `softmax(q kᵀ / sqrt(head_dim)) v`, as `torch.nn.functional.scaled_dot_product_attention`.
 ///

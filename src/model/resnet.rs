@@ -2,6 +2,7 @@
 //! `models/downsampling.py`, `models/upsampling.py`) with SD's settings: SiLU, GroupNorm,
 //! 3×3 convolutions, optional time-embedding projection, 1×1 shortcut when channels change.
 
+use super::ops;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -49,13 +50,13 @@ impl ResnetBlock2D {
     /// - x: `[batch, in_channels, h, w]`; temb: `[batch, temb_channels]`
     /// - output: `[batch, out_channels, h, w]`
     pub fn forward(&self, x: Tensor<4>, temb: Option<Tensor<2>>) -> Tensor<4> {
-        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let mut h = self.conv1.forward(silu(ops::group_norm(&self.norm1, x.clone())));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = proj.forward(silu(temb));
             let [b, c] = t.dims();
             h = h + t.reshape([b, c, 1, 1]);
         }
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = self.conv2.forward(silu(ops::group_norm(&self.norm2, h)));
         let x = match &self.conv_shortcut {
             Some(shortcut) => shortcut.forward(x),
             None => x,

@@ -3,6 +3,7 @@
 //! `UNetMidBlock2DCrossAttn`, `UpBlock2D` / `CrossAttnUpBlock2D`. `in_channels` is 4 for
 //! text-to-image and 9 for inpainting (noisy latents + mask + masked-image latents).
 
+use super::ops;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
@@ -343,6 +344,6 @@ impl UNet2DConditionModel {
                 x = up.forward(x, size);
             }
         }
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out.forward(silu(ops::group_norm(&self.conv_norm_out, x)))
     }
 }

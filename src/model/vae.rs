@@ -11,7 +11,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 use serde::Deserialize;
 
-use super::ops::scaled_dot_product_attention;
+use super::ops::{self, scaled_dot_product_attention};
 use super::resnet::{conv, group_norm, Downsample2D, ResnetBlock2D, Upsample2D};
 use crate::{Error, Result};
 
@@ -253,9 +253,9 @@ impl SpatialAttention {
         Self { group_norm: group_norm(groups, channels, EPS, device), to_q: linear(), to_k: linear(), to_v: linear(), to_out: vec![linear()] }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
-        let tokens = self.group_norm.forward(x.clone()).reshape([b, c, h * w]).swap_dims(1, 2);
+        let tokens = ops::group_norm(&self.group_norm, x.clone()).reshape([b, c, h * w]).swap_dims(1, 2);
         let one_head = |t: Tensor<3>| t.reshape([b, 1, h * w, c]);
         let q = one_head(self.to_q.forward(tokens.clone()));
         let k = one_head(self.to_k.forward(tokens.clone()));
@@ -267,7 +267,7 @@ impl SpatialAttention {
 }
 
 impl MidBlock {
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut x = self.resnets[0].forward(x, None);
         for attention in &self.attentions {
             x = attention.forward(x);
@@ -311,7 +311,7 @@ impl AutoencoderKl {
             }
         }
         x = e.mid_block.forward(x);
-        x = e.conv_out.forward(silu(e.conv_norm_out.forward(x)));
+        x = e.conv_out.forward(silu(ops::group_norm(&e.conv_norm_out, x)));
         if let Some(quant) = &self.quant_conv {
             x = quant.forward(x);
         }
@@ -343,6 +343,6 @@ impl AutoencoderKl {
                 x = up.forward(x, None);
             }
         }
-        d.conv_out.forward(silu(d.conv_norm_out.forward(x)))
+        d.conv_out.forward(silu(ops::group_norm(&d.conv_norm_out, x)))
     }
 }

@@ -23,6 +23,7 @@ use rayon::prelude::*;
 
 use crate::imaging::RgbImage;
 use crate::model::clip::{ClipTextConfig, ClipTextModel};
+use crate::model::ops::mean_all;
 use crate::model::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::model::vae::{AutoencoderKl, AutoencoderKlConfig};
 use crate::pipeline::text_to_image::GenerateParams;
@@ -312,8 +313,8 @@ impl Trainer {
                 let [_, c, h, w] = dist.mean.dims();
                 let z = dist.sample(to_tensor(rng.randn(b * c * h * w), [b, c, h, w], &self.device));
                 let recon = vae.decode(z);
-                let rec = (recon - x).powi_scalar(2).mean();
-                let kl = (dist.mean.clone().powi_scalar(2) + dist.logvar.clone().exp() - dist.logvar - 1.0).mean() * 0.5;
+                let rec = mean_all((recon - x).powi_scalar(2));
+                let kl = mean_all(dist.mean.clone().powi_scalar(2) + dist.logvar.clone().exp() - dist.logvar - 1.0) * 0.5;
                 Ok(rec + kl * self.options.kl_weight)
             }
             Component::Diffusion => {
@@ -358,7 +359,7 @@ impl Trainer {
                 let context = if self.options.train_text_encoder { context } else { autodiff_as(context, strategy) };
                 let timesteps: Vec<f64> = t.iter().map(|&t| t as f64).collect();
                 let prediction = unet.forward(autodiff_as(input, strategy), &timesteps, context);
-                Ok((prediction - autodiff_as(target, strategy)).powi_scalar(2).mean())
+                Ok(mean_all((prediction - autodiff_as(target, strategy)).powi_scalar(2)))
             }
         }
     }
