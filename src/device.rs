@@ -50,6 +50,41 @@ pub async fn webgpu_device() -> Result<Device> {
         .map_err(|e| Error::NoGpu(e.to_string()))
 }
 
+/// Whether `device` is a GPU (a cubecl runtime: wgpu natively or WebGPU in the browser), told by
+/// its memory-pool report, which the CPU backend does not give.
+pub fn is_gpu(device: &Device) -> bool {
+    device.memory_pool_usage().is_some()
+}
+
+/// GPU memory as burn's allocator accounts it, from samples the caller takes (after loading,
+/// after each step, after decoding): what is held live once the model is loaded, and the most
+/// it reserved (its pools keep pages for reuse, so this is the footprint the GPU must have).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GpuMemory {
+    pub loaded_bytes: u64,
+    pub peak_reserved_bytes: u64,
+}
+
+impl GpuMemory {
+    /// Samples right after loading: the live bytes are the model's.
+    pub fn after_load(device: &Device) -> Option<GpuMemory> {
+        device.memory_pool_usage().map(|u| GpuMemory { loaded_bytes: u.bytes_in_use, peak_reserved_bytes: u.bytes_reserved })
+    }
+
+    pub fn sample(&mut self, device: &Device) {
+        if let Some(u) = device.memory_pool_usage() {
+            self.peak_reserved_bytes = self.peak_reserved_bytes.max(u.bytes_reserved);
+        }
+    }
+}
+
+impl std::fmt::Display for GpuMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        write!(f, "model {:.0} MiB, peak reserved {:.0} MiB", mib(self.loaded_bytes), mib(self.peak_reserved_bytes))
+    }
+}
+
 /// Reads a tensor back to the host as `f32`, on any backend and target.
 pub async fn read_f32<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
     let data = tensor.into_data_async().await.map_err(|e| Error::TensorRead(format!("{e:?}")))?;

@@ -105,7 +105,7 @@ fn block_quantization_error_is_at_most_half_a_step() {
         let entries = quant::encode("w", &[3, 100], &values, storage, &mut metadata);
         let bytes = safetensors::serialize(&entries, &metadata);
         let decoded = quant::decode(&safetensors::parse(&bytes).unwrap()).unwrap();
-        let [Decoded::Whole { key, shape, values: got }] = &decoded[..] else { panic!("one tensor expected") };
+        let [Decoded::Whole { key, shape, values: got, .. }] = &decoded[..] else { panic!("one tensor expected") };
         assert_eq!((key.as_str(), shape.as_slice()), ("w", &[3, 100][..]));
         for (row, (got_row, want_row)) in got.chunks(100).zip(values.chunks(100)).enumerate() {
             for (b, (g, w)) in got_row.chunks(block).zip(want_row.chunks(block)).enumerate() {

@@ -9,7 +9,7 @@ use burn::tensor::{Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{BackendArg, SchedulerArg};
-use crate::device::{Backend, read_f32};
+use crate::device::{Backend, GpuMemory, read_f32};
 use crate::imaging::RgbImage;
 use crate::pipeline::text_to_image::{Denoising, GenerateParams};
 use crate::package::load_model;
@@ -136,8 +136,10 @@ impl SamplingArgs {
         let bar = ProgressBar::new(run.progress().1 as u64).with_style(
             ProgressStyle::with_template("{spinner} denoising {bar:30} {pos}/{len} steps  {elapsed} (eta {eta})").context("progress template")?,
         );
+        let mut memory = GpuMemory::after_load(&sd.device);
         while run.step() {
             bar.inc(1);
+            memory.iter_mut().for_each(|m| m.sample(&sd.device));
         }
         bar.finish_and_clear();
         let latents = run.latents();
@@ -146,6 +148,10 @@ impl SamplingArgs {
             write_latents(path, dims, &pollster::block_on(read_f32(latents.clone()))?)?;
         }
         let mut image = pollster::block_on(to_rgb8(sd.decode(latents)))?;
+        if let Some(memory) = memory.as_mut() {
+            memory.sample(&sd.device);
+            println!("GPU memory (burn's allocator): {memory}");
+        }
         if let Some((original, mask)) = keep {
             image = image.keep_outside(original, mask);
         }

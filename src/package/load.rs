@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use burn::tensor::Device;
 
 use super::quant::{self, Decoded};
-use super::{MAX_SHARD_BYTES, Manifest, ModelKind};
+use super::{MAX_SHARD_BYTES, Manifest, ModelKind, StorageDtype};
 use crate::model::clip::{ClipTextConfig, ClipTextModel};
 use crate::model::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::model::vae::{AutoencoderKl, AutoencoderKlConfig};
 use crate::pipeline::StableDiffusion;
 use crate::schedulers::SchedulerConfig;
 use crate::tokenizer::ClipTokenizer;
+use crate::weights::on_device::{Placement, QuantizedWeight};
 use crate::weights::{ComponentLoad, PackTensor, pack_tensor, safetensors};
 use crate::{Error, Result};
 
@@ -59,10 +60,15 @@ impl PackageLoader {
             ModelKind::TextToImage => vae_config.init_decoder(device),
             ModelKind::Inpainting => vae_config.init(device),
         };
+        let placement = match manifest.dtype {
+            StorageDtype::Q8 | StorageDtype::Q4 if crate::device::is_gpu(device) => Placement::Packed,
+            StorageDtype::Q8 | StorageDtype::Q4 => Placement::Dequantized,
+            StorageDtype::F32 | StorageDtype::F16 => Placement::Float,
+        };
         Ok(PackageLoader {
-            text_encoder: ComponentLoad::new(text_config.init(device)?, "text_encoder"),
-            unet: ComponentLoad::new(unet_config.init(device), "unet"),
-            vae: ComponentLoad::new(vae, "vae"),
+            text_encoder: ComponentLoad::new(text_config.init(device)?, "text_encoder").with_placement(placement),
+            unet: ComponentLoad::new(unet_config.init(device), "unet").with_placement(placement),
+            vae: ComponentLoad::new(vae, "vae").with_placement(placement),
             scheduler_config,
             vae_scaling_factor: vae_config.scaling_factor,
             vae_scale_factor: 1 << (vae_config.block_out_channels.len() - 1),
@@ -84,23 +90,28 @@ impl PackageLoader {
         entry.verify(bytes)?;
         let bad = |reason: String| Error::Package(format!("{}: {reason}", entry.file));
         let file = safetensors::parse(bytes).map_err(bad)?;
-        let mut batches: BTreeMap<String, Vec<PackTensor>> = BTreeMap::new();
+        let mut batches: BTreeMap<String, (Vec<PackTensor>, BTreeMap<String, QuantizedWeight>)> = BTreeMap::new();
         for decoded in quant::decode(&file).map_err(bad)? {
-            let (key, shape, values) = match decoded {
-                Decoded::Whole { key, shape, values } => (key, shape, values),
+            let (key, shape, values, quantized) = match decoded {
+                Decoded::Whole { key, shape, values, quantized } => (key, shape, values, quantized),
                 Decoded::Part { key, index, count, shape, values } => match self.add_part(key, index, count, shape, values).map_err(bad)? {
-                    Some(whole) => whole,
+                    Some((key, shape, values)) => (key, shape, values, false),
                     None => continue,
                 },
             };
             let (component, name) = key.split_once('.').ok_or_else(|| bad(format!("tensor {key} names no component")))?;
-            batches.entry(component.to_string()).or_default().push(pack_tensor(name.to_string(), shape, values));
+            let (plain, quantized_weights) = batches.entry(component.to_string()).or_default();
+            if quantized {
+                quantized_weights.insert(name.to_string(), (shape, values));
+            } else {
+                plain.push(pack_tensor(name.to_string(), shape, values));
+            }
         }
-        for (component, tensors) in batches {
+        for (component, (tensors, quantized)) in batches {
             match component.as_str() {
-                "text_encoder" => self.text_encoder.apply(tensors),
-                "unet" => self.unet.apply(tensors),
-                "vae" => self.vae.apply(tensors),
+                "text_encoder" => self.text_encoder.apply_all(tensors, quantized),
+                "unet" => self.unet.apply_all(tensors, quantized),
+                "vae" => self.vae.apply_all(tensors, quantized),
                 other => return Err(bad(format!("unknown component {other:?}"))),
             }
         }

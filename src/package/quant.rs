@@ -42,7 +42,8 @@ impl Storage {
 /// A tensor read back from a shard.
 #[derive(Debug)]
 pub enum Decoded {
-    Whole { key: String, shape: Vec<usize>, values: Vec<f32> },
+    /// `quantized`: stored block-quantized (q8/q4), so it may be placed 8-bit on a GPU.
+    Whole { key: String, shape: Vec<usize>, values: Vec<f32>, quantized: bool },
     /// Part `index` of `count`: rows of `key`, in order.
     Part { key: String, index: usize, count: usize, shape: Vec<usize>, values: Vec<f32> },
 }
@@ -117,12 +118,12 @@ pub fn decode(file: &SafeTensors) -> Result<Vec<Decoded>, String> {
         if let Some(info) = file.metadata.get(&format!("quant.{name}")) {
             let scales = by_name.get(format!("{name}.__scales").as_str()).ok_or_else(|| format!("{name}: no scales"))?;
             let (shape, values) = dequantize(view, scales, info).map_err(|e| format!("{name}: {e}"))?;
-            out.push(Decoded::Whole { key: name.to_string(), shape, values });
+            out.push(Decoded::Whole { key: name.to_string(), shape, values, quantized: true });
         } else if let Some((key, part)) = name.split_once('@') {
             let (index, count) = part.split_once('/').and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?))).ok_or_else(|| format!("{name}: bad part name"))?;
             out.push(Decoded::Part { key: key.to_string(), index, count, shape: view.shape.clone(), values: view.to_f32()? });
         } else {
-            out.push(Decoded::Whole { key: name.to_string(), shape: view.shape.clone(), values: view.to_f32()? });
+            out.push(Decoded::Whole { key: name.to_string(), shape: view.shape.clone(), values: view.to_f32()?, quantized: false });
         }
     }
     Ok(out)

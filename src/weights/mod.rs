@@ -4,18 +4,20 @@
 //! must be used, except the known buffers listed in [`IGNORED_BUFFERS`]; anything else is an
 //! error naming the keys, and the module is not handed back half-loaded.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use burn::module::Module;
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter};
 use burn::tensor::{Bytes, DType};
 
 use crate::{Error, Result};
+use on_device::{Placement, Placer, QuantizedWeight};
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) mod diffusers;
 #[cfg(not(target_arch = "wasm32"))]
 mod latents;
+pub mod on_device;
 pub mod safetensors;
 #[cfg(not(target_arch = "wasm32"))]
 pub use diffusers::load_diffusers;
@@ -70,7 +72,9 @@ pub fn pack_tensor(name: String, shape: Vec<usize>, values: Vec<f32>) -> PackTen
 /// `gamma`/`beta`). [`ComponentLoad::finish`] fails, naming keys, on missing, unexpected or
 /// mis-shaped tensors: the module is never handed back half-loaded.
 pub struct ComponentLoad<M> {
-    module: M,
+    /// Always `Some` between calls (taken while weights are placed).
+    module: Option<M>,
+    placement: Placement,
     component: String,
     applied: HashSet<String>,
     visited: HashSet<String>,
@@ -80,13 +84,45 @@ pub struct ComponentLoad<M> {
 
 impl<M: Module + ModuleSnapshot> ComponentLoad<M> {
     pub fn new(module: M, component: &str) -> Self {
-        ComponentLoad { module, component: component.to_string(), applied: HashSet::new(), visited: HashSet::new(), unexpected: Vec::new(), errors: Vec::new() }
+        ComponentLoad {
+            module: Some(module),
+            placement: Placement::Float,
+            component: component.to_string(),
+            applied: HashSet::new(),
+            visited: HashSet::new(),
+            unexpected: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Where block-quantized weights go (see [`on_device`]); f32 as stored by default.
+    pub fn with_placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// Applies `tensors`, and `quantized`, the weights the package stored block-quantized,
+    /// placed as [`Self::with_placement`] says.
+    pub fn apply_all(&mut self, tensors: Vec<PackTensor>, mut quantized: BTreeMap<String, QuantizedWeight>) {
+        if self.placement != Placement::Float && !quantized.is_empty() {
+            let mut placer = Placer::new(&mut quantized, self.placement);
+            let module = self.module.take().expect("module present between calls").map(&mut placer);
+            self.module = Some(module);
+            self.visited.extend(placer.placed.iter().cloned());
+            self.applied.extend(placer.placed);
+            self.errors.extend(placer.errors);
+        }
+        let rest: Vec<PackTensor> = quantized.into_iter().map(|(key, (shape, values))| pack_tensor(key, shape, values)).collect();
+        let tensors: Vec<PackTensor> = tensors.into_iter().chain(rest).collect();
+        if !tensors.is_empty() {
+            self.apply(tensors);
+        }
     }
 
     pub fn apply(&mut self, tensors: Vec<PackTensor>) {
         // `skip_enum_variants`: our enums (1×1-conv or linear projections, `ff.net` entries) are
         // invisible in the keys.
-        let result = self.module.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), true);
+        let result = self.module.as_mut().expect("module present between calls").apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), true);
         self.visited.extend(result.missing.into_iter().map(|(path, _)| path));
         self.visited.extend(result.applied.iter().cloned());
         self.applied.extend(result.applied);
@@ -109,7 +145,7 @@ impl<M: Module + ModuleSnapshot> ComponentLoad<M> {
             problems.push(format!("unexpected {} tensor(s): {}", unexpected.len(), preview(&unexpected)));
         }
         problems.extend(self.errors);
-        if problems.is_empty() { Ok(self.module) } else { Err(weights_error(&self.component, problems.join("; "))) }
+        if problems.is_empty() { Ok(self.module.expect("module present between calls")) } else { Err(weights_error(&self.component, problems.join("; "))) }
     }
 }
 

@@ -1,0 +1,233 @@
+//! Where a block-quantized package's weights live once loaded.
+//!
+//! Dequantized to f32, an SD1.5 UNet + text encoder + VAE decoder takes ≈ 4.1 GB of GPU memory —
+//! too much for the 4 GB laptop GPUs the page is meant for. On a GPU the big weights therefore
+//! stay 8-bit: burn's quantized tensors (symmetric, one f16 scale per block of 64, packed four
+//! to a `u32`) that each operation dequantizes as it runs — linear layers through burn's
+//! quantized matmul, convolutions one weight at a time.
+//!
+//! burn's blocks run along one axis of the tensor as the module holds it, and its packing wants
+//! that axis' length divisible by 4, so:
+//! - a linear weight (PyTorch `[out, in]`, burn `[in, out]`) is blocked along `in` and stored as
+//!   PyTorch lays it out — exactly the package's q8 rows, so its values are the package's own;
+//! - a convolution weight `[out, in, kh, kw]` is blocked along `in`, stored as `[out, kw, kh, in]`
+//!   (burn swaps the packed axis innermost). The package blocks a convolution's flattened
+//!   `in·kh·kw` rows, so these weights are quantized again on that grid: one more rounding,
+//!   measured in the README (package PSNR table).
+//!
+//! Only weights the package stored block-quantized, whose input width is a multiple of 64, held
+//! by a `Linear` or `Conv2d`, are placed this way; everything else (norms, biases, embeddings,
+//! the tensors the converter kept in f16) is f32. On the CPU the same grid is used and
+//! dequantized back to f32, so the CPU and the GPU compute on the same numbers.
+
+use std::collections::BTreeMap;
+
+use burn::module::{ModuleMapper, Param};
+use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
+use burn::tensor::{Tensor, TensorData};
+use half::f16;
+
+/// Values per scale.
+pub const BLOCK: usize = 64;
+
+/// How the weights of a quantized package are placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Every weight dequantized to f32 as the package stores it (packages that are not
+    /// block-quantized, and diffusers folders).
+    Float,
+    /// Linear and convolution weights 8-bit on the device (GPUs).
+    Packed,
+    /// The same values as [`Placement::Packed`], dequantized to f32 (CPUs).
+    Dequantized,
+}
+
+/// A weight the package stored block-quantized, as decoded: a diffusers key, its PyTorch shape
+/// and its f32 values.
+pub type QuantizedWeight = (Vec<usize>, Vec<f32>);
+
+/// Whether `shape` can be blocked along its input axis (`[out, in]` or `[out, in, kh, kw]`).
+fn fits(shape: &[usize]) -> bool {
+    matches!(shape, [_, i] | [_, i, _, _] if i % BLOCK == 0)
+}
+
+/// Rows of `BLOCK`-value blocks quantized as the converter does: scale = max |x| / 127 rounded to
+/// f16, values rounded to the nearest step.
+fn quantize(values: &[f32]) -> (Vec<i8>, Vec<f32>) {
+    let mut q = Vec::with_capacity(values.len());
+    let mut scales = Vec::with_capacity(values.len() / BLOCK);
+    for block in values.chunks(BLOCK) {
+        let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = f16::from_f32(max / 127.0).to_f32();
+        scales.push(scale);
+        q.extend(block.iter().map(|v| if scale > 0.0 { (v / scale).round().clamp(-127.0, 127.0) as i8 } else { 0 }));
+    }
+    (q, scales)
+}
+
+fn dequantize(q: &[i8], scales: &[f32]) -> Vec<f32> {
+    q.iter().enumerate().map(|(i, &v)| v as f32 * scales[i / BLOCK]).collect()
+}
+
+fn scheme(packed_axis_from_inner: usize, block: &[u8]) -> QuantScheme {
+    QuantScheme::default()
+        .with_value(QuantValue::Q8S)
+        .with_store(QuantStore::PackedU32(packed_axis_from_inner))
+        .per_block(block, ScaleDtype::F16)
+}
+
+/// A linear weight (PyTorch `[out, in]`) as the `[in, out]` tensor burn's `Linear` holds.
+fn linear(shape: &[usize], values: &[f32], placement: Placement) -> TensorData {
+    let (out, inp) = (shape[0], shape[1]);
+    let (q, scales) = quantize(values);
+    if placement == Placement::Packed {
+        return TensorData::quantized(q, [inp, out], scheme(1, &[BLOCK as u8, 1]), &scales, None);
+    }
+    let rows = dequantize(&q, &scales);
+    let mut transposed = vec![0f32; rows.len()];
+    for o in 0..out {
+        for i in 0..inp {
+            transposed[i * out + o] = rows[o * inp + i];
+        }
+    }
+    TensorData::new(transposed, [inp, out])
+}
+
+/// A convolution weight `[out, in, kh, kw]`, blocked along `in`.
+fn conv(shape: &[usize], values: &[f32], placement: Placement) -> TensorData {
+    let (o_n, i_n, kh_n, kw_n) = (shape[0], shape[1], shape[2], shape[3]);
+    let torch = |o: usize, i: usize, kh: usize, kw: usize| ((o * i_n + i) * kh_n + kh) * kw_n + kw;
+    let stored = |o: usize, i: usize, kh: usize, kw: usize| ((o * kw_n + kw) * kh_n + kh) * i_n + i;
+    let mut swapped = vec![0f32; values.len()];
+    for o in 0..o_n {
+        for i in 0..i_n {
+            for kh in 0..kh_n {
+                for kw in 0..kw_n {
+                    swapped[stored(o, i, kh, kw)] = values[torch(o, i, kh, kw)];
+                }
+            }
+        }
+    }
+    let (q, scales) = quantize(&swapped);
+    if placement == Placement::Packed {
+        return TensorData::quantized(q, [o_n, i_n, kh_n, kw_n], scheme(2, &[1, BLOCK as u8, 1, 1]), &scales, None);
+    }
+    let swapped = dequantize(&q, &scales);
+    let mut back = vec![0f32; values.len()];
+    for o in 0..o_n {
+        for i in 0..i_n {
+            for kh in 0..kh_n {
+                for kw in 0..kw_n {
+                    back[torch(o, i, kh, kw)] = swapped[stored(o, i, kh, kw)];
+                }
+            }
+        }
+    }
+    TensorData::new(back, [o_n, i_n, kh_n, kw_n])
+}
+
+/// Places the weights of `weights` (diffusers key → decoded values) that belong to a `Linear`
+/// or `Conv2d` of the module it maps; the others stay in `weights` for the ordinary load.
+pub struct Placer<'a> {
+    weights: &'a mut BTreeMap<String, QuantizedWeight>,
+    placement: Placement,
+    /// Module path, with the parent's container type of each step.
+    path: Vec<(String, String)>,
+    /// Keys placed, and shape mismatches as messages.
+    pub placed: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+impl<'a> Placer<'a> {
+    pub fn new(weights: &'a mut BTreeMap<String, QuantizedWeight>, placement: Placement) -> Self {
+        Placer { weights, placement, path: Vec::new(), placed: Vec::new(), errors: Vec::new() }
+    }
+
+    fn key(&self) -> String {
+        // Enum variants are invisible in the keys (as in `ComponentLoad::apply`).
+        self.path.iter().filter(|(_, container)| !container.starts_with("Enum:")).map(|(name, _)| name.as_str()).collect::<Vec<_>>().join(".")
+    }
+}
+
+impl ModuleMapper for Placer<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some((name, container)) = self.path.last() else { return param };
+        let build: fn(&[usize], &[f32], Placement) -> TensorData = match (name.as_str(), container.as_str(), D) {
+            ("weight", "Struct:Linear", 2) => linear,
+            ("weight", "Struct:Conv2d", 4) => conv,
+            _ => return param,
+        };
+        let key = self.key();
+        let Some((shape, values)) = self.weights.get(&key) else { return param };
+        if !fits(shape) {
+            return param;
+        }
+        let data = build(shape, values, self.placement);
+        let expected = param.lazy_shape();
+        if data.shape().as_slice() != expected.as_slice() {
+            self.errors.push(format!("Shape mismatch for '{key}': the package has {shape:?}, the model expects {:?}", expected.as_slice()));
+            self.weights.remove(&key);
+            return param;
+        }
+        self.weights.remove(&key);
+        self.placed.push(key);
+        Param::initialized(param.id, Tensor::from_data(data, &param.lazy_device()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantized_values_already_on_the_grid_come_back_exactly() {
+        // Values that are q8 on 64-blocks, as a q8 package decodes (each block reaches ±127
+        // steps: its scale is its largest value over 127), are reproduced bit for bit.
+        let scales = [0.01f32, 0.0625, 3.3e-5];
+        let q = |i: usize| if i % 64 == 5 { -127 } else { (i * 37 % 255) as i32 - 127 };
+        let values: Vec<f32> = (0..192).map(|i| q(i) as f32 * f16::from_f32(scales[i / 64]).to_f32()).collect();
+        let (q, s) = quantize(&values);
+        assert_eq!(dequantize(&q, &s), values);
+    }
+
+    #[test]
+    fn conv_grid_rounds_by_at_most_half_a_step() {
+        let shape = [2, 64, 3, 3];
+        let values: Vec<f32> = (0..2 * 64 * 9).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.1).collect();
+        let data = conv(&shape, &values, Placement::Dequantized);
+        let back = data.to_vec::<f32>().unwrap();
+        assert_eq!(data.shape().as_slice(), &shape);
+        // Each block spans 64 input channels at one (out, kh, kw): its step is its max / 127.
+        for o in 0..2 {
+            for k in 0..9 {
+                let index = |i: usize| (o * 64 + i) * 9 + k;
+                let step = (0..64).map(|i| values[index(i)].abs()).fold(0f32, f32::max) / 127.0;
+                for i in 0..64 {
+                    assert!((back[index(i)] - values[index(i)]).abs() <= step * 0.5 + 1e-6);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn linear_is_transposed_to_burns_layout() {
+        let values: Vec<f32> = (0..3 * 64).map(|i| i as f32 / 64.0 - 1.5).collect();
+        let data = linear(&[3, 64], &values, Placement::Dequantized);
+        assert_eq!(data.shape().as_slice(), &[64, 3]);
+        let t = data.to_vec::<f32>().unwrap();
+        for o in 0..3 {
+            for i in 0..64 {
+                let step = (0..64).map(|j| values[o * 64 + j].abs()).fold(0f32, f32::max) / 127.0;
+                assert!((t[i * 3 + o] - values[o * 64 + i]).abs() <= step * 0.5 + 1e-6);
+            }
+        }
+    }
+}
