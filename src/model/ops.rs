@@ -51,18 +51,55 @@ pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
     }
 }
 
-/// `softmax(q kᵀ / sqrt(head_dim)) v`, as `torch.nn.functional.scaled_dot_product_attention`.
+/// Most bytes the score matrix (`batch·heads·seq_q·seq_k` f32) of one attention call may take;
+/// longer query runs are split into slices, each attending to all keys (softmax rows are
+/// independent, so this is exact — diffusers' "attention slicing"). burn materializes the scores
+/// when its flash kernel does not apply, and on lavapipe SD1.5's first attention at 512×512
+/// (2·8·4096·4096 scores, 1 GiB) failed to run at all; slices also bound GPU memory.
+pub const MAX_SCORE_BYTES: usize = 64 << 20;
+
+/// `softmax(q kᵀ / sqrt(head_dim)) v`, as `torch.nn.functional.scaled_dot_product_attention`,
+/// in query slices of at most [`MAX_SCORE_BYTES`] of scores.
 ///
 /// # Shapes
 /// - q: `[batch, heads, seq_q, head_dim]`; k: `[batch, heads, seq_k, head_dim]`;
 ///   v: `[batch, heads, seq_k, v_dim]`
 /// - output: `[batch, heads, seq_q, v_dim]`
-pub fn scaled_dot_product_attention(
-    q: Tensor<4>,
-    k: Tensor<4>,
-    v: Tensor<4>,
-    causal: bool,
-) -> Tensor<4> {
+pub fn scaled_dot_product_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool) -> Tensor<4> {
+    sliced_attention(q, k, v, causal, MAX_SCORE_BYTES)
+}
+
+fn sliced_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool, max_score_bytes: usize) -> Tensor<4> {
     let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: causal };
-    attention(q, k, v, None, None, options)
+    let [b, h, seq_q, d] = q.dims();
+    let seq_k = k.dims()[2];
+    let slice = (max_score_bytes / (b * h * seq_k * 4).max(1)).max(1);
+    // A causal mask is aligned to the query positions, so causal attention (CLIP's 77 tokens)
+    // is never sliced.
+    if causal || seq_q <= slice {
+        return attention(q, k, v, None, None, options);
+    }
+    let slices = (0..seq_q)
+        .step_by(slice)
+        .map(|start| attention(q.clone().slice([0..b, 0..h, start..(start + slice).min(seq_q), 0..d]), k.clone(), v.clone(), None, None, options))
+        .collect();
+    Tensor::cat(slices, 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution};
+
+    #[test]
+    fn sliced_attention_equals_whole() {
+        let device = Device::flex();
+        let t = |n: usize| Tensor::<4>::random([2, 3, n, 8], Distribution::Normal(0.0, 1.0), &device);
+        let (q, k, v) = (t(37), t(29), t(29));
+        let whole = sliced_attention(q.clone(), k.clone(), v.clone(), false, usize::MAX);
+        // 2·3·29·4 bytes a query: slices of 5 queries, the last of 2.
+        let sliced = sliced_attention(q, k, v, false, 5 * 2 * 3 * 29 * 4);
+        let diff = (whole.clone() - sliced).abs().max().into_scalar::<f32>();
+        assert!(diff <= 1e-6 * whole.abs().max().into_scalar::<f32>(), "sliced attention differs by {diff}");
+    }
 }
