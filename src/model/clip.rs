@@ -6,7 +6,7 @@
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, sigmoid};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
 use super::ops::scaled_dot_product_attention;
@@ -159,6 +159,22 @@ pub struct ClipTextEmbeddings {
     pub position_embedding: Embedding,
 }
 
+impl ClipTextEmbeddings {
+    /// The token embeddings of `ids`: a lookup, or, for a table kept 8-bit on the GPU (see
+    /// `weights::on_device`), one-hot rows times the table, which burn's quantized matmul reads
+    /// packed (a lookup would first dequantize all of SD1.5's 49408×768 table: 152 MB, more than
+    /// many GPUs bind at once).
+    fn tokens(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let table = self.token_embedding.weight.val();
+        if !matches!(table.dtype(), DType::QFloat(_)) {
+            return self.token_embedding.forward(ids);
+        }
+        let [batch, seq] = ids.dims();
+        let [vocab, width] = table.dims();
+        ids.reshape([batch * seq]).one_hot::<2>(vocab).float().matmul(table).reshape([batch, seq, width])
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct ClipEncoder {
     pub layers: Vec<ClipEncoderLayer>,
@@ -210,7 +226,7 @@ impl ClipTextModel {
         let [batch, seq] = input_ids.dims();
         let device = input_ids.device();
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).reshape([1, seq]).repeat_dim(0, batch);
-        let mut x = t.embeddings.token_embedding.forward(input_ids) + t.embeddings.position_embedding.forward(positions);
+        let mut x = t.embeddings.tokens(input_ids) + t.embeddings.position_embedding.forward(positions);
         for layer in &t.encoder.layers {
             x = layer.forward(x);
         }

@@ -10,13 +10,15 @@
 //! that axis' length divisible by 4, so:
 //! - a linear weight (PyTorch `[out, in]`, burn `[in, out]`) is blocked along `in` and stored as
 //!   PyTorch lays it out — exactly the package's q8 rows, so its values are the package's own;
+//! - an embedding table `[rows, width]` is blocked along the width — the package's own values —
+//!   and looked up as one-hot rows times the table (see `ClipTextEmbeddings::tokens`);
 //! - a convolution weight `[out, in, kh, kw]` is blocked along `in`, stored as `[out, kw, kh, in]`
 //!   (burn swaps the packed axis innermost). The package blocks a convolution's flattened
 //!   `in·kh·kw` rows, so these weights are quantized again on that grid: one more rounding,
 //!   measured in the README (package PSNR table).
 //!
 //! Only weights the package stored block-quantized, whose input width is a multiple of 64, held
-//! by a `Linear` or `Conv2d`, are placed this way; everything else (norms, biases, embeddings,
+//! by a `Linear`, `Conv2d` or `Embedding`, are placed this way; everything else (norms, biases, embeddings,
 //! the tensors the converter kept in f16) is f32. On the CPU the same grid is used and
 //! dequantized back to f32, so the CPU and the GPU compute on the same numbers.
 
@@ -93,6 +95,16 @@ fn linear(shape: &[usize], values: &[f32], placement: Placement) -> TensorData {
     TensorData::new(transposed, [inp, out])
 }
 
+/// An embedding table `[rows, width]` (burn's layout is PyTorch's), blocked along the width:
+/// the package's own q8 values.
+fn embedding(shape: &[usize], values: &[f32], placement: Placement) -> TensorData {
+    let (q, scales) = quantize(values);
+    if placement == Placement::Packed {
+        return TensorData::quantized(q, [shape[0], shape[1]], scheme(0, &[1, BLOCK as u8]), &scales, None);
+    }
+    TensorData::new(dequantize(&q, &scales), [shape[0], shape[1]])
+}
+
 /// A convolution weight `[out, in, kh, kw]`, blocked along `in`.
 fn conv(shape: &[usize], values: &[f32], placement: Placement) -> TensorData {
     let (o_n, i_n, kh_n, kw_n) = (shape[0], shape[1], shape[2], shape[3]);
@@ -126,8 +138,8 @@ fn conv(shape: &[usize], values: &[f32], placement: Placement) -> TensorData {
     TensorData::new(back, [o_n, i_n, kh_n, kw_n])
 }
 
-/// Places the weights of `weights` (diffusers key → decoded values) that belong to a `Linear`
-/// or `Conv2d` of the module it maps; the others stay in `weights` for the ordinary load.
+/// Places the weights of `weights` (diffusers key → decoded values) that belong to a `Linear`,
+/// `Conv2d` or `Embedding` of the module it maps; the others stay in `weights` for the ordinary load.
 pub struct Placer<'a> {
     weights: &'a mut BTreeMap<String, QuantizedWeight>,
     placement: Placement,
@@ -163,6 +175,7 @@ impl ModuleMapper for Placer<'_> {
         let build: fn(&[usize], &[f32], Placement) -> TensorData = match (name.as_str(), container.as_str(), D) {
             ("weight", "Struct:Linear", 2) => linear,
             ("weight", "Struct:Conv2d", 4) => conv,
+            ("weight", "Struct:Embedding", 2) => embedding,
             _ => return param,
         };
         let key = self.key();
