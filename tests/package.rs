@@ -294,18 +294,25 @@ fn a_tensor_split_into_parts_across_shards_loads_whole() {
 }
 
 #[test]
-fn largest_tensor_of_sd15_is_its_token_embedding() {
-    // 49408 tokens × 768 × 4 bytes: more than WebGPU's default 128 MiB storage binding, so the
-    // page checks the adapter's limit before downloading.
+fn largest_gpu_buffer_of_sd15() {
+    // In f32 the token embedding (49408 tokens × 768 × 4 bytes) is more than WebGPU's default
+    // 128 MiB storage binding, so the page checks the adapter's limit before downloading; q8
+    // packages keep it 8-bit on the GPU, and the VAE decoder's last activation at 512×512
+    // (128 channels × 512² × 4 bytes) is then the largest buffer.
     let manifest = Manifest::parse(&std::fs::read_to_string(make_package("tiny-sd", StorageDtype::Q8, "largest").join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest.largest_tensor_bytes().unwrap(), 4 * 49408 * 32, "tiny: the 32-wide token embedding");
+    assert_eq!(manifest.largest_tensor_bytes().unwrap(), 4 * 49408 * 32, "tiny: the 32-wide token embedding, not 8-bit on the GPU");
     let mut sd15 = manifest;
     sd15.configs.text_encoder["hidden_size"] = 768.into();
     sd15.configs.unet["block_out_channels"] = serde_json::json!([320, 640, 1280, 1280]);
+    sd15.configs.vae["block_out_channels"] = serde_json::json!([128, 256, 512, 512]);
     for key in ["down_block_types", "up_block_types"] {
         sd15.configs.unet.as_object_mut().unwrap().remove(key); // diffusers' defaults are SD1.5's
+        sd15.configs.vae.as_object_mut().unwrap().remove(key);
     }
     sd15.configs.unet["cross_attention_dim"] = 768.into();
+    (sd15.defaults.height, sd15.defaults.width) = (512, 512);
+    assert_eq!(sd15.largest_tensor_bytes().unwrap(), 128 * 512 * 512 * 4);
+    sd15.dtype = StorageDtype::F16;
     assert_eq!(sd15.largest_tensor_bytes().unwrap(), 151_781_376);
     assert!(sd15.largest_tensor_bytes().unwrap() > 128 << 20);
 }

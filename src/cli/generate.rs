@@ -142,6 +142,9 @@ impl SamplingArgs {
             memory.iter_mut().for_each(|m| m.sample(&sd.device));
         }
         bar.finish_and_clear();
+        if let Some(memory) = &memory {
+            println!("GPU memory while denoising (burn's allocator): {memory}");
+        }
         let latents = run.latents();
         if let Some(path) = &self.save_latents {
             let dims = latents.dims();
@@ -150,7 +153,7 @@ impl SamplingArgs {
         let mut image = pollster::block_on(to_rgb8(sd.decode(latents)))?;
         if let Some(memory) = memory.as_mut() {
             memory.sample(&sd.device);
-            println!("GPU memory (burn's allocator): {memory}");
+            println!("GPU memory with decoding (burn's allocator): {memory}");
         }
         if let Some((original, mask)) = keep {
             image = image.keep_outside(original, mask);

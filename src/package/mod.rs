@@ -160,14 +160,23 @@ impl Manifest {
         serde_json::from_value(value).map_err(|e| Error::Package(format!("{MANIFEST}: {e}")))
     }
 
-    /// A lower bound on the largest f32 tensor on the GPU, from the configs: the token embedding,
-    /// or the widest UNet 3×3 convolution (an up-block's first, fed twice the channels). Adapters
+    /// A lower bound on the largest buffer the GPU must bind to run this package at its default
+    /// size: the token embedding (packed 8-bit when the package is quantized and its width a
+    /// multiple of 64, as `weights::on_device` places it; else f32), the widest UNet 3×3
+    /// convolution (an up-block's first, fed twice the channels; packed likewise), or the VAE
+    /// decoder's last activation (its first block's channels at full resolution, f32). Adapters
     /// whose `maxStorageBufferBindingSize` is smaller cannot run the package.
     pub fn largest_tensor_bytes(&self) -> Result<u64> {
         let text = crate::model::clip::ClipTextConfig::from_json(&self.configs.text_encoder.to_string())?;
         let unet = crate::model::unet::UNet2DConditionConfig::from_json(&self.configs.unet.to_string())?;
+        let vae = crate::model::vae::AutoencoderKlConfig::from_json(&self.configs.vae.to_string())?;
+        let quantized = matches!(self.dtype, StorageDtype::Q8 | StorageDtype::Q4);
+        let bytes_per_value = |input_width: usize| if quantized && input_width % crate::weights::on_device::BLOCK == 0 { 1 } else { 4 };
+        let embedding = text.vocab_size * text.hidden_size * bytes_per_value(text.hidden_size);
         let widest = unet.block_out_channels.iter().max().copied().unwrap_or(0);
-        Ok(4 * (text.vocab_size * text.hidden_size).max(2 * widest * widest * 9) as u64)
+        let conv = 2 * widest * widest * 9 * bytes_per_value(2 * widest);
+        let activation = 4 * vae.block_out_channels.first().copied().unwrap_or(0) * self.defaults.height * self.defaults.width;
+        Ok(embedding.max(conv).max(activation) as u64)
     }
 
     /// Bytes to download: shards and tokenizer files.
