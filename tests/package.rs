@@ -118,6 +118,44 @@ fn block_quantization_error_is_at_most_half_a_step() {
 }
 
 #[test]
+fn convolutions_are_blocked_along_input_channels_and_version_1_layouts_still_decode() {
+    // Version 2 blocks a [out, in, kh, kw] weight along `in` (stored [out, kw, kh, in]);
+    // version 1 blocked the flattened PyTorch rows. Both decode to the PyTorch order, each
+    // within half a step of its own blocks.
+    let shape = [2, 64, 3, 3];
+    let values: Vec<f32> = (0..2 * 64 * 9).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1.0 + (i % 9) as f32)).collect();
+    let decode = |entries: Vec<Owned>, metadata: &BTreeMap<String, String>| -> Vec<f32> {
+        let decoded = quant::decode(&safetensors::parse(&safetensors::serialize(&entries, metadata)).unwrap()).unwrap();
+        let [Decoded::Whole { shape: got_shape, values, .. }] = &decoded[..] else { panic!("one tensor expected") };
+        assert_eq!(got_shape.as_slice(), &shape);
+        values.clone()
+    };
+    let torch = |o: usize, i: usize, k: usize| (o * 64 + i) * 9 + k;
+    // Version 2: each (out, kh·kw) run of 64 input channels has its own step.
+    let mut metadata = BTreeMap::new();
+    let entries = quant::encode("w", &shape, &values, Storage::Q8, &mut metadata);
+    assert_eq!(metadata["quant.w"], "q8 64 2,64,3,3 in-last");
+    let got = decode(entries, &metadata);
+    for o in 0..2 {
+        for k in 0..9 {
+            let step = (0..64).map(|i| values[torch(o, i, k)].abs()).fold(0f32, f32::max) / 127.0;
+            for i in 0..64 {
+                assert!((got[torch(o, i, k)] - values[torch(o, i, k)]).abs() <= step * 0.5 * 1.01 + 1e-6);
+            }
+        }
+    }
+    // Version 1: the same tensor quantized as flattened rows, recorded with its 4-D shape.
+    let mut metadata = BTreeMap::new();
+    let entries = quant::encode("w", &[2, 64 * 9], &values, Storage::Q8, &mut metadata);
+    metadata.insert("quant.w".into(), "q8 64 2,64,3,3".into());
+    let got = decode(entries, &metadata);
+    for (g, w) in got.chunks(64).zip(values.chunks(64)) {
+        let step = w.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+        assert!(g.iter().zip(w).all(|(a, b)| (a - b).abs() <= step * 0.5 * 1.01 + 1e-6));
+    }
+}
+
+#[test]
 fn our_safetensors_writer_is_read_by_the_reference_implementation() {
     let entries = vec![Owned::f32("a.weight", vec![2, 3], &[1.0, -2.0, 3.5, 0.0, 1e-8, -7.25]), Owned { name: "b".into(), dtype: safetensors::Dtype::I8, shape: vec![3], data: vec![255, 0, 7] }];
     let metadata = BTreeMap::from([("k".to_string(), "v".to_string())]);
@@ -190,9 +228,9 @@ fn edit_manifest(package: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
 #[test]
 fn an_unknown_manifest_version_is_refused() {
     let (package, _) = damaged("version");
-    edit_manifest(&package, |m| m["version"] = 2.into());
+    edit_manifest(&package, |m| m["version"] = 3.into());
     let error = load_error(&package);
-    assert!(matches!(&error, Error::Package(reason) if reason.contains("format version 2")), "{error}");
+    assert!(matches!(&error, Error::Package(reason) if reason.contains("format version 3")), "{error}");
 }
 
 #[test]

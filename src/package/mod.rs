@@ -19,8 +19,8 @@ pub use load::{load_model, load_package};
 
 /// `format` of every manifest.
 pub const FORMAT: &str = "mam-e-package";
-/// The manifest version this build reads and writes.
-pub const VERSION: u32 = 1;
+/// The manifest version this build writes; it reads versions 1 to this one.
+pub const VERSION: u32 = 2;
 /// The manifest's file name inside a package.
 pub const MANIFEST: &str = "manifest.json";
 /// Largest shard: small enough for browsers to fetch and hash in one piece.
@@ -151,9 +151,10 @@ impl Manifest {
             return Err(Error::Package(format!("{MANIFEST} has no \"format\": \"{FORMAT}\"; this is not a mam-e model package")));
         }
         match value.get("version").and_then(|v| v.as_u64()) {
-            Some(v) if v == VERSION as u64 => {}
+            // Version 1 differs only in how q8/q4 convolutions are laid out; it still loads.
+            Some(v) if (1..=VERSION as u64).contains(&v) => {}
             Some(v) => {
-                return Err(Error::Package(format!("format version {v}; this build reads version {VERSION} (convert the model again with this mam-e, or update mam-e)")));
+                return Err(Error::Package(format!("format version {v}; this build reads versions 1 to {VERSION} (convert the model again with this mam-e, or update mam-e)")));
             }
             None => return Err(Error::Package(format!("{MANIFEST} has no format version"))),
         }

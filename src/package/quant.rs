@@ -56,6 +56,14 @@ pub fn encode(key: &str, shape: &[usize], values: &[f32], storage: Storage, meta
 /// [`encode`] with unquantized tensors over `max_part_bytes` split into row-wise parts.
 pub fn encode_with_part_limit(key: &str, shape: &[usize], values: &[f32], storage: Storage, max_part_bytes: usize, metadata: &mut BTreeMap<String, String>) -> Vec<Owned> {
     if let Some((max_q, block)) = storage.bits().filter(|_| shape.len() >= 2) {
+        // Convolutions are blocked along their input channels (see `in_channels_last`).
+        let swapped;
+        let values = if shape.len() == 4 {
+            swapped = in_channels_last(shape, values);
+            &swapped[..]
+        } else {
+            values
+        };
         let rows = shape[0];
         let cols = values.len() / rows.max(1);
         let blocks = cols.div_ceil(block);
@@ -78,7 +86,8 @@ pub fn encode_with_part_limit(key: &str, shape: &[usize], values: &[f32], storag
         };
         let kind = if storage == Storage::Q8 { "q8" } else { "q4" };
         let dims = shape.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-        metadata.insert(format!("quant.{key}"), format!("{kind} {block} {dims}"));
+        let layout = if shape.len() == 4 { format!(" {IN_CHANNELS_LAST}") } else { String::new() };
+        metadata.insert(format!("quant.{key}"), format!("{kind} {block} {dims}{layout}"));
         return vec![
             Owned { name: key.to_string(), dtype, shape: vec![rows, stored_cols], data },
             Owned { name: format!("{key}.__scales"), dtype: Dtype::F16, shape: vec![rows, blocks], data: scales.iter().flat_map(|s| s.to_le_bytes()).collect() },
@@ -129,9 +138,50 @@ pub fn decode(file: &SafeTensors) -> Result<Vec<Decoded>, String> {
     Ok(out)
 }
 
+/// The layout token of a quantization record whose 4-D weight `[out, in, kh, kw]` is stored as
+/// `[out, kw, kh, in]` (format version 2).
+pub const IN_CHANNELS_LAST: &str = "in-last";
+
+/// A convolution weight `[out, in, kh, kw]` (PyTorch order) in the order `[out, kw, kh, in]`,
+/// so that row blocks run along the input channels — the one axis burn can block a convolution
+/// weight along on the GPU (`weights::on_device`): q8 convolutions then reach the GPU unchanged.
+pub fn in_channels_last(shape: &[usize], values: &[f32]) -> Vec<f32> {
+    permute_in_channels(shape, values, true)
+}
+
+/// The inverse of [`in_channels_last`].
+pub fn in_channels_back(shape: &[usize], values: &[f32]) -> Vec<f32> {
+    permute_in_channels(shape, values, false)
+}
+
+fn permute_in_channels(shape: &[usize], values: &[f32], to_last: bool) -> Vec<f32> {
+    let (o_n, i_n, kh_n, kw_n) = (shape[0], shape[1], shape[2], shape[3]);
+    let mut out = vec![0f32; values.len()];
+    for o in 0..o_n {
+        for i in 0..i_n {
+            for kh in 0..kh_n {
+                for kw in 0..kw_n {
+                    let torch = ((o * i_n + i) * kh_n + kh) * kw_n + kw;
+                    let last = ((o * kw_n + kw) * kh_n + kh) * i_n + i;
+                    if to_last {
+                        out[last] = values[torch];
+                    } else {
+                        out[torch] = values[last];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 fn dequantize(view: &View, scales: &View, info: &str) -> Result<(Vec<usize>, Vec<f32>), String> {
     let fields: Vec<&str> = info.split(' ').collect();
-    let [kind, block, dims] = fields[..] else { return Err(format!("bad quantization record {info:?}")) };
+    let (kind, block, dims, in_last) = match fields[..] {
+        [kind, block, dims] => (kind, block, dims, false),
+        [kind, block, dims, IN_CHANNELS_LAST] => (kind, block, dims, true),
+        _ => return Err(format!("bad quantization record {info:?}")),
+    };
     let block: usize = block.parse().map_err(|_| format!("bad block size in {info:?}"))?;
     let shape: Vec<usize> = dims.split(',').map(str::parse).collect::<Result<_, _>>().map_err(|_| format!("bad shape in {info:?}"))?;
     let rows = shape[0];
@@ -158,6 +208,12 @@ fn dequantize(view: &View, scales: &View, info: &str) -> Result<(Vec<usize>, Vec
                 (nibble as i32 - 8) as f32 * scale(c)
             }));
         }
+    }
+    if in_last {
+        if shape.len() != 4 {
+            return Err(format!("{IN_CHANNELS_LAST} on a tensor of shape {shape:?}"));
+        }
+        return Ok((shape.clone(), in_channels_back(&shape, &values)));
     }
     Ok((shape, values))
 }
