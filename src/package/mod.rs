@@ -165,7 +165,7 @@ impl Manifest {
     /// size: the token embedding (packed 8-bit when the package is quantized and its width a
     /// multiple of 64, as `weights::on_device` places it; else f32), the widest UNet 3×3
     /// convolution (an up-block's first, fed twice the channels; packed likewise), or the VAE
-    /// decoder's last activation (its first block's channels at full resolution, f32). Adapters
+    /// decoder's largest activation (f32; for SD1.5, 256 channels upsampled to full size). Adapters
     /// whose `maxStorageBufferBindingSize` is smaller cannot run the package.
     pub fn largest_tensor_bytes(&self) -> Result<u64> {
         let text = crate::model::clip::ClipTextConfig::from_json(&self.configs.text_encoder.to_string())?;
@@ -176,7 +176,10 @@ impl Manifest {
         let embedding = text.vocab_size * text.hidden_size * bytes_per_value(text.hidden_size);
         let widest = unet.block_out_channels.iter().max().copied().unwrap_or(0);
         let conv = 2 * widest * widest * 9 * bytes_per_value(2 * widest);
-        let activation = 4 * vae.block_out_channels.first().copied().unwrap_or(0) * self.defaults.height * self.defaults.width;
+        // The decoder's up-block of channels[i] (i ≥ 1) upsamples to 1/2^(i-1) of the image side;
+        // the last block runs at full size with channels[0].
+        let pixels = self.defaults.height * self.defaults.width;
+        let activation = vae.block_out_channels.iter().enumerate().map(|(i, &c)| 4 * c * pixels / (1 << (2 * i.saturating_sub(1)))).max().unwrap_or(0);
         Ok(embedding.max(conv).max(activation) as u64)
     }
 
