@@ -14,7 +14,7 @@ use crate::model::vae::{AutoencoderKl, AutoencoderKlConfig};
 use crate::pipeline::StableDiffusion;
 use crate::schedulers::SchedulerConfig;
 use crate::tokenizer::ClipTokenizer;
-use crate::weights::on_device::{Placement, QuantizedWeight};
+use crate::weights::on_device::{PACK_ABOVE_F32_BYTES, Placement, QuantizedWeight};
 use crate::weights::{ComponentLoad, PackTensor, pack_tensor, safetensors};
 use crate::{Error, Result};
 
@@ -60,11 +60,13 @@ impl PackageLoader {
             ModelKind::TextToImage => vae_config.init_decoder(device),
             ModelKind::Inpainting => vae_config.init(device),
         };
-        let placement = match manifest.dtype {
-            StorageDtype::Q8 | StorageDtype::Q4 if crate::device::is_gpu(device) => Placement::Packed,
-            StorageDtype::Q8 | StorageDtype::Q4 => Placement::Dequantized,
-            StorageDtype::F32 | StorageDtype::F16 => Placement::Float,
+        // f32 size of the weights, from the download size (q8 ≈ 1 byte a weight, q4 ≈ ½).
+        let f32_bytes = match manifest.dtype {
+            StorageDtype::Q8 => 4 * manifest.total_bytes(),
+            StorageDtype::Q4 => 8 * manifest.total_bytes(),
+            StorageDtype::F32 | StorageDtype::F16 => 0,
         };
+        let placement = if crate::device::is_gpu(device) && f32_bytes > PACK_ABOVE_F32_BYTES { Placement::Packed } else { Placement::Float };
         Ok(PackageLoader {
             text_encoder: ComponentLoad::new(text_config.init(device)?, "text_encoder").with_placement(placement),
             unet: ComponentLoad::new(unet_config.init(device), "unet").with_placement(placement),

@@ -104,8 +104,8 @@ impl<M: Module + ModuleSnapshot> ComponentLoad<M> {
     /// Applies `tensors`, and `quantized`, the weights the package stored block-quantized,
     /// placed as [`Self::with_placement`] says.
     pub fn apply_all(&mut self, tensors: Vec<PackTensor>, mut quantized: BTreeMap<String, QuantizedWeight>) {
-        if self.placement != Placement::Float && !quantized.is_empty() {
-            let mut placer = Placer::new(&mut quantized, self.placement);
+        if self.placement == Placement::Packed && !quantized.is_empty() {
+            let mut placer = Placer::new(&mut quantized);
             let module = self.module.take().expect("module present between calls").map(&mut placer);
             self.module = Some(module);
             self.visited.extend(placer.placed.iter().cloned());
