@@ -50,9 +50,13 @@ pub async fn webgpu_device() -> Result<Device> {
         .map_err(|e| Error::NoGpu(e.to_string()))
 }
 
-/// Whether `device` is a GPU (a cubecl runtime: wgpu natively or WebGPU in the browser), told by
-/// its memory-pool report, which the CPU backend does not give.
+/// Whether `device` is a GPU: natively, a cubecl runtime (wgpu), told by its memory-pool report,
+/// which the CPU backend does not give; in the browser always (WebGPU is the only backend there,
+/// and asking its allocator synchronously blocks the page: see [`GpuMemory`]).
 pub fn is_gpu(device: &Device) -> bool {
+    if cfg!(target_arch = "wasm32") {
+        return true;
+    }
     device.memory_pool_usage().is_some()
 }
 
@@ -67,10 +71,14 @@ pub struct GpuMemory {
 
 impl GpuMemory {
     /// Samples right after loading: the live bytes are the model's.
+    /// `None` on the CPU. Native only: in the browser burn's synchronous report blocked the page
+    /// (the browser tests' driver gave up on it after 30 s), so the page does not show it.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn after_load(device: &Device) -> Option<GpuMemory> {
         device.memory_pool_usage().map(|u| GpuMemory { loaded_bytes: u.bytes_in_use, peak_reserved_bytes: u.bytes_reserved })
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn sample(&mut self, device: &Device) {
         if let Some(u) = device.memory_pool_usage() {
             self.peak_reserved_bytes = self.peak_reserved_bytes.max(u.bytes_reserved);

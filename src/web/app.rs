@@ -162,8 +162,8 @@ pub fn App() -> impl IntoView {
                     status.set(RunStatus::Running { label: label.clone(), done, total, started_ms, now_ms: now_ms() });
                     preview.set(Some(image));
                 };
-                let (image, gpu_memory) = match run(&sd, &job, &task.params, cancel, on_step).await {
-                    Ok(Some(done)) => done,
+                let image = match run(&sd, &job, &task.params, cancel, on_step).await {
+                    Ok(Some(image)) => image,
                     Ok(None) => return status.set(RunStatus::Cancelled),
                     Err(e) => return status.set(RunStatus::Failed(e.to_string())),
                 };
@@ -205,7 +205,6 @@ pub fn App() -> impl IntoView {
                         model_name: info.name.clone(),
                         trained: info.trained,
                         seconds: (now_ms() - started_ms) / 1000.0,
-                        gpu_memory,
                     })
                 });
             }

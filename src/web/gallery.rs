@@ -3,7 +3,6 @@
 
 use leptos::prelude::*;
 
-use crate::device::GpuMemory;
 use crate::imaging::RgbImage;
 use crate::package::ModelKind;
 use crate::pipeline::text_to_image::GenerateParams;
@@ -27,8 +26,6 @@ pub struct GalleryItem {
     pub model_name: String,
     pub trained: bool,
     pub seconds: f64,
-    /// GPU memory burn's allocator accounted for during the run.
-    pub gpu_memory: Option<GpuMemory>,
 }
 
 /// Lists `items`, newest first.
@@ -65,7 +62,6 @@ pub fn Gallery(items: RwSignal<Vec<GalleryItem>>, on_paint: Callback<usize>, on_
                                         {format!("seed {} · {} steps · guidance {} · {} · {}×{} · {} · {:.1} s",
                                             item.params.seed, item.params.steps, item.params.guidance, item.params.scheduler.name(),
                                             item.params.width, item.params.height, if item.right_breast { "R" } else { "L" }, item.seconds)}
-                                        {item.gpu_memory.map(|m| format!(" · GPU memory: {m}")).unwrap_or_default()}
                                         <br />
                                         <span class=if item.trained { "model" } else { "model untrained" }>
                                             {format!("{}{}", item.model_name, if item.trained { "" } else { " — untrained random weights: not a real mammogram" })}

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use crate::device::{GpuMemory, read_f32};
+use crate::device::read_f32;
 use crate::imaging::RgbImage;
 use crate::pipeline::text_to_image::GenerateParams;
 use crate::pipeline::{StableDiffusion, to_rgb8};
@@ -35,11 +35,8 @@ pub enum Job {
     Inpaint { image: RgbImage, mask: Vec<u8> },
 }
 
-/// Runs `job` on `sd`; `on_step(done, total, preview)` after every step. `None` when cancelled;
-/// else the image and the GPU memory burn's allocator accounted for (sampled after each step
-/// and after decoding).
-pub async fn run(sd: &StableDiffusion, job: &Job, params: &GenerateParams, cancel: Rc<Cell<bool>>, on_step: impl Fn(usize, usize, RgbImage)) -> Result<Option<(RgbImage, Option<GpuMemory>)>> {
-    let mut memory = GpuMemory::after_load(&sd.device);
+/// Runs `job` on `sd`; `on_step(done, total, preview)` after every step. `None` when cancelled.
+pub async fn run(sd: &StableDiffusion, job: &Job, params: &GenerateParams, cancel: Rc<Cell<bool>>, on_step: impl Fn(usize, usize, RgbImage)) -> Result<Option<RgbImage>> {
     let mut denoising = match job {
         Job::TextToImage => sd.start(params, None)?,
         Job::Inpaint { image, mask } => sd.start_inpaint(params, image, mask, None)?,
@@ -50,7 +47,6 @@ pub async fn run(sd: &StableDiffusion, job: &Job, params: &GenerateParams, cance
         let [_, _, h, w] = latents.dims();
         // Awaiting the read-back both waits for the GPU and lets the page handle input.
         let values = read_f32(latents).await?;
-        memory.iter_mut().for_each(|m| m.sample(&sd.device));
         let (done, total) = denoising.progress();
         on_step(done, total, latent_preview(&values, h, w));
         if cancel.get() {
@@ -60,7 +56,5 @@ pub async fn run(sd: &StableDiffusion, job: &Job, params: &GenerateParams, cance
             break;
         }
     }
-    let image = to_rgb8(sd.decode(denoising.latents())).await?;
-    memory.iter_mut().for_each(|m| m.sample(&sd.device));
-    Ok(Some((image, memory)))
+    Ok(Some(to_rgb8(sd.decode(denoising.latents())).await?))
 }

@@ -5,9 +5,8 @@
 //! quantized package therefore stay 8-bit: burn's quantized tensors (symmetric, one f16 scale per
 //! block of 64, packed four to a `u32`) that each operation dequantizes as it runs — linear
 //! layers and embedding look-ups through burn's quantized matmul, convolutions one weight at a
-//! time. That costs time per step (with a tiny model packed, the browser test on SwiftShader
-//! timed out, the page busy for over 30 s), so
-//! packages whose f32 weights stay under [`PACK_ABOVE_F32_BYTES`] are placed in f32 as before.
+//! time. Dequantizing inside every operation costs time per step, which small models need not
+//! pay: packages whose f32 weights stay under [`PACK_ABOVE_F32_BYTES`] are placed in f32.
 //!
 //! burn's blocks run along one axis of the tensor as the module holds it, and its packing wants
 //! that axis' length divisible by 4, so:
