@@ -27,6 +27,9 @@ pub enum Error {
     /// A caller-supplied value outside its valid range.
     #[error("invalid {what}: {reason}")]
     InvalidInput { what: &'static str, reason: String },
+    /// The web app's pipeline worker could not start, or stopped (the message says which).
+    #[error("{0}")]
+    Worker(String),
     /// Reading a tensor back from the device failed (device lost, out of memory, ...).
     #[error("reading a tensor from the device failed: {0}")]
     TensorRead(String),

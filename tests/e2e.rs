@@ -23,7 +23,7 @@ fn screenshots() -> PathBuf {
 #[test]
 fn page_loads_on_webgpu_without_errors_or_foreign_requests() {
     let server = StaticServer::start(&dist());
-    let browser = Browser::start(true);
+    let browser = Browser::start(true, &server.origin);
     browser.goto(&format!("{}/", server.origin));
     let adapter = browser.wait_for("const e = document.querySelector('[data-test=gpu-ready]'); return e && e.innerText", Duration::from_secs(60));
     assert!(adapter.as_str().unwrap().starts_with("WebGPU ready"), "{adapter}");
@@ -40,17 +40,25 @@ fn page_loads_on_webgpu_without_errors_or_foreign_requests() {
 
     let errors: Vec<_> = browser.log("browser").into_iter().filter(|e| e["level"] == "SEVERE").collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
-    let urls = browser.requested_urls();
-    assert!(!urls.is_empty(), "the performance log recorded no requests");
-    let foreign: Vec<_> = urls.iter().filter(|u| !u.starts_with(&server.origin) && !u.starts_with("data:") && !u.starts_with("blob:")).collect();
-    assert!(foreign.is_empty(), "requests outside {}: {foreign:?}", server.origin);
-    assert!(server.requests.lock().unwrap().iter().any(|p| p.ends_with(".wasm")), "the wasm module was not fetched");
+    assert_no_foreign_requests(&browser, &server);
+    let requests = server.requests.lock().unwrap().clone();
+    assert!(requests.iter().any(|t| t.starts_with(&server.origin) && t.ends_with(".wasm")), "the wasm module was not fetched through the proxy: {requests:?}");
+}
+
+/// Nothing but `server`'s origin was requested: by the page (DevTools' log) or by anything in
+/// the browser, the pipeline worker included (the server is the browser's proxy).
+fn assert_no_foreign_requests(browser: &Browser, server: &StaticServer) {
+    let own = |u: &String| u.starts_with(&server.origin) || u.starts_with("data:") || u.starts_with("blob:");
+    let page: Vec<_> = browser.requested_urls().into_iter().filter(|u| !own(u)).collect();
+    assert!(page.is_empty(), "the page requested outside {}: {page:?}", server.origin);
+    let proxied = server.foreign_requests();
+    assert!(proxied.is_empty(), "the browser requested outside {}: {proxied:?}", server.origin);
 }
 
 #[test]
 fn page_without_webgpu_explains_what_to_do() {
     let server = StaticServer::start(&dist());
-    let browser = Browser::start(false);
+    let browser = Browser::start(false, &server.origin);
     browser.goto(&format!("{}/", server.origin));
     let text = browser.wait_for(
         "const e = document.querySelector('[data-test=no-webgpu], [data-test=no-adapter]'); return e && e.innerText",
@@ -81,7 +89,7 @@ const IMAGE_STATS: &str = "
 #[test]
 fn generate_then_paint_a_lesion_like_a_person() {
     let server = StaticServer::start(&dist());
-    let browser = Browser::start(true);
+    let browser = Browser::start(true, &server.origin);
     let started = std::time::Instant::now();
     browser.goto(&format!("{}/", server.origin));
     // Both embedded packages load (fetched, SHA-256 checked, applied on the GPU).
@@ -91,10 +99,20 @@ fn generate_then_paint_a_lesion_like_a_person() {
     // A healthy image from the embedded demo model with the default settings but 10 steps, the
     // slider's minimum (SwiftShader, a CPU WebGPU, is slow).
     set_range(&browser, "steps", 10);
+    // The page's own thread must stay free while the pipeline worker generates: a 20 ms timer
+    // records the longest gap between its ticks (a step on the page's thread took seconds).
+    browser.eval(
+        "window.gaps = { longest: 0, last: performance.now() };
+         window.gaps.timer = setInterval(() => { const t = performance.now(); gaps.longest = Math.max(gaps.longest, t - gaps.last); gaps.last = t; }, 20);
+         return null",
+    );
     let started = std::time::Instant::now();
     browser.click("button[name=generate]");
     browser.wait_for("return document.querySelectorAll('[data-test=result]').length == 1", Duration::from_secs(600));
     eprintln!("10-step 128×128 text-to-image (CFG) in the page: {:.1} s", started.elapsed().as_secs_f64());
+    let longest = browser.eval("clearInterval(gaps.timer); return gaps.longest").as_f64().unwrap();
+    eprintln!("longest pause of the page's thread while generating: {longest:.0} ms");
+    assert!(longest < 1000.0, "the page's thread was blocked for {longest:.0} ms while generating");
     let stats = browser.wait_for(IMAGE_STATS, Duration::from_secs(10));
     eprintln!("generated image [width, height, min, max]: {stats}");
     assert_eq!((stats[0].as_u64(), stats[1].as_u64()), (Some(128), Some(128)));
@@ -142,8 +160,25 @@ fn generate_then_paint_a_lesion_like_a_person() {
     browser.wait_for("return !!document.querySelector('[data-test=run-cancelled]')", Duration::from_secs(120));
     assert_eq!(browser.eval("return document.querySelectorAll('[data-test=result]').length"), 2);
 
+    // The pipeline worker dies in the middle of a run (as when the GPU is lost): the run fails
+    // saying so, the models load again into a new worker, and the next run works — no reload.
+    set_range(&browser, "steps", 50);
+    browser.click("button[name=generate]");
+    browser.wait_for("const e = document.querySelector('[data-test=run-progress]'); return e && e.innerText.includes('step 1 ')", Duration::from_secs(120));
+    browser.crash_worker("worker.js");
+    let failed = browser.wait_for("const e = document.querySelector('[data-test=run-error]'); return e && e.innerText", Duration::from_secs(60));
+    assert!(failed.as_str().unwrap().contains("GPU worker stopped"), "{failed}");
+    browser.wait_for("return document.querySelectorAll('[data-test=model-ready]').length == 2", Duration::from_secs(180));
+    set_range(&browser, "steps", 10);
+    browser.click("button[name=generate]");
+    browser.wait_for("return document.querySelectorAll('[data-test=result]').length == 3", Duration::from_secs(600));
+    let stats = browser.wait_for(IMAGE_STATS, Duration::from_secs(10));
+    assert!(stats[3].as_u64() > stats[2].as_u64(), "blank image after the restart: {stats}");
+
     let errors: Vec<_> = browser.log("browser").into_iter().filter(|e| e["level"] == "SEVERE").collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
-    let foreign: Vec<_> = browser.requested_urls().into_iter().filter(|u| !u.starts_with(&server.origin) && !u.starts_with("data:") && !u.starts_with("blob:")).collect();
-    assert!(foreign.is_empty(), "requests outside {}: {foreign:?}", server.origin);
+    // Every request, the pipeline worker's downloads included, went through the server.
+    let requests = server.requests.lock().unwrap().clone();
+    assert!(requests.iter().any(|t| t.ends_with("models/demo/model-00001.safetensors")), "the worker's downloads were not seen: {requests:?}");
+    assert_no_foreign_requests(&browser, &server);
 }

@@ -8,7 +8,7 @@ use crate::schedulers::{Scheduler, SchedulerKind};
 use crate::{Error, Result};
 
 /// Everything that determines an image.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GenerateParams {
     pub prompt: String,
     pub negative_prompt: String,

@@ -43,7 +43,7 @@ fn add_noise_vp(alphas_cumprod: &[f64], t: f64, original: Tensor<4>, noise: Tens
 }
 
 /// The schedulers we offer, by their CLI and UI names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum SchedulerKind {
     /// DPMSolverMultistepScheduler (dpmsolver++, order 2): MAM-E's default.
     #[default]

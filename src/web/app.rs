@@ -13,9 +13,12 @@ use super::gallery::{Gallery, GalleryItem};
 use super::gpu::{GpuNotice, GpuStatus, probe};
 use super::mask_panel::{InpaintRequest, MaskPanel, SourceImage};
 use super::model_panel::ModelPanel;
-use super::models::{self, DEFAULT_INPAINTING, DEFAULT_TEXT_TO_IMAGE, SlotStatus, now_ms};
+use super::engine;
+use super::models::{DEFAULT_INPAINTING, DEFAULT_TEXT_TO_IMAGE, SlotStatus};
+use super::protocol::Reply;
+use super::scope::now_ms;
 use super::prompt_panel::{GenerateRequest, PromptPanel};
-use super::run::{Job, run};
+use super::run::Job;
 use crate::imaging::RgbImage;
 use crate::package::ModelKind;
 use crate::pipeline::text_to_image::GenerateParams;
@@ -27,11 +30,6 @@ pub enum RunStatus {
     Running { label: String, done: usize, total: usize, started_ms: f64, now_ms: f64 },
     Cancelled,
     Failed(String),
-}
-
-thread_local! {
-    /// Set by Cancel, checked after every step.
-    static CANCEL: Rc<Cell<bool>> = Rc::new(Cell::new(false));
 }
 
 /// One queued image: what to run and how to label it.
@@ -62,7 +60,7 @@ fn RunView(status: RwSignal<RunStatus>, preview: RwSignal<Option<RgbImage>>) -> 
                 RunStatus::Running { label, done, total, started_ms, now_ms } => view! {
                     <progress max=total value=done></progress>
                     <span data-test="run-progress">{format!(" {label}: step {done} / {total} · {:.1} s", (now_ms - started_ms) / 1000.0)}</span>
-                    <button type="button" name="cancel" on:click=move |_| CANCEL.with(|c| c.set(true))>"Cancel"</button>
+                    <button type="button" name="cancel" on:click=move |_| engine::cancel()>"Cancel"</button>
                 }
                 .into_any(),
                 RunStatus::Cancelled => view! { <span class="muted" data-test="run-cancelled">"Cancelled."</span> }.into_any(),
@@ -96,36 +94,57 @@ pub fn App() -> impl IntoView {
         ModelKind::TextToImage => text_to_image,
         ModelKind::Inpainting => inpainting,
     };
-    // Loads a package into the slot of its kind (known once the manifest is read).
-    let load_now = move |url: String| async move {
-        let package = match models::open(&url).await {
-            Ok(package) => package,
-            Err(e) => {
-                let target = if url == inpainting_url.get_untracked() { inpainting } else { text_to_image };
-                target.set(SlotStatus::Failed(e.to_string()));
-                return;
-            }
+    // Loads a package, in the pipeline worker, into the slot of its kind. The kind is known once
+    // the worker has read the manifest; until then the slot whose URL it is shows the progress
+    // (the inpainting slot's, else the text-to-image slot), and gets back what it showed if the
+    // package turns out to be of the other kind.
+    let load = move |url: String| {
+        let guess = if url == inpainting_url.get_untracked() { ModelKind::Inpainting } else { ModelKind::TextToImage };
+        let kind = Rc::new(Cell::new(guess));
+        let previous = slot(guess).get_untracked();
+        let now = now_ms();
+        slot(guess).set(SlotStatus::Loading { url: url.clone(), done: 0, total: 0, started_ms: now, now_ms: now });
+        let loading = url.clone();
+        let target = {
+            let kind = kind.clone();
+            move || slot(kind.get())
         };
-        let kind = package.info.kind;
-        let target = slot(kind);
-        match kind {
-            ModelKind::TextToImage => text_to_image_url.set(url.clone()),
-            ModelKind::Inpainting => inpainting_url.set(url.clone()),
-        }
-        match models::load(package, move |s| target.set(s)).await {
-            Ok(info) => target.set(SlotStatus::Ready(info)),
-            Err(e) => target.set(SlotStatus::Failed(e.to_string())),
-        }
+        engine::load(&url, move |reply| match reply {
+            Reply::Opened { info } => {
+                if info.kind != guess {
+                    slot(guess).set(previous.clone());
+                    kind.set(info.kind);
+                }
+                match info.kind {
+                    ModelKind::TextToImage => text_to_image_url.set(info.url.clone()),
+                    ModelKind::Inpainting => inpainting_url.set(info.url.clone()),
+                }
+            }
+            Reply::Loading { done, total, started_ms, now_ms } => {
+                target().set(SlotStatus::Loading { url: loading.clone(), done, total, started_ms, now_ms })
+            }
+            Reply::Loaded { info } => target().set(SlotStatus::Ready(info)),
+            Reply::Failed { reason } => target().set(SlotStatus::Failed(reason)),
+            _ => {}
+        });
     };
-    let load = move |url: String| spawn_local(load_now(url));
     spawn_local(async move {
-        let navigator = web_sys::window().map(|w| w.navigator().into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
-        let found = probe(&navigator).await;
+        let found = probe(&super::scope::navigator()).await;
         let ready = matches!(found, GpuStatus::Ready(_));
         gpu.set(found);
         if ready {
-            load_now(DEFAULT_TEXT_TO_IMAGE.to_string()).await;
-            load_now(DEFAULT_INPAINTING.to_string()).await;
+            load(DEFAULT_TEXT_TO_IMAGE.to_string());
+            load(DEFAULT_INPAINTING.to_string());
+        }
+    });
+    // A worker that died (GPU lost, out of memory) took its models with it: load them again
+    // into a new one (from Cache Storage, so without downloading).
+    engine::on_restart(move |reason| {
+        web_sys::console::warn_1(&format!("mam-e: {reason}").into());
+        for (status, url) in [(text_to_image, text_to_image_url), (inpainting, inpainting_url)] {
+            if matches!(status.get_untracked(), SlotStatus::Ready(_) | SlotStatus::Loading { .. }) {
+                load(url.get_untracked());
+            }
         }
     });
 
@@ -138,11 +157,10 @@ pub fn App() -> impl IntoView {
 
     // Runs tasks one after another; each result goes to the gallery.
     let start = move |tasks: Vec<Task>| {
-        CANCEL.with(|c| c.set(false));
         spawn_local(async move {
             let total = tasks.len();
             for (n, task) in tasks.into_iter().enumerate() {
-                let (Some(sd), SlotStatus::Ready(info)) = (models::model(task.kind), slot(task.kind).get_untracked()) else {
+                let SlotStatus::Ready(info) = slot(task.kind).get_untracked() else {
                     status.set(RunStatus::Failed(format!("no {} package is loaded", task.kind)));
                     return;
                 };
@@ -157,12 +175,12 @@ pub fn App() -> impl IntoView {
                     Some((image, mask)) => Job::Inpaint { image: image.clone(), mask: mask.clone() },
                     None => Job::TextToImage,
                 };
-                let cancel = CANCEL.with(Rc::clone);
-                let on_step = |done, total, image| {
-                    status.set(RunStatus::Running { label: label.clone(), done, total, started_ms, now_ms: now_ms() });
+                let running = label.clone();
+                let on_step = move |done, total, image| {
+                    status.set(RunStatus::Running { label: running.clone(), done, total, started_ms, now_ms: now_ms() });
                     preview.set(Some(image));
                 };
-                let image = match run(&sd, &job, &task.params, cancel, on_step).await {
+                let image = match engine::run(task.kind, &task.params, job, on_step).await {
                     Ok(Some(image)) => image,
                     Ok(None) => return status.set(RunStatus::Cancelled),
                     Err(e) => return status.set(RunStatus::Failed(e.to_string())),

@@ -21,7 +21,7 @@ fn js_error(url: &str, what: &str, e: JsValue) -> Error {
 }
 
 async fn open_cache() -> Option<Cache> {
-    let caches = web_sys::window()?.caches().ok()?;
+    let caches = super::scope::caches()?;
     JsFuture::from(caches.open(CACHE_NAME)).await.ok()?.dyn_into().ok()
 }
 
@@ -49,8 +49,8 @@ async fn read_body(url: &str, response: Response, on_bytes: &mut dyn FnMut(u64))
 }
 
 async fn fetch(url: &str) -> Result<Response> {
-    let window = web_sys::window().ok_or_else(|| Error::Io { path: url.into(), reason: "no window".into() })?;
-    let response: Response = JsFuture::from(window.fetch_with_str(url))
+    let request = super::scope::fetch(url).map_err(|e| js_error(url, "fetch", e))?;
+    let response: Response = JsFuture::from(request)
         .await
         .map_err(|e| js_error(url, "network failure (offline, or the server refused the request)", e))?
         .unchecked_into();
@@ -146,7 +146,7 @@ pub async fn stored_bytes() -> (u64, Option<(f64, f64)>) {
 
 /// Deletes every stored package file.
 pub async fn delete_stored() -> Result<()> {
-    let caches = web_sys::window().and_then(|w| w.caches().ok()).ok_or_else(|| Error::Io { path: CACHE_NAME.into(), reason: "Cache Storage is not available".into() })?;
+    let caches = super::scope::caches().ok_or_else(|| Error::Io { path: CACHE_NAME.into(), reason: "Cache Storage is not available".into() })?;
     JsFuture::from(caches.delete(CACHE_NAME)).await.map_err(|e| js_error(CACHE_NAME, "delete", e))?;
     Ok(())
 }

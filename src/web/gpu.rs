@@ -49,7 +49,7 @@ pub async fn probe(navigator: &JsValue) -> GpuStatus {
 /// The adapter's `maxStorageBufferBindingSize` (the largest tensor a kernel can read; burn-wgpu
 /// asks for the adapter's limits), or `None` without an adapter.
 pub async fn storage_binding_limit() -> Option<u64> {
-    let adapter = request_adapter(&web_sys::window()?.navigator().into()).await.ok()?;
+    let adapter = request_adapter(&super::scope::navigator()).await.ok()?;
     let limits = Reflect::get(&adapter, &"limits".into()).ok()?;
     Reflect::get(&limits, &"maxStorageBufferBindingSize".into()).ok()?.as_f64().map(|v| v as u64)
 }

@@ -9,6 +9,7 @@ use burn::tensor::Device;
 use futures::StreamExt;
 
 use super::download::{fetch_text, fetch_verified};
+use super::scope::now_ms;
 use crate::device::webgpu_device;
 use crate::package::{Defaults, MANIFEST, Manifest, ModelKind, PackageLoader, StorageDtype};
 use crate::pipeline::StableDiffusion;
@@ -22,7 +23,7 @@ pub const DEFAULT_TEXT_TO_IMAGE: &str = "models/demo/manifest.json";
 pub const DEFAULT_INPAINTING: &str = "models/demo-inpaint/manifest.json";
 
 /// A loaded package, as the UI shows it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelInfo {
     pub url: String,
     pub name: String,
@@ -116,10 +117,6 @@ pub async fn open(url: &str) -> Result<Opened> {
     let (manifest_url, base) = manifest_url(url);
     let manifest = Manifest::parse(&fetch_text(&manifest_url).await?)?;
     Ok(Opened { info: ModelInfo::of(url, &manifest), manifest, base })
-}
-
-pub fn now_ms() -> f64 {
-    web_sys::window().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or(0.0)
 }
 
 /// Downloads (or takes from the cache) and loads an opened package into the slot of its kind;

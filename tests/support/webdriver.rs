@@ -16,8 +16,9 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts headless Chromium, with WebGPU (SwiftShader) when `webgpu` is true.
-    pub fn start(webgpu: bool) -> Browser {
+    /// Starts headless Chromium, with WebGPU (SwiftShader) when `webgpu` is true, sending every
+    /// request (loopback ones too) through the HTTP proxy at `proxy` (`http://127.0.0.1:port`).
+    pub fn start(webgpu: bool, proxy: &str) -> Browser {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let chromedriver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
         let driver = Command::new(&chromedriver)
@@ -31,6 +32,8 @@ impl Browser {
             "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1280,900",
         ];
+        let proxy = format!("--proxy-server={proxy}");
+        args.extend([proxy.as_str(), "--proxy-bypass-list=<-loopback>"]);
         if webgpu {
             args.push("--enable-unsafe-webgpu");
         }
@@ -114,6 +117,25 @@ impl Browser {
         let png = base64::engine::general_purpose::STANDARD.decode(b64.as_str().unwrap()).unwrap();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, png).unwrap();
+    }
+
+    /// Runs the DevTools protocol command `method` in the page's session.
+    pub fn cdp(&self, method: &str, params: Value) -> Value {
+        self.command("POST", "goog/cdp/execute", json!({ "cmd": method, "params": params }))
+    }
+
+    /// Throws an uncaught exception in the page's dedicated worker whose script URL contains
+    /// `script`, through the DevTools protocol: the same "error" event the page gets when the
+    /// wasm in the worker traps (a lost GPU device, an out-of-memory panic).
+    pub fn crash_worker(&self, script: &str) {
+        let targets = self.cdp("Target.getTargets", json!({}));
+        let worker = targets["targetInfos"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["type"] == "worker" && t["url"].as_str().is_some_and(|u| u.contains(script))))
+            .unwrap_or_else(|| panic!("no worker {script} among {targets}"));
+        let attached = self.cdp("Target.attachToTarget", json!({ "targetId": worker["targetId"], "flatten": false }));
+        let throw = json!({ "id": 1, "method": "Runtime.evaluate", "params": { "expression": "setTimeout(() => { throw new Error('simulated GPU loss') }); 0" } });
+        self.cdp("Target.sendMessageToTarget", json!({ "sessionId": attached["sessionId"], "message": throw.to_string() }));
     }
 
     /// Chromium's log of one type ("browser" for the console, "performance" for DevTools events).
