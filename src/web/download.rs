@@ -16,8 +16,7 @@ pub const CACHE_NAME: &str = "mam-e-packages";
 const SIZE_HEADER: &str = "x-mam-e-bytes";
 
 fn js_error(url: &str, what: &str, e: JsValue) -> Error {
-    let text = e.as_string().or_else(|| Reflect::get(&e, &"message".into()).ok().and_then(|m| m.as_string())).unwrap_or_else(|| format!("{e:?}"));
-    Error::Io { path: url.to_string(), reason: format!("{what}: {text}") }
+    Error::Io { path: url.to_string(), reason: format!("{what}: {}", super::scope::js_text(&e)) }
 }
 
 async fn open_cache() -> Option<Cache> {

@@ -15,6 +15,7 @@ use web_sys::{ErrorEvent, MessageEvent, Worker, WorkerOptions, WorkerType};
 
 use super::protocol::{Message, Reply, Request};
 use super::run::Job;
+use super::scope::js_text;
 use crate::imaging::RgbImage;
 use crate::package::ModelKind;
 use crate::pipeline::text_to_image::GenerateParams;
@@ -56,10 +57,6 @@ thread_local! {
 /// `f(reason)` runs after the worker died and was dropped (the next request starts a new one).
 pub fn on_restart(f: impl Fn(String) + 'static) {
     ON_RESTART.with(|r| *r.borrow_mut() = Some(Rc::new(f)));
-}
-
-fn js_text(e: &JsValue) -> String {
-    e.as_string().unwrap_or_else(|| format!("{e:?}"))
 }
 
 fn spawn() -> Result<Engine> {

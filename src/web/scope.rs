@@ -6,6 +6,11 @@ use js_sys::Reflect;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{CacheStorage, DedicatedWorkerGlobalScope};
 
+/// A thrown JS value as text: a string itself, an `Error`'s message, else its debug form.
+pub fn js_text(e: &JsValue) -> String {
+    e.as_string().or_else(|| Reflect::get(e, &"message".into()).ok().and_then(|m| m.as_string())).unwrap_or_else(|| format!("{e:?}"))
+}
+
 /// Whether this is the pipeline worker rather than the page.
 pub fn is_worker() -> bool {
     js_sys::global().dyn_into::<DedicatedWorkerGlobalScope>().is_ok()
