@@ -73,6 +73,11 @@ fn set_range(browser: &Browser, name: &str, value: u32) {
     browser.eval(&format!("const s = document.querySelector('input[name={name}]'); s.value = '{value}'; s.dispatchEvent(new Event('input')); return null"));
 }
 
+/// Waits until the current run has finished its first step.
+fn wait_for_step_1(browser: &Browser) {
+    browser.wait_for("const e = document.querySelector('[data-test=run-progress]'); return e && e.innerText.includes('step 1 ')", Duration::from_secs(120));
+}
+
 /// Statistics of the newest gallery image (`figure:last-child img` of the first result):
 /// `[width, height, min, max]` of its pixel values.
 const IMAGE_STATS: &str = "
@@ -160,20 +165,37 @@ fn generate_then_paint_a_lesion_like_a_person() {
     browser.wait_for("return !!document.querySelector('[data-test=run-cancelled]')", Duration::from_secs(120));
     assert_eq!(browser.eval("return document.querySelectorAll('[data-test=result]').length"), 2);
 
-    // The pipeline worker dies in the middle of a run (as when the GPU is lost): the run fails
-    // saying so, the models load again into a new worker, and the next run works — no reload.
+    // The pipeline worker dies in the middle of a run (its wasm traps: an out-of-memory panic,
+    // or a device loss that wgpu turns into a panic), here by an uncaught exception in it, the
+    // same "error" event: the run fails saying so, the models load again into a new worker, and
+    // a run starts there — no reload.
     set_range(&browser, "steps", 50);
     browser.click("button[name=generate]");
-    browser.wait_for("const e = document.querySelector('[data-test=run-progress]'); return e && e.innerText.includes('step 1 ')", Duration::from_secs(120));
-    browser.crash_worker("worker.js");
+    wait_for_step_1(&browser);
+    browser.eval_in_worker("worker.js", "setTimeout(() => { throw new Error('simulated crash') }); 0");
     let failed = browser.wait_for("const e = document.querySelector('[data-test=run-error]'); return e && e.innerText", Duration::from_secs(60));
     assert!(failed.as_str().unwrap().contains("GPU worker stopped"), "{failed}");
+    browser.wait_for("return document.querySelectorAll('[data-test=model-ready]').length == 2", Duration::from_secs(180));
+    browser.click("button[name=generate]");
+    wait_for_step_1(&browser);
+
+    // The GPU device is lost in the middle of that run, for real: the new worker's WebGPU device
+    // is destroyed (`GPUDevice.destroy()`, caught at its next buffer allocation), which burn
+    // reports as a failed read rather than a trap. The run fails naming the device, the worker
+    // closes, the models load again on a new device, and the next run finishes — no reload.
+    browser.eval_in_worker(
+        "worker.js",
+        "const p = GPUDevice.prototype, create = p.createBuffer;
+         p.createBuffer = function (d) { p.createBuffer = create; setTimeout(() => this.destroy()); return create.call(this, d); }; 0",
+    );
+    let failed = browser.wait_for("const e = document.querySelector('[data-test=run-error]'); return e && e.innerText", Duration::from_secs(120));
+    assert!(failed.as_str().unwrap().contains("GPU device failed"), "{failed}");
     browser.wait_for("return document.querySelectorAll('[data-test=model-ready]').length == 2", Duration::from_secs(180));
     set_range(&browser, "steps", 10);
     browser.click("button[name=generate]");
     browser.wait_for("return document.querySelectorAll('[data-test=result]').length == 3", Duration::from_secs(600));
     let stats = browser.wait_for(IMAGE_STATS, Duration::from_secs(10));
-    assert!(stats[3].as_u64() > stats[2].as_u64(), "blank image after the restart: {stats}");
+    assert!(stats[3].as_u64() > stats[2].as_u64(), "blank image after the device was lost: {stats}");
 
     let errors: Vec<_> = browser.log("browser").into_iter().filter(|e| e["level"] == "SEVERE").collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");

@@ -1,7 +1,8 @@
 //! The page's side of the pipeline worker ([`super::worker`]): starts it on first use, sends it
 //! [`Request`]s and routes each [`Reply`] to whoever asked. If the worker dies (a GPU lost or
-//! out of memory takes the wasm in it down with a trap), every pending request fails with a
-//! message saying so, a fresh worker starts with the next request, and the page is told
+//! out of memory takes the wasm in it down with a trap) or closes itself because its device
+//! failed ([`Reply::DeviceLost`]), every pending request fails with a message saying so, a
+//! fresh worker starts with the next request, and the page is told
 //! ([`on_restart`]) so it can load its models again: no page reload needed.
 
 use std::cell::RefCell;
@@ -75,6 +76,9 @@ fn spawn() -> Result<Engine> {
             Ok(message) => message,
             Err(reason) => return web_sys::console::error_1(&format!("mam-e: {reason}").into()),
         };
+        if let (0, Reply::DeviceLost { reason }) = (message.id, &message.body) {
+            return died(reason.clone());
+        }
         if let (0, Reply::Ready) = (message.id, &message.body) {
             return ENGINE.with(|e| {
                 if let Some(engine) = e.borrow_mut().as_mut() {
@@ -112,7 +116,8 @@ fn died(reason: String) {
     engine.worker.terminate();
     let reason = format!("the GPU worker stopped ({reason}); a new one starts with the next request");
     let Engine { handlers, _on_message, _on_error, .. } = engine;
-    // This runs inside `_on_error`: dropping it here would free the closure while it runs.
+    // This runs inside `_on_error` or `_on_message`: dropping them here would free the closure
+    // while it runs.
     std::mem::forget((_on_message, _on_error));
     for (id, handler) in handlers {
         handler(Message::new(id, Reply::Failed { reason: reason.clone() }));

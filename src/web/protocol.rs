@@ -38,6 +38,9 @@ pub enum Reply {
     Finished { width: usize, height: usize },
     Cancelled,
     Failed { reason: String },
+    /// The GPU device failed under the worker (lost, reset, out of memory) and the worker is
+    /// closing itself: the page starts a new one and loads its models again.
+    DeviceLost { reason: String },
 }
 
 /// A request or reply with its id and byte parts.

@@ -13,6 +13,7 @@ use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 use super::models::{self, SlotStatus};
 use super::protocol::{Message, Reply, Request};
 use super::run::{Job, run};
+use crate::Error;
 use crate::imaging::RgbImage;
 
 /// Download progress is posted at most this often (a fetch reports every network chunk).
@@ -72,7 +73,7 @@ fn handle(message: Message<Request>) {
                 match run(&sd, &job, &params, CANCEL.with(Rc::clone), on_step).await {
                     Ok(Some(image)) => post(Message::with_parts(id, Reply::Finished { width: image.width, height: image.height }, vec![image.pixels])),
                     Ok(None) => reply(id, Reply::Cancelled),
-                    Err(e) => reply(id, Reply::Failed { reason: e.to_string() }),
+                    Err(e) => fail(id, e),
                 }
             });
         }
@@ -82,7 +83,7 @@ fn handle(message: Message<Request>) {
 async fn load(id: u32, url: String) {
     let package = match models::open(&url).await {
         Ok(package) => package,
-        Err(e) => return reply(id, Reply::Failed { reason: e.to_string() }),
+        Err(e) => return fail(id, e),
     };
     reply(id, Reply::Opened { info: package.info.clone() });
     let last = Cell::new(f64::NEG_INFINITY);
@@ -96,6 +97,19 @@ async fn load(id: u32, url: String) {
     };
     match models::load(package, progress).await {
         Ok(info) => reply(id, Reply::Loaded { info }),
-        Err(e) => reply(id, Reply::Failed { reason: e.to_string() }),
+        Err(e) => fail(id, e),
+    }
+}
+
+/// Answers request `id` with `error`. A failed read from the device means the device itself
+/// failed (WebGPU reports a lost device this way, not by trapping): every later request would
+/// fail too, so the worker says so and closes, and the page starts a new worker on a new device.
+fn fail(id: u32, error: Error) {
+    let device_failed = matches!(error, Error::TensorRead(_));
+    let reason = if device_failed { format!("the GPU device failed: {error}; the models are being loaded again on a new device") } else { error.to_string() };
+    reply(id, Reply::Failed { reason: reason.clone() });
+    if device_failed {
+        reply(0, Reply::DeviceLost { reason });
+        scope().close();
     }
 }

@@ -124,18 +124,17 @@ impl Browser {
         self.command("POST", "goog/cdp/execute", json!({ "cmd": method, "params": params }))
     }
 
-    /// Throws an uncaught exception in the page's dedicated worker whose script URL contains
-    /// `script`, through the DevTools protocol: the same "error" event the page gets when the
-    /// wasm in the worker traps (a lost GPU device, an out-of-memory panic).
-    pub fn crash_worker(&self, script: &str) {
+    /// Evaluates `expression` in the page's dedicated worker whose script URL contains `script`,
+    /// through the DevTools protocol (WebDriver cannot reach into workers).
+    pub fn eval_in_worker(&self, script: &str, expression: &str) {
         let targets = self.cdp("Target.getTargets", json!({}));
         let worker = targets["targetInfos"]
             .as_array()
             .and_then(|t| t.iter().find(|t| t["type"] == "worker" && t["url"].as_str().is_some_and(|u| u.contains(script))))
             .unwrap_or_else(|| panic!("no worker {script} among {targets}"));
         let attached = self.cdp("Target.attachToTarget", json!({ "targetId": worker["targetId"], "flatten": false }));
-        let throw = json!({ "id": 1, "method": "Runtime.evaluate", "params": { "expression": "setTimeout(() => { throw new Error('simulated GPU loss') }); 0" } });
-        self.cdp("Target.sendMessageToTarget", json!({ "sessionId": attached["sessionId"], "message": throw.to_string() }));
+        let evaluate = json!({ "id": 1, "method": "Runtime.evaluate", "params": { "expression": expression } });
+        self.cdp("Target.sendMessageToTarget", json!({ "sessionId": attached["sessionId"], "message": evaluate.to_string() }));
     }
 
     /// Chromium's log of one type ("browser" for the console, "performance" for DevTools events).
