@@ -100,6 +100,9 @@ fn generate_then_paint_a_lesion_like_a_person() {
     // Both embedded packages load (fetched, SHA-256 checked, applied on the GPU).
     browser.wait_for("return document.querySelectorAll('[data-test=model-ready]').length == 2", Duration::from_secs(180));
     eprintln!("page open to both packages loaded: {:.1} s", started.elapsed().as_secs_f64());
+    // SwiftShader has no f16 shaders: the models compute in f32, and the panel says so.
+    let models = browser.eval("return [...document.querySelectorAll('[data-test=model-ready]')].map(e => e.innerText).join(' | ')");
+    assert_eq!(models.as_str().unwrap().matches("computes in f32").count(), 2, "{models}");
 
     // A healthy image from the embedded demo model with the default settings but 10 steps, the
     // slider's minimum (SwiftShader, a CPU WebGPU, is slow).

@@ -11,6 +11,7 @@ use crate::device::{Backend, read_f32};
 use crate::model::clip::ClipTextConfig;
 use crate::model::unet::UNet2DConditionConfig;
 use crate::model::vae::AutoencoderKlConfig;
+use crate::model::precision::Precision;
 use crate::package::load_model;
 use crate::pipeline::StableDiffusion;
 
@@ -84,7 +85,7 @@ fn sync<const D: usize>(t: Tensor<D>) -> anyhow::Result<()> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device: Device = Backend::from(args.backend).device()?;
     let components = if args.component.is_empty() { vec![Component::Unet, Component::TextEncoder, Component::Vae] } else { args.component.clone() };
-    let loaded: Option<StableDiffusion> = args.model.as_ref().map(|dir| load_model(dir, &device)).transpose()?;
+    let loaded: Option<StableDiffusion> = args.model.as_ref().map(|dir| load_model(dir, &device, Precision::F32)).transpose()?;
     let size_name = match (&args.model, args.size) {
         (Some(dir), _) => dir.display().to_string(),
         (None, Size::Tiny) => "tiny".into(),

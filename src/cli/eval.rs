@@ -14,6 +14,7 @@ use crate::cli::BackendArg;
 use crate::data::measure::{Measured, measure};
 use crate::device::Backend;
 use crate::imaging::RgbImage;
+use crate::model::precision::Precision;
 use crate::package::load_model;
 use crate::pipeline::text_to_image::GenerateParams;
 use crate::pipeline::to_rgb8;
@@ -209,7 +210,7 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
     } else {
         let model = args.model.as_ref().expect("required unless --phantoms");
         let device = Backend::from(args.backend).device()?;
-        let sd = load_model(model, &device).with_context(|| format!("loading {}", model.display()))?;
+        let sd = load_model(model, &device, Precision::F32).with_context(|| format!("loading {}", model.display()))?;
         let size = match args.size {
             Some(size) => size,
             None => default_size(model)?,
@@ -272,7 +273,7 @@ fn inpainting(args: InpaintingArgs) -> anyhow::Result<()> {
         bail!("no lesion images in {}", lesions.display());
     }
     let device = Backend::from(args.backend).device()?;
-    let sd = load_model(&args.model, &device)?;
+    let sd = load_model(&args.model, &device, Precision::F32)?;
     let (mut outside, mut inside, mut vae_outside) = (Vec::new(), Vec::new(), Vec::new());
     for (i, line) in lines.iter().enumerate() {
         let read = |key: &str| -> anyhow::Result<RgbImage> {

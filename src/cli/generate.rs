@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use burn::tensor::{Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{BackendArg, SchedulerArg};
+use super::{BackendArg, PrecisionArg, SchedulerArg};
 use crate::device::{Backend, GpuMemory, read_f32};
 use crate::imaging::RgbImage;
 use crate::pipeline::text_to_image::{Denoising, GenerateParams};
@@ -57,6 +57,9 @@ pub struct SamplingArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
     backend: BackendArg,
+    /// Compute precision of the UNet and text encoder (f16 needs `--backend wgpu` on a GPU with f16 shaders).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    precision: PrecisionArg,
     /// Where to write the PNG (the parameters are embedded in it as text).
     #[arg(long)]
     output: PathBuf,
@@ -112,7 +115,7 @@ impl SamplingArgs {
         let device = Backend::from(self.backend).device()?;
         let spinner = ProgressBar::new_spinner().with_message(format!("loading {}", self.model.display()));
         spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-        let sd = load_model(&self.model, &device)?;
+        let sd = load_model(&self.model, &device, self.precision.into())?;
         spinner.finish_and_clear();
         Ok(sd)
     }

@@ -62,6 +62,24 @@ impl From<BackendArg> for Backend {
     }
 }
 
+/// `--precision` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    /// f32 everywhere (diffusers' default, the CPU's only choice).
+    F32,
+    /// UNet and text encoder in f16 (GPUs with f16 shaders; norms, attention and the VAE stay f32).
+    F16,
+}
+
+impl From<PrecisionArg> for crate::model::precision::Precision {
+    fn from(arg: PrecisionArg) -> Self {
+        match arg {
+            PrecisionArg::F32 => Self::F32,
+            PrecisionArg::F16 => Self::F16,
+        }
+    }
+}
+
 /// `--scheduler` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SchedulerArg {

@@ -6,7 +6,7 @@
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, sigmoid};
-use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, FloatDType, Int, Tensor, TensorData};
 use serde::Deserialize;
 
 use super::ops::scaled_dot_product_attention;
@@ -230,7 +230,8 @@ impl ClipTextModel {
         for layer in &t.encoder.layers {
             x = layer.forward(x);
         }
-        t.final_layer_norm.forward(x)
+        // f16 weights compute in f16 (see `precision`); the embeddings leave in f32.
+        t.final_layer_norm.forward(x).cast(FloatDType::F32)
     }
 }
 

@@ -4,6 +4,7 @@ pub mod attention;
 pub mod clip;
 pub mod embeddings;
 pub mod ops;
+pub mod precision;
 pub mod resnet;
 pub mod unet;
 pub mod vae;

@@ -6,7 +6,7 @@
 use burn::nn::GroupNorm;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::Tensor;
+use burn::tensor::{FloatDType, Tensor};
 
 /// The longest run of values one burn-wgpu 0.22 `mean_dim`/`sum_dim` is trusted to reduce.
 /// Measured on Mesa lavapipe: rows of 2^19 values come back as the sum of their first 2^18 only
@@ -33,22 +33,26 @@ pub fn mean_all<const D: usize>(x: Tensor<D>) -> Tensor<1> {
 }
 
 /// `torch.nn.GroupNorm` with `norm`'s groups, ε and affine parameters on `[b, c, h, w]`: burn's
-/// own when a group has at most [`MAX_REDUCED_RUN`] values, else the same two-pass statistics
-/// (biased variance) reduced in chunks.
+/// own when a group has at most [`MAX_REDUCED_RUN`] values (it takes f16 input's statistics in
+/// f32 itself), else the same two-pass statistics (biased variance) reduced in chunks, in f32
+/// whatever the input's precision and returned in it.
 pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
     let groups = norm.num_groups;
     if c / groups * h * w <= MAX_REDUCED_RUN {
         return norm.forward(x);
     }
-    let flat = x.reshape([b, groups, c / groups * h * w]);
+    let dtype = FloatDType::from(x.dtype());
+    let flat = x.cast(FloatDType::F32).reshape([b, groups, c / groups * h * w]);
     let centered = flat.clone() - mean_last(flat);
     let variance = mean_last(centered.clone().powi_scalar(2));
     let normalized = (centered / (variance + norm.epsilon).sqrt()).reshape([b, c, h, w]);
-    match (&norm.gamma, &norm.beta) {
-        (Some(gamma), Some(beta)) => normalized * gamma.val().reshape([1, c, 1, 1]) + beta.val().reshape([1, c, 1, 1]),
+    let param = |p: &burn::module::Param<Tensor<1>>| p.val().cast(FloatDType::F32).reshape([1, c, 1, 1]);
+    let out = match (&norm.gamma, &norm.beta) {
+        (Some(gamma), Some(beta)) => normalized * param(gamma) + param(beta),
         _ => normalized,
-    }
+    };
+    out.cast(dtype)
 }
 
 /// Most bytes the score matrix (`batch·heads·seq_q·seq_k` f32) of one attention call may take;
@@ -70,6 +74,9 @@ pub fn scaled_dot_product_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, ca
 }
 
 fn sliced_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool, max_score_bytes: usize) -> Tensor<4> {
+    // Scores and softmax in f32 whatever the inputs' precision (f16 scores overflow).
+    let dtype = FloatDType::from(q.dtype());
+    let (q, k, v) = (q.cast(FloatDType::F32), k.cast(FloatDType::F32), v.cast(FloatDType::F32));
     let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: causal };
     let [b, h, seq_q, d] = q.dims();
     let seq_k = k.dims()[2];
@@ -77,13 +84,13 @@ fn sliced_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool, max_
     // A causal mask is aligned to the query positions, so causal attention (CLIP's 77 tokens)
     // is never sliced.
     if causal || seq_q <= slice {
-        return attention(q, k, v, None, None, options);
+        return attention(q, k, v, None, None, options).cast(dtype);
     }
     let slices = (0..seq_q)
         .step_by(slice)
         .map(|start| attention(q.clone().slice([0..b, 0..h, start..(start + slice).min(seq_q), 0..d]), k.clone(), v.clone(), None, None, options))
         .collect();
-    Tensor::cat(slices, 2)
+    Tensor::cat(slices, 2).cast(dtype)
 }
 
 #[cfg(test)]

@@ -8,11 +8,12 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
 use burn::tensor::activation::silu;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
 use serde::Deserialize;
 
 use super::attention::Transformer2DModel;
 use super::embeddings::{timestep_embedding, TimestepEmbedding};
+use super::precision::compute_dtype;
 use super::resnet::{conv, group_norm, Downsample2D, ResnetBlock2D, Upsample2D};
 use crate::{Error, Result};
 
@@ -303,8 +304,11 @@ impl UNet2DConditionModel {
     /// - output: `[batch, out_channels, h, w]`
     pub fn forward(&self, sample: Tensor<4>, timesteps: &[f64], context: Tensor<3>) -> Tensor<4> {
         let device = sample.device();
+        // In the weights' precision inside (see `precision`), f32 outside.
+        let dtype = compute_dtype(&self.conv_in.weight.val());
+        let (sample, context) = (sample.cast(dtype), context.cast(dtype));
         let channels = self.time_embedding.linear_1.weight.dims()[0];
-        let temb = self.time_embedding.forward(timestep_embedding(timesteps, channels, self.flip_sin_to_cos, self.freq_shift, &device));
+        let temb = self.time_embedding.forward(timestep_embedding(timesteps, channels, self.flip_sin_to_cos, self.freq_shift, &device).cast(dtype));
 
         let mut x = self.conv_in.forward(sample);
         let mut skips = vec![x.clone()];
@@ -344,6 +348,6 @@ impl UNet2DConditionModel {
                 x = up.forward(x, size);
             }
         }
-        self.conv_out.forward(silu(ops::group_norm(&self.conv_norm_out, x)))
+        self.conv_out.forward(silu(ops::group_norm(&self.conv_norm_out, x))).cast(FloatDType::F32)
     }
 }

@@ -15,7 +15,8 @@ use crate::pipeline::StableDiffusion;
 use crate::schedulers::SchedulerConfig;
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::on_device::{PACK_ABOVE_F32_BYTES, Placement, QuantizedWeight};
-use crate::weights::{ComponentLoad, PackTensor, pack_tensor, safetensors};
+use crate::model::precision::Precision;
+use crate::weights::{ComponentLoad, PlainWeight, safetensors};
 use crate::{Error, Result};
 
 /// A package being loaded: modules with their architecture, filled in as shards arrive.
@@ -24,6 +25,8 @@ pub struct PackageLoader {
     text_encoder: ComponentLoad<ClipTextModel>,
     unet: ComponentLoad<UNet2DConditionModel>,
     vae: ComponentLoad<AutoencoderKl>,
+    placement: Placement,
+    precision: Precision,
     scheduler_config: SchedulerConfig,
     vae_scaling_factor: f64,
     vae_scale_factor: usize,
@@ -71,6 +74,8 @@ impl PackageLoader {
             text_encoder: ComponentLoad::new(text_config.init(device)?, "text_encoder").with_placement(placement),
             unet: ComponentLoad::new(unet_config.init(device), "unet").with_placement(placement),
             vae: ComponentLoad::new(vae, "vae").with_placement(placement),
+            placement,
+            precision: Precision::F32,
             scheduler_config,
             vae_scaling_factor: vae_config.scaling_factor,
             vae_scale_factor: 1 << (vae_config.block_out_channels.len() - 1),
@@ -80,6 +85,23 @@ impl PackageLoader {
             manifest,
             device: device.clone(),
         })
+    }
+
+    /// Computes the UNet and text encoder in `precision` (see `model::precision`); call before
+    /// adding shards. f16 needs a GPU with f16 shaders. A package kept 8-bit on the GPU stays
+    /// f32 compute whatever is asked (burn's quantized kernels dequantize to f32):
+    /// [`Self::precision`] says what was chosen.
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        precision.check(&self.device)?;
+        self.precision = if self.placement == Placement::Packed { Precision::F32 } else { precision };
+        self.text_encoder.set_dtype(self.precision.dtype());
+        self.unet.set_dtype(self.precision.dtype());
+        Ok(self)
+    }
+
+    /// What the UNet and text encoder will compute in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -92,7 +114,7 @@ impl PackageLoader {
         entry.verify(bytes)?;
         let bad = |reason: String| Error::Package(format!("{}: {reason}", entry.file));
         let file = safetensors::parse(bytes).map_err(bad)?;
-        let mut batches: BTreeMap<String, (Vec<PackTensor>, BTreeMap<String, QuantizedWeight>)> = BTreeMap::new();
+        let mut batches: BTreeMap<String, (Vec<PlainWeight>, BTreeMap<String, QuantizedWeight>)> = BTreeMap::new();
         for decoded in quant::decode(&file).map_err(bad)? {
             let (key, shape, values, quantized) = match decoded {
                 Decoded::Whole { key, shape, values, quantized } => (key, shape, values, quantized),
@@ -106,7 +128,7 @@ impl PackageLoader {
             if quantized {
                 quantized_weights.insert(name.to_string(), (shape, values));
             } else {
-                plain.push(pack_tensor(name.to_string(), shape, values));
+                plain.push((name.to_string(), shape, values));
             }
         }
         for (component, (tensors, quantized)) in batches {
@@ -183,14 +205,21 @@ impl PackageLoader {
     }
 }
 
-/// Loads the package in folder `dir` (native), one shard in memory at a time.
+/// Loads the package in folder `dir` (native), one shard in memory at a time, computing in f32.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn load_package(dir: &std::path::Path, device: &Device) -> Result<StableDiffusion> {
+    load_package_as(dir, device, Precision::F32)
+}
+
+/// [`load_package`], computing the UNet and text encoder in `precision` (see
+/// [`PackageLoader::with_precision`]).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_package_as(dir: &std::path::Path, device: &Device, precision: Precision) -> Result<StableDiffusion> {
     let read = |file: &str| crate::weights::diffusers::read(&dir.join(file));
     let manifest = Manifest::parse(&String::from_utf8_lossy(&read(super::MANIFEST)?))?;
     let files = manifest.tokenizer.clone();
     let shards = manifest.shards.clone();
-    let mut loader = PackageLoader::new(manifest, device)?;
+    let mut loader = PackageLoader::new(manifest, device)?.with_precision(precision)?;
     for (i, file) in files.iter().enumerate() {
         loader.add_tokenizer_file(i, read(&file.file)?)?;
     }
@@ -200,9 +229,13 @@ pub fn load_package(dir: &std::path::Path, device: &Device) -> Result<StableDiff
     loader.finish()
 }
 
-/// Loads `dir`, a package (it has `manifest.json`) or a diffusers folder: what every CLI
-/// `--model` flag takes.
+/// Loads `dir`, a package (it has `manifest.json`) or a diffusers folder, computing in
+/// `precision`: what every CLI `--model` flag takes.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn load_model(dir: &std::path::Path, device: &Device) -> Result<StableDiffusion> {
-    if dir.join(super::MANIFEST).exists() { load_package(dir, device) } else { crate::weights::load_diffusers(dir, device) }
+pub fn load_model(dir: &std::path::Path, device: &Device, precision: Precision) -> Result<StableDiffusion> {
+    if dir.join(super::MANIFEST).exists() {
+        load_package_as(dir, device, precision)
+    } else {
+        crate::weights::load_diffusers(dir, device)?.with_precision(precision)
+    }
 }

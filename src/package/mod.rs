@@ -15,7 +15,7 @@ use crate::{Error, Result};
 pub use convert::{ComponentSize, ConvertOptions, ConvertReport, convert};
 pub use load::PackageLoader;
 #[cfg(not(target_arch = "wasm32"))]
-pub use load::{load_model, load_package};
+pub use load::{load_model, load_package, load_package_as};
 
 /// `format` of every manifest.
 pub const FORMAT: &str = "mam-e-package";

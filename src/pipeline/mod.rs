@@ -5,10 +5,11 @@
 pub mod inpaint;
 pub mod text_to_image;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 
 use crate::imaging::RgbImage;
 use crate::model::clip::ClipTextModel;
+use crate::model::precision::{Precision, cast_weights, compute_dtype};
 use crate::model::unet::UNet2DConditionModel;
 use crate::model::vae::AutoencoderKl;
 use crate::rng::NoiseRng;
@@ -68,6 +69,22 @@ impl StableDiffusion {
     pub fn noise(&self, seed: u64, shape: [usize; 4]) -> Tensor<4> {
         let values = NoiseRng::new(seed).randn(shape.iter().product());
         Tensor::from_data(TensorData::new(values, shape), &self.device)
+    }
+
+    /// What the UNet computes in: f16 when its weights are f16 (see `model::precision`).
+    pub fn precision(&self) -> Precision {
+        match compute_dtype(&self.unet.conv_in.weight.val()) {
+            FloatDType::F16 => Precision::F16,
+            _ => Precision::F32,
+        }
+    }
+
+    /// The same model computing its UNet and text encoder in `precision` (their weights cast;
+    /// the VAE stays f32). f16 needs a GPU with f16 shaders.
+    pub fn with_precision(self, precision: Precision) -> Result<Self> {
+        precision.check(&self.device)?;
+        let dtype = precision.dtype();
+        Ok(StableDiffusion { text_encoder: cast_weights(self.text_encoder, dtype), unet: cast_weights(self.unet, dtype), ..self })
     }
 
     /// Final latents to an image in [0, 1]: `vae.decode(latents / scaling_factor) / 2 + 0.5`,

@@ -12,7 +12,11 @@ fn mib(bytes: f64) -> String {
 }
 
 fn describe(info: &ModelInfo) -> String {
-    format!("{} · {} · {} · {}", info.name, info.kind, info.dtype, mib(info.bytes as f64))
+    let mut text = format!("{} · {} · {} · {}", info.name, info.kind, info.dtype, mib(info.bytes as f64));
+    if let Some(precision) = info.precision {
+        text.push_str(&format!(" · computes in {}", precision.name()));
+    }
+    text
 }
 
 /// One slot's line: progress while loading, the package when ready, the error when failed.

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use super::download::{fetch_text, fetch_verified};
 use super::scope::now_ms;
 use crate::device::webgpu_device;
+use crate::model::precision::Precision;
 use crate::package::{Defaults, MANIFEST, Manifest, ModelKind, PackageLoader, StorageDtype};
 use crate::pipeline::StableDiffusion;
 use crate::Result;
@@ -33,6 +34,8 @@ pub struct ModelInfo {
     pub dtype: StorageDtype,
     pub bytes: u64,
     pub defaults: Defaults,
+    /// What the UNet and text encoder compute in, once loaded: f16 on GPUs with f16 shaders.
+    pub precision: Option<Precision>,
 }
 
 impl ModelInfo {
@@ -46,6 +49,7 @@ impl ModelInfo {
             dtype: manifest.dtype,
             bytes: manifest.total_bytes(),
             defaults: manifest.defaults.clone(),
+            precision: None,
         }
     }
 }
@@ -135,7 +139,8 @@ pub async fn load(package: Opened, progress: impl Fn(SlotStatus) + 'static) -> R
     let device = device().await?;
     let tokenizer = manifest.tokenizer.clone();
     let shards = manifest.shards.clone();
-    let mut loader = PackageLoader::new(manifest, &device)?;
+    let mut loader = PackageLoader::new(manifest, &device)?.with_precision(Precision::best(&device))?;
+    let info = ModelInfo { precision: Some(loader.precision()), ..info };
 
     let started_ms = now_ms();
     let done = Rc::new(Cell::new(0u64));

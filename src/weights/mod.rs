@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use burn::module::Module;
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter};
-use burn::tensor::{Bytes, DType};
+use burn::tensor::{Bytes, DType, FloatDType};
 
 use crate::{Error, Result};
 use on_device::{Placement, Placer, QuantizedWeight};
@@ -60,10 +60,20 @@ pub fn canonical_key(key: &str) -> String {
     renamed.collect::<Vec<_>>().join(".")
 }
 
-/// A tensor for [`ComponentLoad::apply`]: f32 values under a diffusers key.
-pub fn pack_tensor(name: String, shape: Vec<usize>, values: Vec<f32>) -> PackTensor {
-    PackTensor::new(name, DType::F32, shape, None, Bytes::from_elems(values))
+/// A tensor for [`ComponentLoad::apply`]: values under a diffusers key, held as `dtype` (f32,
+/// or f16 for a component that computes in f16: see `model::precision`).
+pub fn pack_tensor(name: String, shape: Vec<usize>, values: Vec<f32>, dtype: FloatDType) -> PackTensor {
+    match dtype {
+        FloatDType::F16 => {
+            let halves: Vec<half::f16> = values.into_iter().map(half::f16::from_f32).collect();
+            PackTensor::new(name, DType::F16, shape, None, Bytes::from_elems(halves))
+        }
+        _ => PackTensor::new(name, DType::F32, shape, None, Bytes::from_elems(values)),
+    }
 }
+
+/// A plain (not block-quantized) tensor of a shard: diffusers key, PyTorch shape, f32 values.
+pub type PlainWeight = (String, Vec<usize>, Vec<f32>);
 
 /// Loading one component (text encoder, UNet, VAE) from tensors given in any number of batches,
 /// so that a sharded package needs only one shard in memory at a time.
@@ -75,6 +85,8 @@ pub struct ComponentLoad<M> {
     /// Always `Some` between calls (taken while weights are placed).
     module: Option<M>,
     placement: Placement,
+    /// What plain weights are held as: f32, or f16 for a component computing in f16.
+    dtype: FloatDType,
     component: String,
     applied: HashSet<String>,
     visited: HashSet<String>,
@@ -87,6 +99,7 @@ impl<M: Module + ModuleSnapshot> ComponentLoad<M> {
         ComponentLoad {
             module: Some(module),
             placement: Placement::Float,
+            dtype: FloatDType::F32,
             component: component.to_string(),
             applied: HashSet::new(),
             visited: HashSet::new(),
@@ -101,9 +114,15 @@ impl<M: Module + ModuleSnapshot> ComponentLoad<M> {
         self
     }
 
-    /// Applies `tensors`, and `quantized`, the weights the package stored block-quantized,
+    /// Holds plain weights applied from now on as `dtype` (f32 by default). Weights placed
+    /// 8-bit stay so.
+    pub fn set_dtype(&mut self, dtype: FloatDType) {
+        self.dtype = dtype;
+    }
+
+    /// Applies `plain` tensors, and `quantized`, the weights the package stored block-quantized,
     /// placed as [`Self::with_placement`] says.
-    pub fn apply_all(&mut self, tensors: Vec<PackTensor>, mut quantized: BTreeMap<String, QuantizedWeight>) {
+    pub fn apply_all(&mut self, plain: Vec<PlainWeight>, mut quantized: BTreeMap<String, QuantizedWeight>) {
         if self.placement == Placement::Packed && !quantized.is_empty() {
             let mut placer = Placer::new(&mut quantized);
             let module = self.module.take().expect("module present between calls").map(&mut placer);
@@ -112,8 +131,8 @@ impl<M: Module + ModuleSnapshot> ComponentLoad<M> {
             self.applied.extend(placer.placed);
             self.errors.extend(placer.errors);
         }
-        let rest: Vec<PackTensor> = quantized.into_iter().map(|(key, (shape, values))| pack_tensor(key, shape, values)).collect();
-        let tensors: Vec<PackTensor> = tensors.into_iter().chain(rest).collect();
+        let rest = quantized.into_iter().map(|(key, (shape, values))| (key, shape, values));
+        let tensors: Vec<PackTensor> = plain.into_iter().chain(rest).map(|(key, shape, values)| pack_tensor(key, shape, values, self.dtype)).collect();
         if !tensors.is_empty() {
             self.apply(tensors);
         }
@@ -163,7 +182,7 @@ pub fn load_safetensors<M: Module + ModuleSnapshot>(module: M, bytes: Vec<u8>, c
             continue;
         }
         let values = view.to_f32().map_err(|reason| weights_error(component, reason))?;
-        tensors.push(pack_tensor(key, view.shape.clone(), values));
+        tensors.push(pack_tensor(key, view.shape.clone(), values, FloatDType::F32));
     }
     drop(file);
     drop(bytes);
