@@ -65,6 +65,8 @@ fn generate_refuses_bad_input_clearly() {
     assert!(run(&["--steps", "0"]).contains("steps"));
     assert!(run(&["--guidance=-1"]).contains("outside 0–50"));
     assert!(run(&["--scheduler", "heun"]).contains("heun"));
+    // f16 on the CPU backend (it has no f16 shaders).
+    assert!(run(&["--precision", "f16"]).contains("f16 needs a GPU with f16 shaders"));
     let bogus = temp("bogus.safetensors");
     std::fs::write(&bogus, b"not safetensors").unwrap();
     assert!(run(&["--init-noise", bogus.to_str().unwrap()]).contains("not a safetensors file"));

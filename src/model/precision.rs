@@ -6,8 +6,8 @@
 //! (burn's norms widen f16 input themselves; so does [`super::ops::group_norm`]'s chunked path),
 //! attention computes its scores and softmax in f32
 //! ([`super::ops::scaled_dot_product_attention`]), and the VAE stays f32 whole (its decoder's
-//! activations at 512×512 are the largest and the image is made from them). The UNet returns f32 and the text
-//! encoder returns f32, so the schedulers, guidance and latents are f32 as before.
+//! activations at 512×512 are the largest and the image is made from them). The UNet and the
+//! text encoder return f32, so the schedulers, guidance and latents are f32 as before.
 //!
 //! A component tells its precision by the dtype of its weights ([`compute_dtype`]). Weights a
 //! large quantized package keeps 8-bit on the GPU (see `weights::on_device`) stay f32 compute:
@@ -17,9 +17,8 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{DType, Device, FloatDType, Tensor};
 
 /// The precision the UNet and the text encoder compute in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Precision {
-    #[default]
     F32,
     F16,
 }
@@ -36,15 +35,6 @@ impl Precision {
         match self {
             Precision::F32 => "f32",
             Precision::F16 => "f16",
-        }
-    }
-
-    /// Parses `f32` or `f16`.
-    pub fn parse(name: &str) -> Option<Precision> {
-        match name {
-            "f32" => Some(Precision::F32),
-            "f16" => Some(Precision::F16),
-            _ => None,
         }
     }
 
