@@ -2,6 +2,8 @@
 
 pub mod attention;
 pub mod clip;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cpu_attention;
 pub mod embeddings;
 pub mod ops;
 pub mod precision;

@@ -62,14 +62,20 @@ pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
 /// (2·8·4096·4096 scores, 1 GiB) failed to run at all; slices also bound GPU memory.
 pub const MAX_SCORE_BYTES: usize = 64 << 20;
 
-/// `softmax(q kᵀ / sqrt(head_dim)) v`, as `torch.nn.functional.scaled_dot_product_attention`,
-/// in query slices of at most [`MAX_SCORE_BYTES`] of scores.
+/// `softmax(q kᵀ / sqrt(head_dim)) v`, as `torch.nn.functional.scaled_dot_product_attention`:
+/// on the CPU backend without autodiff (inference) our kernel ([`super::cpu_attention`]), else
+/// burn's attention in query slices of at most [`MAX_SCORE_BYTES`] of scores.
 ///
 /// # Shapes
 /// - q: `[batch, heads, seq_q, head_dim]`; k: `[batch, heads, seq_k, head_dim]`;
 ///   v: `[batch, heads, seq_k, v_dim]`
 /// - output: `[batch, heads, seq_q, v_dim]`
 pub fn scaled_dot_product_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool) -> Tensor<4> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if !causal && on_plain_cpu(&q.device()) {
+        let dtype = FloatDType::from(q.dtype());
+        return cpu_attention(q.cast(FloatDType::F32), k.cast(FloatDType::F32), v.cast(FloatDType::F32)).cast(dtype);
+    }
     sliced_attention(q, k, v, causal, MAX_SCORE_BYTES)
 }
 
@@ -93,6 +99,25 @@ fn sliced_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool, max_
     Tensor::cat(slices, 2).cast(dtype)
 }
 
+/// Whether `device` is the CPU backend without autodiff (inference), where
+/// [`super::cpu_attention`] replaces burn's attention.
+#[cfg(not(target_arch = "wasm32"))]
+fn on_plain_cpu(device: &burn::tensor::Device) -> bool {
+    !device.is_autodiff() && !crate::device::is_gpu(device)
+}
+
+/// [`super::cpu_attention::attention`] on f32 tensors `[b, h, seq, dim]`.
+#[cfg(not(target_arch = "wasm32"))]
+fn cpu_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    use burn::tensor::TensorData;
+    let device = q.device();
+    let ([b, h, seq_q, head_dim], [_, _, seq_k, v_dim]) = (q.dims(), v.dims());
+    let values = |t: Tensor<4>| t.into_data().try_into_vec::<f32>().expect("attention inputs are f32 here");
+    let dims = super::cpu_attention::Dims { heads: b * h, seq_q, seq_k, head_dim, v_dim };
+    let out = super::cpu_attention::attention(&values(q), &values(k), &values(v), dims);
+    Tensor::from_data(TensorData::new(out, [b, h, seq_q, v_dim]), &device)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +133,25 @@ mod tests {
         let sliced = sliced_attention(q, k, v, false, 5 * 2 * 3 * 29 * 4);
         let diff = (whole.clone() - sliced).abs().max().into_scalar::<f32>();
         assert!(diff <= 1e-6 * whole.abs().max().into_scalar::<f32>(), "sliced attention differs by {diff}");
+    }
+
+    /// On the plain CPU device the attention is our kernel; it equals burn-flex's own (its flash
+    /// path: more than 512 keys) on a UNet-like shape with a partial query block, and f16 inputs
+    /// come back f16.
+    #[test]
+    fn cpu_kernel_equals_burns_attention() {
+        let device = Device::flex();
+        assert!(on_plain_cpu(&device) && !on_plain_cpu(&device.clone().autodiff()));
+        let t = |n: usize| Tensor::<4>::random([2, 2, n, 40], Distribution::Normal(0.0, 1.0), &device);
+        let (q, k, v) = (t(700), t(600), t(600));
+        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
+        let burns = attention(q.clone(), k.clone(), v.clone(), None, None, options);
+        let ours = scaled_dot_product_attention(q, k, v, false);
+        let diff = (burns.clone() - ours).abs().max().into_scalar::<f32>();
+        assert!(diff <= 1e-5 * burns.abs().max().into_scalar::<f32>(), "differs from burn's by {diff}");
+        let half = |t: &Tensor<4>| t.clone().cast(FloatDType::F16);
+        let (q, k) = (t(70), t(60));
+        let out = scaled_dot_product_attention(half(&q), half(&k), half(&k), false);
+        assert_eq!(FloatDType::from(out.dtype()), FloatDType::F16);
     }
 }
