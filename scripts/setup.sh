@@ -30,21 +30,29 @@ ensure_rust() {
     (cd "$ROOT" && rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown)
 }
 
+# Runs a `cargo install` without the tool's fat LTO and single codegen unit (trunk's release
+# profile: its last crate then compiles on one core for minutes); the tools run as fast.
+release_build_quickly() {
+    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 "$@"
+}
+
 # wasm-bindgen-cli must equal the wasm-bindgen in Cargo.lock exactly.
 ensure_wasm_bindgen() {
     local want
     want=$(grep -A1 '^name = "wasm-bindgen"$' "$ROOT/Cargo.lock" | sed -n 's/^version = "\(.*\)"/\1/p')
     if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$want" ]; then
         say "installing wasm-bindgen-cli $want (a few minutes, once)"
-        # Not --locked: the registry mirror lacks some of its locked versions.
-        cargo install -q wasm-bindgen-cli --version "$want" --force
+        # Not --locked: the registry mirror lacks some of its locked versions. Without TLS (it
+        # downloads nothing for us).
+        release_build_quickly cargo install -q wasm-bindgen-cli --version "$want" --no-default-features --force
     fi
 }
 
 ensure_trunk() {
     if [ "$(trunk --version 2>/dev/null | cut -d' ' -f2)" != "$TRUNK_VERSION" ]; then
-        say "installing trunk $TRUNK_VERSION (about 10 minutes, once)"
-        cargo install -q trunk --version "$TRUNK_VERSION" --locked --force
+        say "installing trunk $TRUNK_VERSION (several minutes, once)"
+        # Without TLS and the update check: Trunk.toml keeps it offline.
+        release_build_quickly cargo install -q trunk --version "$TRUNK_VERSION" --locked --no-default-features --force
     fi
 }
 
