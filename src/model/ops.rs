@@ -100,10 +100,11 @@ fn sliced_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool, max_
 }
 
 /// Whether `device` is the CPU backend without autodiff (inference), where
-/// [`super::cpu_attention`] replaces burn's attention.
+/// [`super::cpu_attention`] replaces burn's attention. Told by the device's variant: asking a GPU
+/// for its memory pool (as `device::is_gpu` does) on every attention call would cost a round trip.
 #[cfg(not(target_arch = "wasm32"))]
 fn on_plain_cpu(device: &burn::tensor::Device) -> bool {
-    !device.is_autodiff() && !crate::device::is_gpu(device)
+    matches!(device.as_dispatch(), burn::backend::DispatchDevice::Flex(_))
 }
 
 /// [`super::cpu_attention::attention`] on f32 tensors `[b, h, seq, dim]`.
