@@ -31,7 +31,7 @@ ensure_rust() {
 }
 
 # Runs a `cargo install` without the tool's fat LTO and single codegen unit (trunk's release
-# profile: its last crate then compiles on one core for minutes); the tools run as fast.
+# profile: its last crate then compiles on one core for minutes).
 release_build_quickly() {
     CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 "$@"
 }
