@@ -449,3 +449,35 @@ fn measurements_agree_with_phantom_labels() {
     println!("area {a:.3} {area:?}\nview {v:.3} {view:?}\ndensity {d:.3} {density:?}");
     assert!(a >= 0.98 && v >= 0.98 && d >= 0.98, "area {a} {area:?}, view {v} {view:?}, density {d} {density:?}");
 }
+
+/// A decoder darkens an image's outermost pixels (its convolutions pad with zeros): an MLO view
+/// whose first row and column came out dark still has its pectoral muscle found.
+#[test]
+fn the_pectoral_muscle_is_found_behind_a_dark_image_border() {
+    use mam_e::data::measure::measure;
+    use mam_e::data::prepare::{Scaling, prepare_pixels};
+    let options = phantom::DatasetOptions { seed: 78, cols: 256, lesion_fraction: 0.0, vendors: vec![Vendor::Siemens, Vendor::Hologic] };
+    let mut checked = 0;
+    for index in 0..40 {
+        let entry = phantom::dataset_entry(&options, index);
+        if entry.spec.view != View::Mlo {
+            continue;
+        }
+        let size = 128;
+        let prepared = prepare_pixels(&SourcePixels::from_phantom(&render(&entry.spec, size)), entry.spec.laterality, &[], size, Scaling::Vendor);
+        let clean = measure(&prepared.gray, size, Some(entry.spec.vendor));
+        if clean.view != View::Mlo {
+            continue; // the measurement's own misses are counted by the test above
+        }
+        let mut bordered = prepared.gray.clone();
+        for k in 0..size {
+            for i in [k, k * size] {
+                bordered[i] = bordered[i].saturating_sub(25);
+            }
+        }
+        let m = measure(&bordered, size, Some(entry.spec.vendor));
+        assert_eq!(m.view, View::Mlo, "phantom {index}: muscle share {:.3} → {:.3} behind a dark border", clean.pectoral_share, m.pectoral_share);
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} MLO phantoms checked");
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use mam_e::package::quant::{self, Decoded, Storage};
-use mam_e::package::{ConvertOptions, Manifest, ModelKind, StorageDtype, convert, load_package};
+use mam_e::package::{ConvertOptions, Manifest, ModelKind, StorageDtype, convert, export_diffusers, load_package};
 use mam_e::pipeline::StableDiffusion;
 use mam_e::pipeline::text_to_image::GenerateParams;
 use mam_e::schedulers::SchedulerKind;
@@ -364,6 +364,34 @@ fn convert_refuses_to_overwrite_a_package() {
     let options = ConvertOptions { dtype: StorageDtype::Q8, name: "x".into(), description: String::new(), trained: true, size: None };
     let error = convert(&fixtures::path("tiny-sd"), &package, &options, &mut |_, _, _| {}).err().expect("second convert");
     assert!(error.to_string().contains("already holds a package"), "{error}");
+}
+
+#[test]
+fn a_package_converts_back_to_a_diffusers_folder_with_the_same_images() {
+    let device = Device::flex();
+    for (model, kind) in [("tiny-sd", ModelKind::TextToImage), ("tiny-sd-inpaint", ModelKind::Inpainting)] {
+        let package = make_package(model, StorageDtype::Q8, &format!("back-{model}"));
+        let folder = temp_dir(&format!("back-{model}-diffusers"));
+        let report = export_diffusers(&package, &folder).unwrap();
+        assert_eq!(report.kind, kind);
+        // Text-to-image packages ship the VAE decoder only; inpainting ones the whole VAE.
+        assert_eq!(report.vae_encoder, kind == ModelKind::Inpainting);
+        let (from_package, from_folder) = (load_package(&package, &device).unwrap(), load_diffusers(&folder, &device).unwrap());
+        assert_eq!(from_folder.vae.encoder.is_some(), report.vae_encoder);
+        if kind == ModelKind::TextToImage {
+            // The dequantized weights, written in f32, are the package's exactly.
+            assert_eq!(generate(&from_package), generate(&from_folder));
+        } else {
+            let x = burn::tensor::Tensor::<4>::ones([1, 3, 64, 64], &device) * 0.25;
+            let read = |t| pollster::block_on(mam_e::device::read_f32(t)).unwrap();
+            assert_eq!(read(from_package.vae.encode(x.clone()).unwrap().mean), read(from_folder.vae.encode(x).unwrap().mean));
+        }
+        // A folder diffusers' CLIPTokenizer reads: its 77-token limit is written.
+        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(folder.join("tokenizer/tokenizer_config.json")).unwrap()).unwrap();
+        assert_eq!(config["model_max_length"], 77);
+        let error = export_diffusers(&package, &folder).err().expect("second export into the same folder");
+        assert!(error.to_string().contains("not empty"), "{error}");
+    }
 }
 
 #[path = "support/scene.rs"]

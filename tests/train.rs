@@ -166,6 +166,43 @@ fn vae_and_inpainting_training_run_and_their_models_load() {
     ok(&["inpaint", "--model", inpaint_out.join("model").to_str().unwrap(), "--image", image.to_str().unwrap(), "--mask", mask.to_str().unwrap(), "--steps", "2", "--output", png.to_str().unwrap()]);
 }
 
+/// The tensors of a safetensors file, by name (attention layers under diffusers' current names:
+/// the fixture has the legacy `query`/`key`/`value`/`proj_attn`, checkpoints the current ones).
+fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap();
+    let current = |name: &str| name.replace(".query.", ".to_q.").replace(".key.", ".to_k.").replace(".value.", ".to_v.").replace(".proj_attn.", ".to_out.0.");
+    mam_e::weights::safetensors::parse(&bytes).unwrap().tensors.iter().map(|t| (current(&t.name), t.to_f32().unwrap())).collect()
+}
+
+#[test]
+fn decoder_only_vae_training_keeps_the_encoder_and_its_latents() {
+    let data = phantom_set("phantoms-decoder");
+    let out = temp("decoder-only");
+    ok(&[
+        "train", "--component", "vae", "--decoder-only", "--data", data.to_str().unwrap(), "--model", &fixture("tiny-sd"), "--out", out.to_str().unwrap(),
+        "--resolution", "32", "--batch-size", "2", "--max-steps", "4", "--learning-rate", "1e-3", "--checkpoint-every", "4", "--validate-every", "0",
+    ]);
+    let file = "vae/diffusion_pytorch_model.safetensors";
+    let (before, after) = (tensors(&Path::new(&fixture("tiny-sd")).join(file)), tensors(&out.join("model").join(file)));
+    assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+    let (mut frozen, mut changed) = (0, 0);
+    for (name, values) in &before {
+        let encoder_side = name.starts_with("encoder.") || name.starts_with("quant_conv.");
+        if encoder_side {
+            assert!(after[name] == *values, "{name} changed: the encoder must stay frozen");
+            frozen += 1;
+        } else if after[name] != *values {
+            changed += 1;
+        }
+    }
+    assert!(frozen > 0 && changed > 0, "frozen {frozen}, changed {changed}");
+    // The latent scale the diffusion model was trained with is kept.
+    let scale = |dir: &Path| -> serde_json::Value { serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(dir.join("vae/config.json")).unwrap()).unwrap()["scaling_factor"].clone() };
+    assert_eq!(scale(Path::new(&fixture("tiny-sd"))), scale(&out.join("model")));
+    let refused = run(&["train", "--decoder-only", "--data", data.to_str().unwrap(), "--model", &fixture("tiny-sd"), "--out", temp("decoder-unet").to_str().unwrap()]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("--decoder-only is for --component vae"));
+}
+
 #[test]
 fn bad_training_setups_fail_clearly() {
     let data = phantom_set("phantoms-bad");
@@ -264,4 +301,14 @@ fn eval_refuses_missing_inputs_clearly() {
     assert!(message.contains("/nonexistent/model"), "{message}");
     let message = err(&["eval", "inpainting", "--model", &fixture("tiny-sd-inpaint"), "--data", "/nonexistent/set"]);
     assert!(message.contains("metadata.jsonl"), "{message}");
+    // Phantoms through a model's VAE need its encoder, which text-to-image packages leave out.
+    let package = temp("eval-t2i-package");
+    ok(&["convert", "--from", &fixture("tiny-sd"), "--out", package.to_str().unwrap()]);
+    let message = err(&["eval", "adherence", "--phantoms", "--model", package.to_str().unwrap(), "--count", "1"]);
+    assert!(message.contains("has no VAE encoder"), "{message}");
+    let report = ok(&["eval", "adherence", "--phantoms", "--model", &fixture("tiny-sd"), "--count", "2", "--size", "64"]);
+    assert!(report.contains("view: ") && report.contains("area: "), "{report}");
+    // A package converts back to a diffusers folder in f32 only.
+    let message = err(&["convert", "--from", package.to_str().unwrap(), "--out", temp("eval-back").to_str().unwrap(), "--dtype", "q8"]);
+    assert!(message.contains("f32 only"), "{message}");
 }

@@ -41,7 +41,9 @@ pub struct AdherenceArgs {
     /// A model package or diffusers folder (text-to-image).
     #[arg(long, required_unless_present = "phantoms")]
     model: Option<PathBuf>,
-    /// Measure phantoms (whose labels are known) instead of a model's images: the measurement's own accuracy.
+    /// Measure phantoms (whose labels are known) instead of a model's images: the measurement's own
+    /// accuracy. With --model, each phantom first goes through that model's VAE (encoded, decoded):
+    /// the most its UNet could reach.
     #[arg(long)]
     phantoms: bool,
     #[arg(long, default_value_t = 100)]
@@ -189,32 +191,44 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
     let mut gallery = Vec::new();
     let bar = ProgressBar::new(args.count as u64).with_style(ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} eta {eta}").context("template")?);
     // The model, loaded once, serves the random prompts and the grid.
-    let loaded = if args.phantoms {
+    let device = Backend::from(args.backend).device()?;
+    let sd = match &args.model {
+        Some(model) => Some(load_model(model, &device, Precision::F32).with_context(|| format!("loading {}", model.display()))?),
+        None => None,
+    };
+    let size = match (args.size, &args.model) {
+        (Some(size), _) => size,
+        (None, Some(model)) => default_size(model)?,
+        (None, None) => 256,
+    };
+    if let (true, Some(sd), Some(model)) = (args.phantoms, &sd, &args.model) {
+        if sd.vae.encoder.is_none() {
+            bail!("{} has no VAE encoder (text-to-image packages ship the decoder only): with --phantoms, pass a model whose VAE has both halves (an inpainting package or a diffusers folder)", model.display());
+        }
+    }
+    if args.phantoms {
         use crate::data::Laterality;
         use crate::data::phantom::{PhantomSpec, render};
         use crate::data::prepare::{Scaling, SourcePixels, prepare_pixels};
-        let size = args.size.unwrap_or(256);
         for i in 0..args.count {
             let mut spec = random_spec(&mut rng);
             let phantom = render(&PhantomSpec { seed: rng.next_u64(), view: spec.view, laterality: Laterality::L, density: spec.density, vendor: spec.vendor, target_area: spec.area, lesions: 0 }, size);
             let prepared = prepare_pixels(&SourcePixels::from_phantom(&phantom), Laterality::L, &[], size, Scaling::Vendor);
             // A phantom's area is whatever was measured when it was made (its label).
             spec.area = Area::from_ratio(prepared.area_ratio);
-            tally.add(&spec, &measure(&prepared.gray, size, Some(spec.vendor)));
+            let image = RgbImage { width: size, height: size, pixels: prepared.gray.iter().flat_map(|&g| [g, g, g]).collect() };
+            let image = match &sd {
+                Some(sd) => vae_round_trip(sd, &image)?,
+                None => image,
+            };
+            tally.add(&spec, &measure(&image.to_gray(), size, Some(spec.vendor)));
             if i < 16 {
-                gallery.push(RgbImage { width: size, height: size, pixels: prepared.gray.iter().flat_map(|&g| [g, g, g]).collect() });
+                gallery.push(image);
             }
             bar.inc(1);
         }
-        None
     } else {
-        let model = args.model.as_ref().expect("required unless --phantoms");
-        let device = Backend::from(args.backend).device()?;
-        let sd = load_model(model, &device, Precision::F32).with_context(|| format!("loading {}", model.display()))?;
-        let size = match args.size {
-            Some(size) => size,
-            None => default_size(model)?,
-        };
+        let sd = sd.as_ref().expect("--model is required unless --phantoms");
         for i in 0..args.count {
             let spec = random_spec(&mut rng);
             let params = GenerateParams {
@@ -234,12 +248,11 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
             }
             bar.inc(1);
         }
-        Some((sd, size))
-    };
+    }
     bar.finish_and_clear();
     let (text, json) = tally.report();
     print!("{text}");
-    if let (Some(out), Some((sd, size))) = (&args.out, loaded) {
+    if let (Some(out), Some(sd), false) = (&args.out, &sd, args.phantoms) {
         std::fs::create_dir_all(out)?;
         let (mut tiles, mut rows) = (Vec::new(), String::new());
         for (vendor, view, density, area) in GRID_PROMPTS {
@@ -263,6 +276,14 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
         println!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// An image encoded by the model's VAE (the posterior mean) and decoded again.
+fn vae_round_trip(sd: &crate::pipeline::StableDiffusion, image: &RgbImage) -> anyhow::Result<RgbImage> {
+    let (h, w) = (image.height, image.width);
+    let pixels: Vec<f32> = (0..3).flat_map(|c| image.pixels.chunks_exact(3).map(move |px| px[c] as f32 / 127.5 - 1.0)).collect();
+    let x = Tensor::<4>::from_data(TensorData::new(pixels, [1, 3, h, w]), &sd.device);
+    Ok(pollster::block_on(to_rgb8((sd.vae.decode(sd.vae.encode(x)?.mean) / 2.0 + 0.5).clamp(0.0, 1.0)))?)
 }
 
 fn inpainting(args: InpaintingArgs) -> anyhow::Result<()> {
@@ -291,11 +312,8 @@ fn inpainting(args: InpaintingArgs) -> anyhow::Result<()> {
             ..GenerateParams::default()
         };
         let result = sd.start_inpaint(&params, &image, &mask, None)?.finish_image()?;
-        // The VAE's own round trip (posterior mean, decoded): the floor under any change.
-        let (h, w) = (image.height, image.width);
-        let pixels: Vec<f32> = (0..3).flat_map(|c| image.pixels.chunks_exact(3).map(move |px| px[c] as f32 / 127.5 - 1.0)).collect();
-        let x = Tensor::<4>::from_data(TensorData::new(pixels, [1, 3, h, w]), &sd.device);
-        let round_trip = pollster::block_on(to_rgb8((sd.vae.decode(sd.vae.encode(x)?.mean) / 2.0 + 0.5).clamp(0.0, 1.0)))?;
+        // The VAE's own round trip: the floor under any change.
+        let round_trip = vae_round_trip(&sd, &image)?;
         let original = image.to_gray();
         let change = |other: &RgbImage| -> (f64, f64) {
             let (mut o, mut no, mut n, mut nn) = (0.0, 0usize, 0.0, 0usize);

@@ -87,6 +87,10 @@ pub struct Args {
     /// KL weight for --component vae.
     #[arg(long, default_value_t = 1e-6)]
     kl_weight: f64,
+    /// --component vae: train the decoder only, the encoder frozen, so latents (and a diffusion
+    /// model trained on them) stay valid: a sharper decoder for an existing model.
+    #[arg(long)]
+    decoder_only: bool,
     /// Probability of training on the empty prompt instead of the caption (classifier-free
     /// guidance needs it for models trained from scratch; 0 when fine-tuning SD1.5, as MAM-E).
     #[arg(long, default_value_t = 0.0)]
@@ -121,6 +125,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let (Some(data), Some(model), Some(out)) = (args.data, args.model, args.out) else { bail!("--data, --model and --out are required") };
+    if args.decoder_only && args.component != ComponentArg::Vae {
+        bail!("--decoder-only is for --component vae");
+    }
+    if args.decoder_only && args.from_scratch {
+        bail!("--decoder-only keeps the encoder of --model: it cannot start --from-scratch");
+    }
     let prompts = if args.validation_prompt.is_empty() {
         if args.inpainting { vec![crate::prompt::LESION_PROMPT.to_string(); 4] } else { DEFAULT_PROMPTS.map(String::from).to_vec() }
     } else {
@@ -155,6 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         validation_steps: args.validation_steps,
         validation_guidance: args.validation_guidance,
         kl_weight: args.kl_weight,
+        vae_decoder_only: args.decoder_only,
         caption_dropout: args.caption_dropout,
         gradient_checkpointing: args.gradient_checkpointing,
     };

@@ -11,6 +11,10 @@ use crate::prompt::{Area, Density, Vendor, View};
 /// 0; generated ones a few levels of noise, hence a small margin.
 pub const BREAST_LEVEL: u8 = 12;
 
+/// The side of the top-left square, as a share of the image side, whose muscle-bright pixels
+/// start the pectoral muscle's flood fill.
+const CORNER_SEED: f64 = 0.03;
+
 /// The measurements of one left-facing image.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Measured {
@@ -37,8 +41,8 @@ pub fn density_of(dense_fraction: f64) -> Density {
 ///
 /// - **Area**: breast pixels (above [`BREAST_LEVEL`]) over all pixels.
 /// - **View**: the pectoral muscle is the region of muscle-bright pixels (above the vendor's
-///   level halfway between its brightest gland and its muscle) connected to the top-left corner;
-///   MLO when it covers more than 1 % of the image.
+///   level halfway between its brightest gland and its muscle) connected to the top-left corner
+///   (its first 3 % of rows and columns); MLO when it covers more than 1 % of the image.
 /// - **Density**: breast pixels outside the muscle and a 2 % skin band brighter than the level
 ///   halfway between the vendor's fat and fibroglandular tissue, over all those pixels. Without a
 ///   vendor, the Otsu threshold of those pixels.
@@ -52,9 +56,12 @@ pub fn measure(gray: &[u8], size: usize, vendor: Option<Vendor>) -> Measured {
         (gray_level(v, 0.5 * (fat + gland)), gray_level(v, 0.5 * (brightest_gland + 0.97 * muscle)))
     });
     let muscle_level = levels.map_or(0.9 * 255.0, |l| l.1);
-    // Flood fill of muscle-bright pixels from the corner.
+    // Flood fill of muscle-bright pixels from the corner: from each pixel of its first few rows
+    // and columns, not the corner pixel alone, because a decoder's outermost pixels come out
+    // darker (its convolutions pad with zeros) and a generated muscle would be missed.
+    let seed = (CORNER_SEED * size as f64).ceil() as usize;
     let mut muscle = vec![false; size * size];
-    let mut stack = vec![0usize];
+    let mut stack: Vec<usize> = (0..seed * seed).map(|k| (k / seed) * size + k % seed).collect();
     while let Some(i) = stack.pop() {
         if muscle[i] || (gray[i] as f64) < muscle_level {
             continue;

@@ -4,6 +4,8 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 mod convert;
+#[cfg(not(target_arch = "wasm32"))]
+mod export;
 mod load;
 pub mod quant;
 
@@ -13,6 +15,8 @@ use sha2::{Digest, Sha256};
 use crate::{Error, Result};
 #[cfg(not(target_arch = "wasm32"))]
 pub use convert::{ComponentSize, ConvertOptions, ConvertReport, convert};
+#[cfg(not(target_arch = "wasm32"))]
+pub use export::{ExportReport, export_diffusers};
 pub use load::PackageLoader;
 #[cfg(not(target_arch = "wasm32"))]
 pub use load::{load_model, load_package, load_package_as};

@@ -2,26 +2,8 @@
 //! diffusers itself load them) and the training state next to them, each checkpoint written as
 //! a hidden folder and renamed into place: a killed run never leaves a half-written checkpoint.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot};
-
-use crate::weights::safetensors::{self, Owned};
-
-/// A module's weights as a diffusers/transformers safetensors file (f32, PyTorch key names and
-/// layouts: linear weights `[out, in]`, norms `weight`/`bias`).
-pub fn module_safetensors<M: Module + ModuleSnapshot>(module: &M) -> Result<Vec<u8>, String> {
-    let mut owned = Vec::new();
-    for tensor in module.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true) {
-        let (name, _, shape, _, bytes) = tensor.into_parts().map_err(|e| format!("{e:?}"))?;
-        let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        owned.push(Owned::f32(name, shape.to_vec(), &values));
-    }
-    let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    Ok(safetensors::serialize(&owned, &metadata))
-}
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> String + '_ {
     move |e| format!("{}: {e}", path.display())

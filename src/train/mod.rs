@@ -76,6 +76,10 @@ pub struct TrainOptions {
     pub validation_steps: usize,
     pub validation_guidance: f64,
     pub kl_weight: f64,
+    /// VAE training with the encoder frozen (its latents unchanged, no KL term): the decoder
+    /// alone learns, as Stability's fine-tuned SD decoders were made.
+    #[serde(default)]
+    pub vae_decoder_only: bool,
     /// Probability that an example's caption is replaced by the empty prompt. A model trained
     /// from scratch needs it so that its unconditional branch — what classifier-free guidance
     /// subtracts — is learned (SD1.5 learned it in pre-training, so fine-tuning as MAM-E did uses 0).
@@ -308,6 +312,16 @@ impl Trainer {
         match self.options.component {
             Component::Vae => {
                 let vae = &self.models.vae;
+                if self.options.vae_decoder_only {
+                    // The frozen encoder runs untracked: a tracked graph that no backward pass
+                    // consumes would stay in memory.
+                    let x = self.images(examples, &self.plain);
+                    let dist = vae.valid().encode(x.clone())?;
+                    let [_, c, h, w] = dist.mean.dims();
+                    let z = dist.sample(to_tensor(rng.randn(b * c * h * w), [b, c, h, w], &self.plain));
+                    let strategy = self.device.gradient_checkpointing_strategy();
+                    return Ok(mean_all((vae.decode(autodiff_as(z, strategy)) - autodiff_as(x, strategy)).powi_scalar(2)));
+                }
                 let x = self.images(examples, &self.device);
                 let dist = vae.encode(x.clone())?;
                 let [_, c, h, w] = dist.mean.dims();
@@ -431,11 +445,11 @@ impl Trainer {
     pub fn write_model(&self, dir: &Path, extra: checkpoint::Extra) -> anyhow::Result<()> {
         let m = &self.models;
         let base = &self.options.model;
-        let mut weights = vec![("vae", "diffusion_pytorch_model", checkpoint::module_safetensors(&m.vae).map_err(anyhow::Error::msg)?)];
+        let mut weights = vec![("vae", "diffusion_pytorch_model", crate::weights::diffusers::module_safetensors(&m.vae)?)];
         for (component, stem) in [("unet", "diffusion_pytorch_model"), ("text_encoder", "model")] {
             let bytes = match (component, &m.unet, &m.text_encoder) {
-                ("unet", Some(unet), _) => checkpoint::module_safetensors(unet).map_err(anyhow::Error::msg)?,
-                ("text_encoder", _, Some(text)) => checkpoint::module_safetensors(text).map_err(anyhow::Error::msg)?,
+                ("unet", Some(unet), _) => crate::weights::diffusers::module_safetensors(unet)?,
+                ("text_encoder", _, Some(text)) => crate::weights::diffusers::module_safetensors(text)?,
                 // VAE training: keep whatever the base folder has (possibly nothing yet).
                 _ => match weights_file(base, component, stem) {
                     Ok(bytes) => bytes,
@@ -445,7 +459,7 @@ impl Trainer {
             weights.push((component, stem, bytes));
         }
         checkpoint::write_folder(dir, base, &weights, &extra).map_err(anyhow::Error::msg)?;
-        if self.options.component == Component::Vae {
+        if self.options.component == Component::Vae && !self.options.vae_decoder_only {
             self.write_scaling_factor(dir)?;
         }
         Ok(())

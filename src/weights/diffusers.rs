@@ -22,6 +22,22 @@ pub(crate) fn read_text(path: &Path) -> Result<String> {
     String::from_utf8(read(path)?).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })
 }
 
+/// A module's weights as a diffusers/transformers safetensors file (f32, PyTorch key names and
+/// layouts: linear weights `[out, in]`, norms `weight`/`bias`).
+pub(crate) fn module_safetensors<M: burn::module::Module + burn::store::ModuleSnapshot>(module: &M) -> Result<Vec<u8>> {
+    let mut owned = Vec::new();
+    for tensor in module.collect(None, Some(Box::new(burn::store::BurnToPyTorchAdapter)), true) {
+        let (name, dtype, shape, _, bytes) = tensor.into_parts().map_err(|e| Error::Weights { component: "module".into(), reason: format!("{e:?}") })?;
+        if dtype != burn::tensor::DType::F32 {
+            return Err(Error::Weights { component: name, reason: format!("is {dtype:?}; only f32 modules are written (load in f32)") });
+        }
+        let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        owned.push(super::safetensors::Owned::f32(name, shape.to_vec(), &values));
+    }
+    let metadata = std::collections::BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    Ok(super::safetensors::serialize(&owned, &metadata))
+}
+
 /// The weights file of a component: `<stem>.safetensors`, else the `fp16` variant.
 pub(crate) fn weights_file(dir: &Path, component: &str, stem: &str) -> Result<Vec<u8>> {
     let folder = dir.join(component);
@@ -60,7 +76,11 @@ pub fn load_diffusers(dir: &Path, device: &Device) -> Result<StableDiffusion> {
     let unet_config = UNet2DConditionConfig::from_json(&read_text(&dir.join("unet/config.json"))?)?;
     let unet = load_safetensors(unet_config.init(device), weights_file(dir, "unet", "diffusion_pytorch_model")?, "unet")?;
     let vae_config = AutoencoderKlConfig::from_json(&read_text(&dir.join("vae/config.json"))?)?;
-    let vae = load_safetensors(vae_config.init(device), weights_file(dir, "vae", "diffusion_pytorch_model")?, "vae")?;
+    let vae_weights = weights_file(dir, "vae", "diffusion_pytorch_model")?;
+    // A folder written from a text-to-image package has the decoder only (`mam-e convert`).
+    let has_encoder = super::safetensors::parse(&vae_weights).map_or(true, |f| f.tensors.iter().any(|t| t.name.starts_with("encoder.")));
+    let vae_module = if has_encoder { vae_config.init(device) } else { vae_config.init_decoder(device) };
+    let vae = load_safetensors(vae_module, vae_weights, "vae")?;
     let scheduler_config = SchedulerConfig::from_json(&read_text(&dir.join("scheduler/scheduler_config.json"))?)?;
     if text_config.hidden_size != unet_config.cross_attention_dim {
         return Err(Error::Layout {
