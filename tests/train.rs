@@ -164,6 +164,33 @@ fn vae_and_inpainting_training_run_and_their_models_load() {
     let mask = lesions.join(first["mask_file_name"].as_str().unwrap());
     let png = inpaint_out.join("painted.png");
     ok(&["inpaint", "--model", inpaint_out.join("model").to_str().unwrap(), "--image", image.to_str().unwrap(), "--mask", mask.to_str().unwrap(), "--steps", "2", "--output", png.to_str().unwrap()]);
+
+    // The locality measurement on it: 2 cases; per pixel |x − result| ≤ |x − VAE(x)| + |VAE(x) − result|,
+    // so the outside change is at most the VAE's plus the UNet's.
+    let report = ok(&["eval", "inpainting", "--model", inpaint_out.join("model").to_str().unwrap(), "--data", d, "--count", "2", "--steps", "2"]);
+    let numbers: Vec<f64> = report.split("/255").filter_map(|part| part.rsplit(' ').next()?.parse().ok()).collect();
+    assert!(report.starts_with("2 lesion cases") && numbers.len() == 4, "{report}");
+    let (outside, vae, unet) = (numbers[0], numbers[2], numbers[3]);
+    assert!(outside > 0.0 && vae > 0.0 && outside <= vae + unet + 0.01, "{report}");
+
+    // A text-to-image model fine-tuned into an inpainting one: widened to 9 channels once, the
+    // widened start reused when the run resumes.
+    let widened_out = temp("inpaint-from-t2i");
+    let args = |steps: &'static str| -> Vec<String> {
+        ["train", "--inpainting", "--data", d, "--model", &fixture("tiny-sd"), "--out", widened_out.to_str().unwrap(), "--resolution", "32", "--batch-size", "2"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["--max-steps", steps, "--checkpoint-every", "2", "--validate-every", "0"].map(String::from))
+            .collect()
+    };
+    let first = args("2");
+    assert!(ok(&first.iter().map(String::as_str).collect::<Vec<_>>()).contains("5 zero-initialised input channels"));
+    let resumed: Vec<String> = args("3").into_iter().chain(["--resume".to_string()]).collect();
+    let out = ok(&resumed.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!out.contains("zero-initialised"), "{out}");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(widened_out.join("model/unet/config.json")).unwrap()).unwrap();
+    assert_eq!(config["in_channels"], 9);
+    ok(&["inpaint", "--model", widened_out.join("model").to_str().unwrap(), "--image", image.to_str().unwrap(), "--mask", mask.to_str().unwrap(), "--steps", "2", "--output", png.to_str().unwrap()]);
 }
 
 /// The tensors of a safetensors file, by name (attention layers under diffusers' current names:
@@ -217,7 +244,7 @@ fn bad_training_setups_fail_clearly() {
     let base = ["--model", Box::leak(fixture("tiny-sd").into_boxed_str()), "--out", o, "--resolution", "32", "--max-steps", "1"];
     assert!(err(&[&["train", "--data", d, "--resume"][..], &base[..]].concat()).contains("no checkpoint"));
     assert!(err(&[&["train", "--data", "/nonexistent"][..], &base[..]].concat()).contains("expected a folder made by mam-e prepare"));
-    assert!(err(&[&["train", "--data", d, "--inpainting"][..], &base[..]].concat()).contains("inpainting training needs 9"));
+    assert!(err(&[&["train", "--data", d, "--inpainting", "--from-scratch"][..], &base[..]].concat()).contains("inpainting training needs 9"));
     ok(&[&["train", "--data", d, "--validate-every", "0"][..], &base[..]].concat());
     assert!(err(&[&["train", "--data", d][..], &base[..]].concat()).contains("--resume"));
     assert!(err(&[&["train", "--data", d, "--caption-dropout", "1.5", "--resume"][..], &base[..]].concat()).contains("--caption-dropout 1.5 must be in [0, 1)"));

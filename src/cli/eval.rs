@@ -295,7 +295,7 @@ fn inpainting(args: InpaintingArgs) -> anyhow::Result<()> {
     }
     let device = Backend::from(args.backend).device()?;
     let sd = load_model(&args.model, &device, Precision::F32)?;
-    let (mut outside, mut inside, mut vae_outside) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut outside, mut inside, mut vae_outside, mut beyond_vae) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, line) in lines.iter().enumerate() {
         let read = |key: &str| -> anyhow::Result<RgbImage> {
             let path = lesions.join(line[key].as_str().context("metadata line without a file")?);
@@ -314,8 +314,7 @@ fn inpainting(args: InpaintingArgs) -> anyhow::Result<()> {
         let result = sd.start_inpaint(&params, &image, &mask, None)?.finish_image()?;
         // The VAE's own round trip: the floor under any change.
         let round_trip = vae_round_trip(&sd, &image)?;
-        let original = image.to_gray();
-        let change = |other: &RgbImage| -> (f64, f64) {
+        let change = |original: &[u8], other: &RgbImage| -> (f64, f64) {
             let (mut o, mut no, mut n, mut nn) = (0.0, 0usize, 0.0, 0usize);
             for (k, b) in other.to_gray().into_iter().enumerate() {
                 let d = (original[k] as f64 - b as f64).abs();
@@ -329,18 +328,21 @@ fn inpainting(args: InpaintingArgs) -> anyhow::Result<()> {
             }
             (o / no.max(1) as f64, n / nn.max(1) as f64)
         };
-        let (o, n) = change(&result);
+        let (o, n) = change(&image.to_gray(), &result);
         outside.push(o);
         inside.push(n);
-        vae_outside.push(change(&round_trip).0);
+        vae_outside.push(change(&image.to_gray(), &round_trip).0);
+        // What the UNet itself changed: the result against the VAE's round trip of the input.
+        beyond_vae.push(change(&round_trip.to_gray(), &result).0);
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     println!(
-        "{} lesion cases: mean absolute change outside the masks {:.2}/255 (target ≤ 2), inside {:.2}/255; the VAE's own round trip changes the outside by {:.2}/255",
+        "{} lesion cases: mean absolute change outside the masks {:.2}/255 (target ≤ 2), inside {:.2}/255; the VAE's own round trip changes the outside by {:.2}/255, the UNet (result against that round trip) by {:.2}/255",
         lines.len(),
         mean(&outside),
         mean(&inside),
-        mean(&vae_outside)
+        mean(&vae_outside),
+        mean(&beyond_vae)
     );
     Ok(())
 }

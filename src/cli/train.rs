@@ -37,7 +37,9 @@ pub struct Args {
     out: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "unet")]
     component: ComponentArg,
-    /// Inpainting training (9-channel UNet, lesion masks from the prepared lesions/ set).
+    /// Inpainting training (9-channel UNet, lesion masks from the prepared lesions/ set). A
+    /// text-to-image --model (4-channel UNet) is widened to 9 channels first, the 5 new input
+    /// channels zero-initialised, as stable-diffusion-inpainting was made from SD.
     #[arg(long)]
     inpainting: bool,
     /// Training resolution (images are resized, then randomly cropped).

@@ -11,6 +11,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod inpainting_start;
 pub mod log;
 pub mod optim;
 
@@ -199,6 +200,9 @@ fn main_optimizer_file(component: Component) -> &'static str {
     }
 }
 
+/// The folder in a run's output holding the 9-channel start made from a text-to-image model.
+const INPAINTING_START: &str = "inpainting-start";
+
 const TEXT_OPTIMIZER_FILE: &str = "optimizer_text_encoder.safetensors";
 
 /// Training state saved next to each checkpoint.
@@ -249,6 +253,17 @@ impl Trainer {
             bail!("{} already has checkpoints: pass --resume to continue that run, or choose another --out", options.out.display());
         }
         let data = TrainingData::open(&options.data, options.inpainting, options.resolution, options.crop).map_err(anyhow::Error::msg)?;
+        let mut options = options;
+        if options.inpainting && !options.from_scratch && options.component == Component::Diffusion && inpainting_start::unet_in_channels(&options.model)? == 4 {
+            // A text-to-image model fine-tuned into an inpainting one: its 9-channel copy (extra
+            // conv_in weights zero) is the run's base, made once and reused on --resume.
+            let start = options.out.join(INPAINTING_START);
+            if !start.join("unet/config.json").exists() {
+                println!("{}: 4-channel UNet; starting inpainting from it with 5 zero-initialised input channels ({})", options.model.display(), start.display());
+                inpainting_start::write_inpainting_start(&options.model, &start)?;
+            }
+            options.model = start;
+        }
         let base = &options.model;
         let tokenizer = load_tokenizer(base)?;
         let scheduler = SchedulerConfig::from_json(&read_text(&base.join("scheduler/scheduler_config.json"))?)?;
