@@ -176,17 +176,10 @@ fn vae_and_inpainting_training_run_and_their_models_load() {
     // A text-to-image model fine-tuned into an inpainting one: widened to 9 channels once, the
     // widened start reused when the run resumes.
     let widened_out = temp("inpaint-from-t2i");
-    let args = |steps: &'static str| -> Vec<String> {
-        ["train", "--inpainting", "--data", d, "--model", &fixture("tiny-sd"), "--out", widened_out.to_str().unwrap(), "--resolution", "32", "--batch-size", "2"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain(["--max-steps", steps, "--checkpoint-every", "2", "--validate-every", "0"].map(String::from))
-            .collect()
-    };
-    let first = args("2");
-    assert!(ok(&first.iter().map(String::as_str).collect::<Vec<_>>()).contains("5 zero-initialised input channels"));
-    let resumed: Vec<String> = args("3").into_iter().chain(["--resume".to_string()]).collect();
-    let out = ok(&resumed.iter().map(String::as_str).collect::<Vec<_>>());
+    let (t2i, w) = (fixture("tiny-sd"), widened_out.to_str().unwrap());
+    let run_args = ["train", "--inpainting", "--data", d, "--model", &t2i, "--out", w, "--resolution", "32", "--batch-size", "2", "--checkpoint-every", "2", "--validate-every", "0", "--max-steps", "2"];
+    assert!(ok(&run_args).contains("5 zero-initialised input channels"));
+    let out = ok(&[&run_args[..run_args.len() - 1], &["3", "--resume"]].concat());
     assert!(!out.contains("zero-initialised"), "{out}");
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(widened_out.join("model/unet/config.json")).unwrap()).unwrap();
     assert_eq!(config["in_channels"], 9);

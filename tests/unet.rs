@@ -57,44 +57,24 @@ fn unsupported_unet_configs_are_refused() {
 fn a_widened_text_to_image_unet_starts_as_the_original() {
     // The inpainting start of a text-to-image model (5 zero-initialised conv_in channels)
     // computes diffusers' text-to-image output whatever the mask and masked-image channels hold.
+    use burn::tensor::{Distribution, Tensor};
+    use mam_e::train::inpainting_start::write_inpainting_start;
     let dir = std::env::temp_dir().join(format!("mam-e-inpainting-start-{}", std::process::id()));
-    mam_e::train::inpainting_start::write_inpainting_start(&fixtures::path("tiny-sd"), &dir)
-        .unwrap();
+    write_inpainting_start(&fixtures::path("tiny-sd"), &dir).unwrap();
     let device = Device::flex();
-    let config = UNet2DConditionConfig::from_json(
-        &std::fs::read_to_string(dir.join("unet/config.json")).unwrap(),
-    )
-    .unwrap();
-    let model = load_safetensors(
-        config.init(&device),
-        std::fs::read(dir.join("unet/diffusion_pytorch_model.safetensors")).unwrap(),
-        "unet",
-    )
-    .unwrap();
+    let config = UNet2DConditionConfig::from_json(&std::fs::read_to_string(dir.join("unet/config.json")).unwrap()).unwrap();
+    let model = load_safetensors(config.init(&device), std::fs::read(dir.join("unet/diffusion_pytorch_model.safetensors")).unwrap(), "unet").unwrap();
     assert_eq!(model.in_channels(), 9);
-    let index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("model_index.json")).unwrap())
-            .unwrap();
+    let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("model_index.json")).unwrap()).unwrap();
     assert_eq!(index["_class_name"], "StableDiffusionInpaintPipeline");
     let reference = fixtures::read("reference/unet.safetensors");
-    let sample: burn::tensor::Tensor<4> = fixtures::burn_tensor(&reference, "t2i.sample", &device);
+    let sample: Tensor<4> = fixtures::burn_tensor(&reference, "t2i.sample", &device);
     let [b, _, h, w] = sample.dims();
-    let extra = burn::tensor::Tensor::<4>::random(
-        [b, 5, h, w],
-        burn::tensor::Distribution::Normal(0.0, 1.0),
-        &device,
-    );
-    let out = model.forward(
-        burn::tensor::Tensor::cat(vec![sample, extra], 1),
-        &fixtures::tensor(&reference, "t2i.timesteps").f64,
-        fixtures::burn_tensor(&reference, "t2i.context", &device),
-    );
+    let extra = Tensor::<4>::random([b, 5, h, w], Distribution::Normal(0.0, 1.0), &device);
+    let out = model.forward(Tensor::cat(vec![sample, extra], 1), &fixtures::tensor(&reference, "t2i.timesteps").f64, fixtures::burn_tensor(&reference, "t2i.context", &device));
     fixtures::assert_close(out, &reference, "t2i.out", 1e-4);
     // A UNet that already has 9 channels is not widened again.
-    let again = dir.with_extension("again");
-    let err = mam_e::train::inpainting_start::write_inpainting_start(&dir, &again)
-        .unwrap_err()
-        .to_string();
+    let err = write_inpainting_start(&dir, &dir.with_extension("again")).unwrap_err().to_string();
     assert!(err.contains("has 9 input channels"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

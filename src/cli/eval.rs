@@ -314,6 +314,7 @@ fn inpainting(args: InpaintingArgs) -> anyhow::Result<()> {
         let result = sd.start_inpaint(&params, &image, &mask, None)?.finish_image()?;
         // The VAE's own round trip: the floor under any change.
         let round_trip = vae_round_trip(&sd, &image)?;
+        let original = image.to_gray();
         let change = |original: &[u8], other: &RgbImage| -> (f64, f64) {
             let (mut o, mut no, mut n, mut nn) = (0.0, 0usize, 0.0, 0usize);
             for (k, b) in other.to_gray().into_iter().enumerate() {
@@ -328,10 +329,10 @@ fn inpainting(args: InpaintingArgs) -> anyhow::Result<()> {
             }
             (o / no.max(1) as f64, n / nn.max(1) as f64)
         };
-        let (o, n) = change(&image.to_gray(), &result);
+        let (o, n) = change(&original, &result);
         outside.push(o);
         inside.push(n);
-        vae_outside.push(change(&image.to_gray(), &round_trip).0);
+        vae_outside.push(change(&original, &round_trip).0);
         // What the UNet itself changed: the result against the VAE's round trip of the input.
         beyond_vae.push(change(&round_trip.to_gray(), &result).0);
     }

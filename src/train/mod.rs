@@ -233,7 +233,7 @@ pub struct Trainer {
 
 impl Trainer {
     /// Sets up a run in `options.out`, resuming from its newest checkpoint when `resume`.
-    pub fn new(options: TrainOptions, plain: Device, resume: bool) -> anyhow::Result<Trainer> {
+    pub fn new(mut options: TrainOptions, plain: Device, resume: bool) -> anyhow::Result<Trainer> {
         use anyhow::{Context, bail};
         if options.batch_size == 0 || options.gradient_accumulation == 0 || options.resolution == 0 || options.crop % 8 != 0 || options.crop == 0 {
             bail!("batch size and accumulation must be ≥ 1 and the crop (default: the resolution) a positive multiple of 8");
@@ -253,7 +253,6 @@ impl Trainer {
             bail!("{} already has checkpoints: pass --resume to continue that run, or choose another --out", options.out.display());
         }
         let data = TrainingData::open(&options.data, options.inpainting, options.resolution, options.crop).map_err(anyhow::Error::msg)?;
-        let mut options = options;
         if options.inpainting && !options.from_scratch && options.component == Component::Diffusion && inpainting_start::unet_in_channels(&options.model)? == 4 {
             // A text-to-image model fine-tuned into an inpainting one: its 9-channel copy (extra
             // conv_in weights zero) is the run's base, made once and reused on --resume.
