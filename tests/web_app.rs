@@ -1,8 +1,15 @@
-//! Components mounted in a real browser: click, tick, assert on the DOM.
+//! Components mounted in a real browser: click, tick, assert on the DOM; mask painting with the
+//! pointer.
 #![cfg(target_arch = "wasm32")]
+
+// Only the mask test's input image: the rest of the scene is for the pipeline tests.
+#[allow(dead_code)]
+#[path = "support/scene.rs"]
+mod scene;
 
 use leptos::prelude::*;
 use mam_e::web::gpu::{GpuNotice, GpuStatus, probe};
+use mam_e::web::mask_panel::{InpaintRequest, MaskPanel, SourceImage};
 use mam_e::web::prompt_panel::PromptPanel;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
@@ -119,4 +126,46 @@ async fn uploads_are_fitted_to_the_model_and_non_images_refused() {
     let fitted = source.get_untracked().expect("the PNG was not loaded");
     assert_eq!((fitted.image.width, fitted.image.height), (64, 64));
     assert_eq!(fitted.note, "wide.png: centre-cropped from 100×50 to 50×50, resized to 64×64");
+}
+
+fn pointer(kind: &str, x: f64, y: f64) -> web_sys::PointerEvent {
+    let init = web_sys::PointerEventInit::new();
+    init.set_client_x(x as i32);
+    init.set_client_y(y as i32);
+    init.set_bubbles(true);
+    init.set_pointer_id(1);
+    web_sys::PointerEvent::new_with_event_init_dict(kind, &init).unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn a_dragged_rectangle_becomes_the_mask() {
+    let root = fresh_root();
+    let (image, _) = scene::inpaint_input();
+    let source = RwSignal::new(Some(SourceImage { image, note: "test".into() }));
+    let requested = RwSignal::new(None::<InpaintRequest>);
+    let _mounted = leptos::mount::mount_to(root.clone(), move || {
+        view! { <MaskPanel source size=Signal::stored(Some((64, 64))) busy=Signal::stored(false) on_inpaint=Callback::new(move |r| requested.set(Some(r))) /> }
+    });
+    leptos::task::tick().await;
+    let canvas: HtmlElement = root.query_selector("[data-test=mask-canvas]").unwrap().unwrap().unchecked_into();
+    canvas.style().set_property("width", "128px").unwrap();
+    canvas.style().set_property("height", "128px").unwrap();
+    let rect = canvas.get_bounding_client_rect();
+    // Image pixels (10, 20) to (30, 50) at 2 CSS pixels per image pixel.
+    let at = |x: f64, y: f64| (rect.left() + 2.0 * x, rect.top() + 2.0 * y);
+    let (x0, y0) = at(10.0, 20.0);
+    let (x1, y1) = at(30.0, 50.0);
+    canvas.dispatch_event(&pointer("pointerdown", x0, y0)).unwrap();
+    canvas.dispatch_event(&pointer("pointermove", (x0 + x1) / 2.0, (y0 + y1) / 2.0)).unwrap();
+    canvas.dispatch_event(&pointer("pointerup", x1, y1)).unwrap();
+    leptos::task::tick().await;
+    root.query_selector("button[name=inpaint]").unwrap().unwrap().unchecked_into::<HtmlElement>().click();
+    leptos::task::tick().await;
+    let request = requested.get_untracked().expect("Inpaint sent no request");
+    let mut expected = mam_e::mask::Mask::new(64, 64);
+    let scale = |v: f64, origin: f64| (v.trunc() - origin) / 2.0;
+    expected.rectangle((scale(x0, rect.left()), scale(y0, rect.top())), (scale(x1, rect.left()), scale(y1, rect.top())), 255);
+    assert_eq!(request.mask, expected.data);
+    assert_eq!(request.mask.iter().filter(|&&v| v == 255).count(), 20 * 30);
+    assert_eq!((request.prompt.as_str(), request.guidance), ("a mammogram with a lesion", 3.0));
 }
