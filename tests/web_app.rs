@@ -147,7 +147,7 @@ async fn a_dragged_rectangle_becomes_the_mask() {
         view! { <MaskPanel source size=Signal::stored(Some((64, 64))) busy=Signal::stored(false) on_inpaint=Callback::new(move |r| requested.set(Some(r))) /> }
     });
     leptos::task::tick().await;
-    let canvas: HtmlElement = root.query_selector("[data-test=mask-canvas]").unwrap().unwrap().unchecked_into();
+    let canvas = query::<HtmlElement>(&root, "[data-test=mask-canvas]");
     canvas.style().set_property("width", "128px").unwrap();
     canvas.style().set_property("height", "128px").unwrap();
     let rect = canvas.get_bounding_client_rect();
@@ -159,7 +159,7 @@ async fn a_dragged_rectangle_becomes_the_mask() {
     canvas.dispatch_event(&pointer("pointermove", (x0 + x1) / 2.0, (y0 + y1) / 2.0)).unwrap();
     canvas.dispatch_event(&pointer("pointerup", x1, y1)).unwrap();
     leptos::task::tick().await;
-    root.query_selector("button[name=inpaint]").unwrap().unwrap().unchecked_into::<HtmlElement>().click();
+    query::<HtmlElement>(&root, "button[name=inpaint]").click();
     leptos::task::tick().await;
     let request = requested.get_untracked().expect("Inpaint sent no request");
     let mut expected = mam_e::mask::Mask::new(64, 64);
