@@ -24,6 +24,16 @@ impl RgbImage {
         RgbImage { width: self.width, height: self.height, pixels }
     }
 
+    /// This image and its mask (one byte a pixel) as the model sees them: a right breast's
+    /// mirrored to face left, as MAM-E's training images do; a left breast's as they are.
+    pub fn to_model_orientation(&self, mask: &[u8], right_breast: bool) -> (RgbImage, Vec<u8>) {
+        if !right_breast {
+            return (self.clone(), mask.to_vec());
+        }
+        let mask = mask.chunks_exact(self.width).flat_map(|row| row.iter().rev().copied()).collect();
+        (self.mirrored(), mask)
+    }
+
     /// This image inside the mask (8-bit gray, ≥ 128 = inside) and `original` outside it: an
     /// inpainting result that leaves the rest of the mammogram exactly as it was.
     pub fn keep_outside(&self, original: &RgbImage, mask: &[u8]) -> RgbImage {
@@ -154,6 +164,17 @@ mod tests {
         let original = RgbImage { width: 2, height: 1, pixels: vec![1, 2, 3, 4, 5, 6] };
         let painted = RgbImage { width: 2, height: 1, pixels: vec![9, 9, 9, 8, 8, 8] };
         assert_eq!(painted.keep_outside(&original, &[255, 0]).pixels, vec![9, 9, 9, 4, 5, 6]);
+    }
+
+    #[test]
+    fn a_right_breast_and_its_mask_are_mirrored_together_for_the_model() {
+        // 3×2: a bright pixel at the right end of the first row, masked there.
+        let image = RgbImage { width: 3, height: 2, pixels: vec![0, 0, 0, 1, 1, 1, 9, 9, 9, 2, 2, 2, 3, 3, 3, 4, 4, 4] };
+        let mask = vec![0, 0, 255, 0, 0, 0];
+        let (seen, seen_mask) = image.to_model_orientation(&mask, true);
+        assert_eq!(seen.pixels[..9], [9, 9, 9, 1, 1, 1, 0, 0, 0]);
+        assert_eq!(seen_mask, [255, 0, 0, 0, 0, 0]);
+        assert_eq!(image.to_model_orientation(&mask, false), (image.clone(), mask.clone()));
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub mod tokenizer;
 pub mod weights;
 
 #[cfg(not(target_arch = "wasm32"))]
+pub mod atomic;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod data;

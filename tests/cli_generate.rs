@@ -106,6 +106,20 @@ fn inpaint_reproduces_diffusers_and_refuses_bad_masks() {
         assert_eq!(px(&kept), if m >= 128 { px(&painted) } else { px(&original) }, "pixel {i}");
     }
 
+    // --right: a right breast's image and mask (the fixtures mirrored) are painted in the model's
+    // left-facing orientation and the result mirrored back: exactly the left result, mirrored.
+    let (right_image, right_mask, right_out) = (temp("right-image.png"), temp("right-mask.png"), temp("right-out.png"));
+    std::fs::write(&right_image, original.mirrored().to_png(&[]).unwrap()).unwrap();
+    std::fs::write(&right_mask, read(&mask).mirrored().to_png(&[]).unwrap()).unwrap();
+    let out = mam_e(&[
+        "inpaint", "--model", model.to_str().unwrap(), "--image", right_image.to_str().unwrap(), "--mask", right_mask.to_str().unwrap(),
+        "--steps", "10", "--init-noise", noise_path.to_str().unwrap(), "--right", "--output", right_out.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(read(&right_out) == painted.mirrored(), "the right breast was not painted as the mirrored left one");
+    let text = png::Decoder::new(std::io::Cursor::new(std::fs::read(&right_out).unwrap())).read_info().unwrap().info().utf8_text[0].get_text().unwrap();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap()["laterality"], "R");
+
     // An all-black mask: nothing to paint.
     let empty = temp("empty-mask.png");
     let black = mam_e::imaging::RgbImage { width: 64, height: 64, pixels: vec![0; 64 * 64 * 3] };

@@ -21,12 +21,16 @@ fn screenshots() -> PathBuf {
 }
 
 #[test]
-fn page_loads_on_webgpu_without_errors_or_foreign_requests() {
+fn page_loads_picks_the_cpu_on_swiftshader_without_errors_or_foreign_requests() {
     let server = StaticServer::start(&dist());
     let browser = Browser::start(true, &server.origin);
     browser.goto(&format!("{}/", server.origin));
     let adapter = browser.wait_for("const e = document.querySelector('[data-test=gpu-ready]'); return e && e.innerText", Duration::from_secs(60));
     assert!(adapter.as_str().unwrap().starts_with("WebGPU ready"), "{adapter}");
+    // The adapter is SwiftShader, a software WebGPU: the page computes on the CPU and says why.
+    let (backend, why) = compute_backend(&browser);
+    assert_eq!(backend, "Cpu", "{why}");
+    assert!(why.contains("software") && why.to_lowercase().contains("swiftshader"), "{why}");
     for panel in ["model-panel", "prompt-panel", "mask-panel", "gallery-panel"] {
         assert_eq!(browser.eval(&format!("return !!document.getElementById('{panel}')")), true, "missing {panel}");
     }
@@ -55,17 +59,40 @@ fn assert_no_foreign_requests(browser: &Browser, server: &StaticServer) {
     assert!(proxied.is_empty(), "the browser requested outside {}: {proxied:?}", server.origin);
 }
 
+/// Waits for both embedded packages, then `[data-backend, text]` of the model panel's line
+/// saying where they compute.
+fn compute_backend(browser: &Browser) -> (String, String) {
+    browser.wait_for("return document.querySelectorAll('[data-test=model-ready]').length == 2", Duration::from_secs(180));
+    let line = browser.eval("const e = document.querySelector('[data-test=compute-backend]'); return e && [e.dataset.backend, e.innerText]");
+    (line[0].as_str().unwrap_or_default().to_string(), line[1].as_str().unwrap_or_default().to_string())
+}
+
 #[test]
-fn page_without_webgpu_explains_what_to_do() {
+fn page_without_webgpu_generates_on_the_cpu() {
     let server = StaticServer::start(&dist());
     let browser = Browser::start(false, &server.origin);
+    let started = std::time::Instant::now();
     browser.goto(&format!("{}/", server.origin));
     let text = browser.wait_for(
         "const e = document.querySelector('[data-test=no-webgpu], [data-test=no-adapter]'); return e && e.innerText",
         Duration::from_secs(60),
     );
-    assert!(text.as_str().unwrap().contains("WebGPU"), "{text}");
+    assert!(text.as_str().unwrap().contains("computes on the CPU"), "{text}");
+    let (backend, why) = compute_backend(&browser);
+    eprintln!("page open to both packages loaded on the CPU path: {:.1} s", started.elapsed().as_secs_f64());
+    assert_eq!(backend, "Cpu", "{why}");
+    assert!(why.contains("no WebGPU") || why.contains("no GPU adapter"), "{why}");
+    // Generate with the page's defaults, as a newcomer would.
+    let started = std::time::Instant::now();
+    browser.click("button[name=generate]");
+    browser.wait_for("return document.querySelectorAll('[data-test=result]').length == 1", Duration::from_secs(300));
+    eprintln!("text-to-image with the page's defaults on the CPU path: {:.1} s", started.elapsed().as_secs_f64());
+    let stats = browser.wait_for(IMAGE_STATS, Duration::from_secs(10));
+    assert_eq!((stats[0].as_u64(), stats[1].as_u64()), (Some(128), Some(128)));
+    assert!(stats[3].as_u64() > stats[2].as_u64(), "blank image: {stats}");
     browser.screenshot(&screenshots().join("no-webgpu.png"));
+    let errors: Vec<_> = browser.log("browser").into_iter().filter(|e| e["level"] == "SEVERE").collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
 
 /// Moves the range input `name` to `value`, as dragging its thumb would.
@@ -97,15 +124,15 @@ fn generate_then_paint_a_lesion_like_a_person() {
     let browser = Browser::start(true, &server.origin);
     let started = std::time::Instant::now();
     browser.goto(&format!("{}/", server.origin));
-    // Both embedded packages load (fetched, SHA-256 checked, applied on the GPU).
-    browser.wait_for("return document.querySelectorAll('[data-test=model-ready]').length == 2", Duration::from_secs(180));
+    // Both embedded packages load (fetched, SHA-256 checked, applied), on the CPU path: the
+    // adapter is SwiftShader.
+    let (backend, _) = compute_backend(&browser);
     eprintln!("page open to both packages loaded: {:.1} s", started.elapsed().as_secs_f64());
-    // SwiftShader has no f16 shaders: the models compute in f32, and the panel says so.
+    assert_eq!(backend, "Cpu");
     let models = browser.eval("return [...document.querySelectorAll('[data-test=model-ready]')].map(e => e.innerText).join(' | ')");
-    assert_eq!(models.as_str().unwrap().matches("computes in f32").count(), 2, "{models}");
+    assert_eq!(models.as_str().unwrap().matches("computes in f32 on the CPU (WebAssembly)").count(), 2, "{models}");
 
-    // A healthy image from the embedded demo model with the default settings but 10 steps, the
-    // slider's minimum (SwiftShader, a CPU WebGPU, is slow).
+    // A healthy image from the embedded demo model with the default settings but 10 steps.
     set_range(&browser, "steps", 10);
     // The page's own thread must stay free while the pipeline worker generates: a 20 ms timer
     // records the longest gap between its ticks (a step on the page's thread took seconds).
@@ -177,8 +204,22 @@ fn generate_then_paint_a_lesion_like_a_person() {
     wait_for_step_1(&browser);
     browser.eval_in_worker("worker.js", "setTimeout(() => { throw new Error('simulated crash') }); 0");
     let failed = browser.wait_for("const e = document.querySelector('[data-test=run-error]'); return e && e.innerText", Duration::from_secs(60));
-    assert!(failed.as_str().unwrap().contains("GPU worker stopped"), "{failed}");
+    assert!(failed.as_str().unwrap().contains("pipeline worker stopped"), "{failed}");
     browser.wait_for("return document.querySelectorAll('[data-test=model-ready]').length == 2", Duration::from_secs(180));
+    browser.click("button[name=generate]");
+    wait_for_step_1(&browser);
+    browser.click("button[name=cancel]");
+    browser.wait_for("return !!document.querySelector('[data-test=run-cancelled]')", Duration::from_secs(120));
+
+    // Forced onto WebGPU in the model panel: the models load again there (SwiftShader has no f16
+    // shaders: f32), and the panel says so.
+    browser.eval("const s = document.querySelector('select[name=compute]'); s.value = 'gpu'; s.dispatchEvent(new Event('change')); return null");
+    browser.wait_for("const e = document.querySelector('[data-test=compute-backend]'); return e && e.dataset.backend == 'WebGpu'", Duration::from_secs(180));
+    let (_, why) = compute_backend(&browser);
+    assert!(why.contains("chosen in the model panel"), "{why}");
+    let models = browser.eval("return [...document.querySelectorAll('[data-test=model-ready]')].map(e => e.innerText).join(' | ')");
+    assert_eq!(models.as_str().unwrap().matches("computes in f32 on the GPU (WebGPU)").count(), 2, "{models}");
+    set_range(&browser, "steps", 50);
     browser.click("button[name=generate]");
     wait_for_step_1(&browser);
 
@@ -195,8 +236,10 @@ fn generate_then_paint_a_lesion_like_a_person() {
     assert!(failed.as_str().unwrap().contains("GPU device failed"), "{failed}");
     browser.wait_for("return document.querySelectorAll('[data-test=model-ready]').length == 2", Duration::from_secs(180));
     set_range(&browser, "steps", 10);
+    let started = std::time::Instant::now();
     browser.click("button[name=generate]");
     browser.wait_for("return document.querySelectorAll('[data-test=result]').length == 3", Duration::from_secs(600));
+    eprintln!("10-step 128×128 text-to-image (CFG) in the page on WebGPU (SwiftShader): {:.1} s", started.elapsed().as_secs_f64());
     let stats = browser.wait_for(IMAGE_STATS, Duration::from_secs(10));
     assert!(stats[3].as_u64() > stats[2].as_u64(), "blank image after the device was lost: {stats}");
 

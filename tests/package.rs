@@ -226,6 +226,53 @@ fn edit_manifest(package: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
 }
 
 #[test]
+fn file_names_outside_the_package_and_oversized_files_are_refused_before_reading() {
+    let package = make_package("tiny-sd", StorageDtype::Q8, "untrusted");
+    // A secret beside the package, with exactly the size and hash the manifest could list.
+    let secret = package.parent().unwrap().join("secret.safetensors");
+    std::fs::copy(package.join("model-00001.safetensors"), &secret).unwrap();
+    let original = std::fs::read_to_string(package.join("manifest.json")).unwrap();
+    let device = Device::flex();
+    for name in ["../secret.safetensors", "/etc/passwd", "https://example.com/x.safetensors", "a//b", "./model-00001.safetensors", "tokenizer/../../secret.safetensors", "x?y=1", ""] {
+        std::fs::write(package.join("manifest.json"), &original).unwrap();
+        edit_manifest(&package, |m| m["shards"][0]["file"] = name.into());
+        let error = load_package(&package, &device).err().unwrap_or_else(|| panic!("{name:?} was read"));
+        assert!(error.to_string().contains(&format!("names the file \"{name}\"")), "{name:?}: {error}");
+    }
+    let refused = |edit: &dyn Fn(&mut serde_json::Value)| {
+        std::fs::write(package.join("manifest.json"), &original).unwrap();
+        edit_manifest(&package, |m| edit(m));
+        load_package(&package, &device).err().expect("accepted").to_string()
+    };
+    let error = refused(&|m| m["shards"][0]["bytes"] = ((128u64 << 20) + 1).into());
+    assert!(error.contains("more than the 134217728 such a file may have"), "{error}");
+    let error = refused(&|m| m["tokenizer"][0]["bytes"] = ((16u64 << 20) + 1).into());
+    assert!(error.contains("more than the 16777216 such a file may have"), "{error}");
+    let error = refused(&|m| m["shards"][0]["sha256"] = "../..".into());
+    assert!(error.contains("no valid SHA-256"), "{error}");
+    let error = refused(&|m| m["shards"] = serde_json::json!([]));
+    assert!(error.contains("lists 0 shards"), "{error}");
+    let error = refused(&|m| {
+        let shard = m["shards"][0].clone();
+        m["shards"] = serde_json::Value::Array(vec![serde_json::json!({"file": "big.safetensors", "bytes": 128u64 << 20, "sha256": "0".repeat(64)}); 66]);
+        m["shards"][0] = shard;
+    });
+    assert!(error.contains("more than the 8589934592 a package may have"), "{error}");
+    // A shard file larger than listed is refused by its size, before it is read.
+    std::fs::write(package.join("manifest.json"), &original).unwrap();
+    let shard = package.join("model-00001.safetensors");
+    let mut grown = std::fs::read(&shard).unwrap();
+    grown.extend_from_slice(&[0; 16]);
+    std::fs::write(&shard, &grown).unwrap();
+    let error = load_package(&package, &device).err().expect("a grown shard loaded");
+    assert!(matches!(&error, Error::Corrupt { reason, .. } if reason.contains("bytes, expected")), "{error}");
+    // An oversized manifest is refused before it is parsed.
+    std::fs::write(package.join("manifest.json"), vec![b' '; (1 << 20) + 1]).unwrap();
+    let error = load_package(&package, &device).err().expect("a 1 MiB manifest parsed");
+    assert!(error.to_string().contains("more than a manifest may have"), "{error}");
+}
+
+#[test]
 fn an_unknown_manifest_version_is_refused() {
     let (package, _) = damaged("version");
     edit_manifest(&package, |m| m["version"] = 3.into());
@@ -356,6 +403,27 @@ fn largest_gpu_buffer_of_sd15() {
     (sd15.defaults.height, sd15.defaults.width) = (256, 256);
     assert_eq!(sd15.largest_tensor_bytes().unwrap(), 151_781_376);
     assert!(sd15.largest_tensor_bytes().unwrap() > 128 << 20);
+}
+
+#[test]
+fn the_cpu_path_takes_the_demo_packages_and_refuses_sd15_before_downloading() {
+    let demo = |dir: &str| Manifest::parse(&std::fs::read_to_string(format!("{}/static/models/{dir}/manifest.json", env!("CARGO_MANIFEST_DIR"))).unwrap()).unwrap();
+    for dir in ["demo", "demo-inpaint"] {
+        demo(dir).check_fits_the_cpu_path().unwrap();
+    }
+    // SD1.5 in q8 as `convert` writes it (README: 1017 MiB in 9 shards): ≈ 4 GiB of f32 weights,
+    // more than wasm32's memory can hold beside the activations.
+    let mut sd15 = demo("demo");
+    sd15.name = "sd15-q8".into();
+    sd15.dtype = StorageDtype::Q8;
+    sd15.shards = (1..=9).map(|i| mam_e::package::FileRef { file: format!("model-{i:05}.safetensors"), bytes: (1017 << 20) / 9, sha256: "0".repeat(64) }).collect();
+    let error = sd15.check_fits_the_cpu_path().unwrap_err().to_string();
+    assert!(error.starts_with("sd15-q8 is too large for the CPU path: its weights take about 3.97 GiB in f32"), "{error}");
+    assert!(error.contains("needs a GPU with WebGPU"), "{error}");
+    // The same model in q4 (611 MiB) is as large once expanded to f32.
+    sd15.dtype = StorageDtype::Q4;
+    sd15.shards.truncate(5);
+    assert!(sd15.check_fits_the_cpu_path().is_err());
 }
 
 #[test]

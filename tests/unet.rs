@@ -78,3 +78,37 @@ fn a_widened_text_to_image_unet_starts_as_the_original() {
     assert!(err.contains("has 9 input channels"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Configs from strangers' packages: every malformed value is a specific error, never a panic
+/// (a zero group count divided by zero; an empty head list indexed past its end).
+#[test]
+fn malformed_unet_and_vae_configs_are_refused_clearly() {
+    let tiny = serde_json::json!({"block_out_channels": [32, 64], "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "cross_attention_dim": 32, "attention_head_dim": 4, "norm_num_groups": 8});
+    UNet2DConditionConfig::from_json(&tiny.to_string()).unwrap();
+    let cases = [
+        ("norm_num_groups", serde_json::json!(0), "norm_num_groups is 0"),
+        ("attention_head_dim", serde_json::json!([]), "0 heads per block are listed for 2 blocks"),
+        ("attention_head_dim", serde_json::json!([4, 0]), "cannot be split into 0 attention heads"),
+        ("attention_head_dim", serde_json::json!(5), "32 channels cannot be split into 5 attention heads"),
+        ("block_out_channels", serde_json::json!([32, 1 << 40]), "must be a multiple of norm_num_groups 8 from 1 to 16384"),
+        ("cross_attention_dim", serde_json::json!(0), "cross_attention_dim must be from 1 to 16384"),
+        ("layers_per_block", serde_json::json!(0), "layers_per_block 0 must be from 1 to 16"),
+    ];
+    for (key, value, want) in cases {
+        let mut config = tiny.clone();
+        config[key] = value.clone();
+        let error = UNet2DConditionConfig::from_json(&config.to_string()).err().unwrap_or_else(|| panic!("{key} = {value} accepted"));
+        assert!(error.to_string().contains(want), "{key} = {value}: {error}");
+    }
+    let vae = |edit: serde_json::Value| {
+        let mut config = serde_json::json!({"block_out_channels": [32, 64], "layers_per_block": 1, "norm_num_groups": 8});
+        config.as_object_mut().unwrap().extend(edit.as_object().unwrap().clone());
+        mam_e::model::vae::AutoencoderKlConfig::from_json(&config.to_string())
+    };
+    vae(serde_json::json!({})).unwrap();
+    for edit in [serde_json::json!({"norm_num_groups": 0}), serde_json::json!({"latent_channels": 0}), serde_json::json!({"block_out_channels": [0]})] {
+        let error = vae(edit.clone()).err().unwrap_or_else(|| panic!("VAE {edit} accepted"));
+        assert!(error.to_string().contains("must be"), "VAE {edit}: {error}");
+    }
+}

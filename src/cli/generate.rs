@@ -51,7 +51,9 @@ pub struct SamplingArgs {
     /// Also write the final latents (before VAE decoding) as tensor `latents` to this file.
     #[arg(long)]
     save_latents: Option<PathBuf>,
-    /// Mirror the result to show a right breast (MAM-E's images all face left).
+    /// A right breast (MAM-E's model draws left-facing ones): generate mirrors its result;
+    /// inpaint takes a right-facing image and mask, paints in the model's orientation, and
+    /// mirrors the result back.
     #[arg(long)]
     right: bool,
     /// Compute backend.
@@ -196,7 +198,7 @@ pub fn inpaint(args: InpaintArgs) -> anyhow::Result<()> {
     }
     let params = s.params(&args.prompt, 3.0, [image.height, image.width])?;
     let sd = s.load()?;
-    let mask = mask.to_gray();
+    let (image, mask) = image.to_model_orientation(&mask.to_gray(), s.right);
     let run = sd.start_inpaint(&params, &image, &mask, s.init_noise(&sd)?)?;
     let mut parameters = params.describe();
     parameters["image"] = args.image.display().to_string().into();

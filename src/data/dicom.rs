@@ -258,9 +258,7 @@ pub fn write_phantom(path: &Path, phantom: &Phantom, entry: &DatasetEntry) -> st
     let file = obj
         .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
         .map_err(std::io::Error::other)?;
-    let tmp = crate::data::temporary_path(path);
-    file.write_to_file(&tmp).map_err(std::io::Error::other)?;
-    std::fs::rename(&tmp, path)
+    crate::atomic::write_with(path, |tmp| file.write_to_file(tmp).map_err(std::io::Error::other))
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@ pub mod training_set;
 pub mod vindr;
 
 use std::fmt;
-use std::path::Path;
 
 /// Which breast an image shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,19 +62,7 @@ pub struct Finding {
     pub bbox: BoundingBox,
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
-/// killed job never leaves a half-written file under the final name.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = temporary_path(path);
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
-/// The temporary name `write_atomic` uses next to `path` (`.name.partial`).
-pub fn temporary_path(path: &Path) -> std::path::PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial"))
-}
+pub use crate::atomic::write as write_atomic;
 
 /// A short lowercase hexadecimal id, deterministic in `key` (VinDr's ids are 32 hex digits).
 pub fn hex_id(key: u64) -> String {

@@ -17,6 +17,10 @@ use super::precision::compute_dtype;
 use super::resnet::{conv, group_norm, Downsample2D, ResnetBlock2D, Upsample2D};
 use crate::{Error, Result};
 
+/// Widest layer a config may ask for (SD1.5's is 1280; SDXL's 1280 too): a larger one is a
+/// corrupt or hostile file, whose allocation would fail.
+const MAX_CHANNELS: usize = 16384;
+
 /// An int, or one value per block (diffusers accepts both for `attention_head_dim`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
@@ -170,8 +174,30 @@ impl UNet2DConditionConfig {
         if self.act_fn != "silu" || self.transformer_layers_per_block != 1 || self.mid_block_scale_factor != 1.0 {
             return Err(bad_config("only act_fn silu, one transformer layer per block and mid_block_scale_factor 1 are supported".into()));
         }
-        if let Some(c) = self.block_out_channels.iter().find(|c| *c % self.norm_num_groups != 0) {
-            return Err(bad_config(format!("block_out_channels entry {c} is not a multiple of norm_num_groups {}", self.norm_num_groups)));
+        if self.norm_num_groups == 0 {
+            return Err(bad_config("norm_num_groups is 0; group norms need at least one group".into()));
+        }
+        if let Some(c) = self.block_out_channels.iter().find(|c| **c == 0 || **c > MAX_CHANNELS || *c % self.norm_num_groups != 0) {
+            return Err(bad_config(format!("block_out_channels entry {c} must be a multiple of norm_num_groups {} from 1 to {MAX_CHANNELS}", self.norm_num_groups)));
+        }
+        let zero = [("in_channels", self.in_channels), ("out_channels", self.out_channels), ("cross_attention_dim", self.cross_attention_dim)];
+        if let Some((name, _)) = zero.iter().find(|(_, v)| *v == 0 || *v > MAX_CHANNELS) {
+            return Err(bad_config(format!("{name} must be from 1 to {MAX_CHANNELS}")));
+        }
+        if self.layers_per_block == 0 || self.layers_per_block > 16 {
+            return Err(bad_config(format!("layers_per_block {} must be from 1 to 16", self.layers_per_block)));
+        }
+        let heads = self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim);
+        if let PerBlock::Each(list) = heads {
+            if list.len() != n {
+                return Err(bad_config(format!("{} heads per block are listed for {n} blocks", list.len())));
+            }
+        }
+        for (block, &channels) in self.block_out_channels.iter().enumerate() {
+            let h = self.heads(block);
+            if h == 0 || channels % h != 0 {
+                return Err(bad_config(format!("block {block}: {channels} channels cannot be split into {h} attention heads")));
+            }
         }
         Ok(())
     }

@@ -109,7 +109,13 @@ impl AutoencoderKlConfig {
         if !types_ok(&config.down_block_types, "DownEncoderBlock2D") || !types_ok(&config.up_block_types, "UpDecoderBlock2D") {
             return Err(bad_config("only DownEncoderBlock2D / UpDecoderBlock2D blocks, one per block_out_channels entry, are supported".into()));
         }
-        if blocks == 0 || config.block_out_channels.iter().any(|c| c % config.norm_num_groups != 0) {
+        if config.norm_num_groups == 0 || config.latent_channels == 0 || config.layers_per_block == 0 || config.layers_per_block > 16 {
+            return Err(bad_config(format!(
+                "norm_num_groups {}, latent_channels {} and layers_per_block {} must be positive (layers_per_block at most 16)",
+                config.norm_num_groups, config.latent_channels, config.layers_per_block
+            )));
+        }
+        if blocks == 0 || config.block_out_channels.iter().any(|&c| c == 0 || c > 16384 || c % config.norm_num_groups != 0) {
             return Err(bad_config(format!("block_out_channels {:?} must be multiples of norm_num_groups {}", config.block_out_channels, config.norm_num_groups)));
         }
         Ok(config)

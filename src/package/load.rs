@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use burn::tensor::Device;
 
 use super::quant::{self, Decoded};
-use super::{MAX_SHARD_BYTES, Manifest, ModelKind, StorageDtype};
+use super::{Manifest, ModelKind, StorageDtype};
 use crate::model::clip::{ClipTextConfig, ClipTextModel};
 use crate::model::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::model::vae::{AutoencoderKl, AutoencoderKlConfig};
@@ -40,6 +40,7 @@ pub struct PackageLoader {
 impl PackageLoader {
     /// Checks the manifest (configs, kind, shard sizes) and builds the modules.
     pub fn new(manifest: Manifest, device: &Device) -> Result<Self> {
+        manifest.check_files()?;
         let configs = &manifest.configs;
         let text_config = ClipTextConfig::from_json(&configs.text_encoder.to_string())?;
         let unet_config = UNet2DConditionConfig::from_json(&configs.unet.to_string())?;
@@ -56,20 +57,13 @@ impl PackageLoader {
         if text_config.hidden_size != unet_config.cross_attention_dim {
             return Err(Error::Package(format!("text encoder width {} ≠ UNet cross_attention_dim {}", text_config.hidden_size, unet_config.cross_attention_dim)));
         }
-        if let Some(big) = manifest.shards.iter().find(|s| s.bytes > MAX_SHARD_BYTES) {
-            return Err(Error::Package(format!("shard {} has {} bytes, more than the {MAX_SHARD_BYTES} a shard may have", big.file, big.bytes)));
-        }
         let vae = match manifest.kind {
             ModelKind::TextToImage => vae_config.init_decoder(device),
             ModelKind::Inpainting => vae_config.init(device),
         };
-        // f32 size of the weights, from the download size (q8 ≈ 1 byte a weight, q4 ≈ ½).
-        let f32_bytes = match manifest.dtype {
-            StorageDtype::Q8 => 4 * manifest.total_bytes(),
-            StorageDtype::Q4 => 8 * manifest.total_bytes(),
-            StorageDtype::F32 | StorageDtype::F16 => 0,
-        };
-        let placement = if crate::device::is_gpu(device) && f32_bytes > PACK_ABOVE_F32_BYTES { Placement::Packed } else { Placement::Float };
+        let quantized = matches!(manifest.dtype, StorageDtype::Q8 | StorageDtype::Q4);
+        let placement =
+            if quantized && crate::device::is_gpu(device) && manifest.f32_weight_bytes() > PACK_ABOVE_F32_BYTES { Placement::Packed } else { Placement::Float };
         Ok(PackageLoader {
             text_encoder: ComponentLoad::new(text_config.init(device)?, "text_encoder").with_placement(placement),
             unet: ComponentLoad::new(unet_config.init(device), "unet").with_placement(placement),
@@ -215,16 +209,29 @@ pub fn load_package(dir: &std::path::Path, device: &Device) -> Result<StableDiff
 /// [`PackageLoader::with_precision`]).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn load_package_as(dir: &std::path::Path, device: &Device, precision: Precision) -> Result<StableDiffusion> {
-    let read = |file: &str| crate::weights::diffusers::read(&dir.join(file));
-    let manifest = Manifest::parse(&String::from_utf8_lossy(&read(super::MANIFEST)?))?;
+    // Each file's size is checked before it is read: a huge or swapped file costs nothing.
+    let read = |file: &str, bytes: u64| {
+        let path = dir.join(file);
+        let found = std::fs::metadata(&path).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })?.len();
+        if found != bytes {
+            return Err(Error::Corrupt { file: file.to_string(), reason: format!("{found} bytes, expected {bytes}") });
+        }
+        crate::weights::diffusers::read(&path)
+    };
+    let manifest_path = dir.join(super::MANIFEST);
+    let manifest_bytes = std::fs::metadata(&manifest_path).map(|m| m.len()).unwrap_or(0);
+    if manifest_bytes > super::MAX_MANIFEST_BYTES {
+        return Err(Error::Package(format!("{} has {manifest_bytes} bytes, more than a manifest may have ({})", manifest_path.display(), super::MAX_MANIFEST_BYTES)));
+    }
+    let manifest = Manifest::parse(&String::from_utf8_lossy(&crate::weights::diffusers::read(&manifest_path)?))?;
     let files = manifest.tokenizer.clone();
     let shards = manifest.shards.clone();
     let mut loader = PackageLoader::new(manifest, device)?.with_precision(precision)?;
     for (i, file) in files.iter().enumerate() {
-        loader.add_tokenizer_file(i, read(&file.file)?)?;
+        loader.add_tokenizer_file(i, read(&file.file, file.bytes)?)?;
     }
     for (i, shard) in shards.iter().enumerate() {
-        loader.add_shard(i, &read(&shard.file)?)?;
+        loader.add_shard(i, &read(&shard.file, shard.bytes)?)?;
     }
     loader.finish()
 }

@@ -29,6 +29,13 @@ pub const VERSION: u32 = 2;
 pub const MANIFEST: &str = "manifest.json";
 /// Largest shard: small enough for browsers to fetch and hash in one piece.
 pub const MAX_SHARD_BYTES: u64 = 128 << 20;
+/// Largest `manifest.json` (the demo's is 6 KB) and tokenizer file (SD1.5's `tokenizer.json`
+/// is 2.2 MB): read whole, so capped while streaming.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+pub const MAX_TOKENIZER_FILE_BYTES: u64 = 16 << 20;
+/// Largest whole package (SD1.5 in f32 is 4.13 GB) and most shards.
+pub const MAX_PACKAGE_BYTES: u64 = 8 << 30;
+pub const MAX_SHARDS: usize = 256;
 
 /// What a package's pipeline does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +107,17 @@ impl FileRef {
     }
 }
 
+/// A file name in a manifest: `/`-separated parts of letters, digits, `.`, `_` and `-`, none of
+/// them empty, `.` or `..` (so no absolute path, no parent folder, no URL or query).
+pub fn check_plain_path(path: &str) -> Result<()> {
+    let plain = |part: &str| !part.is_empty() && part != "." && part != ".." && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if path.len() <= 255 && path.split('/').all(plain) {
+        Ok(())
+    } else {
+        Err(Error::Package(format!("{MANIFEST} names the file \"{path}\"; files must be plain paths inside the package (letters, digits, . _ - and /, no ..)")))
+    }
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -162,7 +180,32 @@ impl Manifest {
             }
             None => return Err(Error::Package(format!("{MANIFEST} has no format version"))),
         }
-        serde_json::from_value(value).map_err(|e| Error::Package(format!("{MANIFEST}: {e}")))
+        let manifest: Manifest = serde_json::from_value(value).map_err(|e| Error::Package(format!("{MANIFEST}: {e}")))?;
+        manifest.check_files()?;
+        Ok(manifest)
+    }
+
+    /// Every listed file is a plain path inside the package (no `..`, no absolute path, no URL)
+    /// with a SHA-256, and sizes are within the caps, so a package from a stranger's URL can only
+    /// make us read its own folder, and only so much.
+    pub fn check_files(&self) -> Result<()> {
+        if self.shards.is_empty() || self.shards.len() > MAX_SHARDS {
+            return Err(Error::Package(format!("{MANIFEST} lists {} shards; a package has 1 to {MAX_SHARDS}", self.shards.len())));
+        }
+        let listed = self.shards.iter().map(|f| (f, MAX_SHARD_BYTES)).chain(self.tokenizer.iter().map(|f| (f, MAX_TOKENIZER_FILE_BYTES)));
+        for (file, cap) in listed {
+            check_plain_path(&file.file)?;
+            if file.bytes > cap {
+                return Err(Error::Package(format!("{MANIFEST}: {} has {} bytes, more than the {cap} such a file may have", file.file, file.bytes)));
+            }
+            if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::Package(format!("{MANIFEST}: {} has no valid SHA-256 (\"{}\")", file.file, file.sha256)));
+            }
+        }
+        if self.total_bytes() > MAX_PACKAGE_BYTES {
+            return Err(Error::Package(format!("{MANIFEST} lists {} bytes in all, more than the {MAX_PACKAGE_BYTES} a package may have", self.total_bytes())));
+        }
+        Ok(())
     }
 
     /// A lower bound on the largest buffer the GPU must bind to run this package at its default
@@ -191,4 +234,38 @@ impl Manifest {
     pub fn total_bytes(&self) -> u64 {
         self.shards.iter().chain(&self.tokenizer).map(|f| f.bytes).sum()
     }
+
+    /// About how many bytes the weights take in f32, from the download size and the storage
+    /// dtype (f16 2 bytes a weight, q8 ≈ 1, q4 ≈ ½).
+    pub fn f32_weight_bytes(&self) -> u64 {
+        let per_stored_byte = match self.dtype {
+            StorageDtype::F32 => 1,
+            StorageDtype::F16 => 2,
+            StorageDtype::Q8 => 4,
+            StorageDtype::Q4 => 8,
+        };
+        per_stored_byte * self.total_bytes()
+    }
+
+    /// Refuses, before anything is downloaded, a package too large for the page's CPU path:
+    /// there every weight is f32 in the wasm32 memory, which a browser caps at 4 GiB
+    /// ([`CPU_WEIGHT_BUDGET_BYTES`] of it for weights, the rest for activations and shards in
+    /// flight).
+    pub fn check_fits_the_cpu_path(&self) -> Result<()> {
+        let need = self.f32_weight_bytes();
+        if need <= CPU_WEIGHT_BUDGET_BYTES {
+            return Ok(());
+        }
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        Err(Error::Package(format!(
+            "{} is too large for the CPU path: its weights take about {:.2} GiB in f32, and a browser tab's WebAssembly memory (4 GiB at most) holds {:.1} GiB of weights; it needs a GPU with WebGPU (choose GPU in the model panel, or use a computer or browser that has one)",
+            self.name,
+            gib(need),
+            gib(CPU_WEIGHT_BUDGET_BYTES)
+        )))
+    }
 }
+
+/// The most f32 weight bytes the page's CPU path takes: of wasm32's 4 GiB, the rest is for
+/// activations (SD1.5 at 512×512 in f32) and shards being downloaded.
+pub const CPU_WEIGHT_BUDGET_BYTES: u64 = 5 << 29;

@@ -21,6 +21,12 @@ pub struct GenerateParams {
 }
 
 impl GenerateParams {
+    /// The seed of image `index` of a batch starting at `first`: `first + index`, wrapping past
+    /// 2^64 − 1 to 0 (a seed near the top must not overflow).
+    pub fn batch_seed(first: u64, index: u64) -> u64 {
+        first.wrapping_add(index)
+    }
+
     /// The parameters as stored in a PNG's `parameters` chunk (the CLI and the web app add the
     /// model, laterality and software).
     pub fn describe(&self) -> serde_json::Value {
@@ -172,5 +178,18 @@ impl Denoising<'_> {
     pub fn finish_image(mut self) -> Result<crate::imaging::RgbImage> {
         while self.step() {}
         pollster::block_on(super::to_rgb8(self.sd.decode(self.latents)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GenerateParams;
+
+    #[test]
+    fn batch_seeds_wrap_at_the_top_of_u64() {
+        assert_eq!(GenerateParams::batch_seed(1338, 2), 1340);
+        assert_eq!(GenerateParams::batch_seed(u64::MAX - 1, 1), u64::MAX);
+        assert_eq!(GenerateParams::batch_seed(u64::MAX, 1), 0);
+        assert_eq!(GenerateParams::batch_seed(u64::MAX, 15), 14);
     }
 }

@@ -19,6 +19,7 @@ use super::protocol::Reply;
 use super::scope::now_ms;
 use super::prompt_panel::{GenerateRequest, PromptPanel};
 use super::run::Job;
+use crate::device::ComputePreference;
 use crate::imaging::RgbImage;
 use crate::package::ModelKind;
 use crate::pipeline::text_to_image::GenerateParams;
@@ -72,6 +73,12 @@ fn RunView(status: RwSignal<RunStatus>, preview: RwSignal<Option<RgbImage>>) -> 
     }
 }
 
+/// `?compute=auto|gpu|cpu` in the page's URL, else automatic.
+fn compute_from_url() -> ComputePreference {
+    let search = window().location().search().unwrap_or_default();
+    web_sys::UrlSearchParams::new_with_str(&search).ok().and_then(|p| p.get("compute")).and_then(|name| ComputePreference::from_name(&name)).unwrap_or_default()
+}
+
 fn random_seed() -> u64 {
     (js_sys::Math::random() * 4_294_967_296.0) as u64
 }
@@ -80,6 +87,7 @@ fn random_seed() -> u64 {
 #[component]
 pub fn App() -> impl IntoView {
     let gpu = RwSignal::new(GpuStatus::Checking);
+    let compute = RwSignal::new(compute_from_url());
     let text_to_image = RwSignal::new(SlotStatus::Empty);
     let inpainting = RwSignal::new(SlotStatus::Empty);
     let text_to_image_url = RwSignal::new(DEFAULT_TEXT_TO_IMAGE.to_string());
@@ -109,7 +117,7 @@ pub fn App() -> impl IntoView {
             let kind = kind.clone();
             move || slot(kind.get())
         };
-        engine::load(&url, move |reply| match reply {
+        engine::load(&url, compute.get_untracked(), move |reply| match reply {
             Reply::Opened { info } => {
                 if info.kind != guess {
                     slot(guess).set(previous.clone());
@@ -128,13 +136,15 @@ pub fn App() -> impl IntoView {
             _ => {}
         });
     };
-    spawn_local(async move {
-        let found = probe(&super::scope::navigator()).await;
-        let ready = matches!(found, GpuStatus::Ready(_));
-        gpu.set(found);
-        if ready {
-            load(DEFAULT_TEXT_TO_IMAGE.to_string());
-            load(DEFAULT_INPAINTING.to_string());
+    // Without WebGPU (or on a software adapter) the models compute on the CPU: load them anyway.
+    spawn_local(async move { gpu.set(probe(&super::scope::navigator()).await) });
+    load(DEFAULT_TEXT_TO_IMAGE.to_string());
+    load(DEFAULT_INPAINTING.to_string());
+    // A new backend needs a new device, hence a new worker: restarting it loads the models again.
+    let on_compute = Callback::new(move |preference: ComputePreference| {
+        if preference != compute.get_untracked() {
+            compute.set(preference);
+            engine::restart(&format!("computing on {} now", preference.name()));
         }
     });
     // A worker that died (GPU lost, out of memory) took its models with it: load them again
@@ -204,7 +214,8 @@ pub fn App() -> impl IntoView {
                     Err(e) => return status.set(RunStatus::Failed(e.to_string())),
                 };
                 let before = task.before.as_ref().map(|(image, mask)| {
-                    let shown = image.to_png(&[]).map(|png| png_url(&png)).unwrap_or_default();
+                    let shown = if task.right_breast { image.mirrored() } else { image.clone() };
+                    let shown = shown.to_png(&[]).map(|png| png_url(&png)).unwrap_or_default();
                     (shown, image.clone(), mask.clone())
                 });
                 let id = next_id.get_value();
@@ -244,7 +255,7 @@ pub fn App() -> impl IntoView {
                     scheduler: s.scheduler,
                     height: info.defaults.height,
                     width: info.defaults.width,
-                    seed: if s.random_seed { random_seed() } else { s.seed + k },
+                    seed: if s.random_seed { random_seed() } else { GenerateParams::batch_seed(s.seed, k) },
                 },
                 right_breast: s.right_breast,
                 before: None,
@@ -254,17 +265,19 @@ pub fn App() -> impl IntoView {
         start(tasks);
     });
     let on_inpaint = Callback::new(move |r: InpaintRequest| {
+        // The model paints in its own (left-facing) orientation; the result is mirrored back.
+        let (image, mask) = r.image.to_model_orientation(&r.mask, r.right_breast);
         let params = GenerateParams {
             prompt: r.prompt,
             negative_prompt: r.negative_prompt,
             steps: r.steps,
             guidance: r.guidance,
             scheduler: r.scheduler,
-            height: r.image.height,
-            width: r.image.width,
+            height: image.height,
+            width: image.width,
             seed: r.seed,
         };
-        start(vec![Task { kind: ModelKind::Inpainting, params, right_breast: false, before: Some((r.image, r.mask)), keep_outside: r.keep_outside }]);
+        start(vec![Task { kind: ModelKind::Inpainting, params, right_breast: r.right_breast, before: Some((image, mask)), keep_outside: r.keep_outside }]);
     });
     let on_paint = Callback::new(move |id: usize| {
         let Some(item) = gallery.get_untracked().into_iter().find(|i| i.id == id) else { return };
@@ -275,7 +288,7 @@ pub fn App() -> impl IntoView {
             }
             _ => (item.image.clone(), format!("gallery image (seed {}), {}×{}", item.params.seed, item.image.width, item.image.height)),
         };
-        source.set(Some(SourceImage { image, note }));
+        source.set(Some(SourceImage { image, note, right_breast: item.right_breast }));
         if let Some(panel) = document().get_element_by_id("mask-panel") {
             panel.scroll_into_view();
         }
@@ -290,12 +303,12 @@ pub fn App() -> impl IntoView {
         <header>
             <h1>"mam-e"</h1>
             <p class="tagline">
-                "Synthetic mammograms with Stable Diffusion (MAM-E), generated privately on your own GPU."
+                "Synthetic mammograms with Stable Diffusion (MAM-E), generated privately on your own device: its GPU (WebGPU) or its CPU."
             </p>
         </header>
         <GpuNotice status=gpu />
         <main class="panels">
-            <ModelPanel text_to_image inpainting text_to_image_url inpainting_url on_load=Callback::new(load) />
+            <ModelPanel text_to_image inpainting text_to_image_url inpainting_url on_load=Callback::new(load) compute on_compute />
             <PromptPanel ready busy on_generate>
                 <RunView status preview />
             </PromptPanel>

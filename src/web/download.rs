@@ -24,11 +24,24 @@ async fn open_cache() -> Option<Cache> {
     JsFuture::from(caches.open(CACHE_NAME)).await.ok()?.dyn_into().ok()
 }
 
-/// The body of `response`, streamed; `on_bytes(n)` after each chunk of n bytes.
-async fn read_body(url: &str, response: Response, on_bytes: &mut dyn FnMut(u64)) -> Result<Vec<u8>> {
+/// A body longer than `limit` bytes: refused as soon as it passes the limit.
+fn too_long(url: &str, limit: u64) -> Error {
+    Error::Corrupt { file: url.to_string(), reason: format!("the server sent more than the {limit} bytes expected; stopped downloading") }
+}
+
+/// The body of `response`, streamed; `on_bytes(n)` after each chunk of n bytes. Stops with an
+/// error once more than `limit` bytes arrived.
+async fn read_body(url: &str, response: Response, limit: u64, on_bytes: &mut dyn FnMut(u64)) -> Result<Vec<u8>> {
+    let declared = response.headers().get("content-length").ok().flatten().and_then(|n| n.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_long(url, limit));
+    }
     let Some(body) = response.body() else {
         let buffer = JsFuture::from(response.array_buffer().map_err(|e| js_error(url, "read", e))?).await.map_err(|e| js_error(url, "read", e))?;
         let bytes = Uint8Array::new(&buffer).to_vec();
+        if bytes.len() as u64 > limit {
+            return Err(too_long(url, limit));
+        }
         on_bytes(bytes.len() as u64);
         return Ok(bytes);
     };
@@ -41,6 +54,10 @@ async fn read_body(url: &str, response: Response, on_bytes: &mut dyn FnMut(u64))
         }
         let value: Uint8Array = Reflect::get(&chunk, &"value".into()).map_err(|e| js_error(url, "read", e))?.unchecked_into();
         let start = bytes.len();
+        if (start + value.length() as usize) as u64 > limit {
+            let _ = reader.cancel();
+            return Err(too_long(url, limit));
+        }
         bytes.resize(start + value.length() as usize, 0);
         value.copy_to(&mut bytes[start..]);
         on_bytes(value.length() as u64);
@@ -59,12 +76,12 @@ async fn fetch(url: &str) -> Result<Response> {
     Ok(response)
 }
 
-/// A text file (the manifest), from the network when possible, else from the cache (offline).
+/// A text file (the manifest, at most [`crate::package::MAX_MANIFEST_BYTES`]), from the network when possible, else from the cache (offline).
 pub async fn fetch_text(url: &str) -> Result<String> {
     let cache = open_cache().await;
     match fetch(url).await {
         Ok(response) => {
-            let bytes = read_body(url, response, &mut |_| {}).await?;
+            let bytes = read_body(url, response, crate::package::MAX_MANIFEST_BYTES, &mut |_| {}).await?;
             if let Some(cache) = &cache {
                 store(cache, url, &bytes).await;
             }
@@ -112,7 +129,7 @@ pub async fn fetch_verified(base: &str, file: &FileRef, on_bytes: &mut dyn FnMut
             let _ = JsFuture::from(cache.delete_with_str(&url)).await;
         }
     }
-    let bytes = read_body(&url, fetch(&url).await?, on_bytes).await?;
+    let bytes = read_body(&url, fetch(&url).await?, file.bytes, on_bytes).await?;
     file.verify(&bytes)?;
     if let Some(cache) = &cache {
         store(cache, &url, &bytes).await;

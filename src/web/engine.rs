@@ -17,6 +17,7 @@ use web_sys::{ErrorEvent, MessageEvent, Worker, WorkerOptions, WorkerType};
 use super::protocol::{Message, Reply, Request};
 use super::run::Job;
 use super::scope::js_text;
+use crate::device::ComputePreference;
 use crate::imaging::RgbImage;
 use crate::package::ModelKind;
 use crate::pipeline::text_to_image::GenerateParams;
@@ -110,11 +111,17 @@ fn spawn() -> Result<Engine> {
     Ok(Engine { worker, ready: false, queue: Vec::new(), next_id: 1, handlers: HashMap::new(), _on_message: on_message, _on_error: on_error })
 }
 
+/// Stops the worker on purpose (the compute backend changed): pending runs fail with `reason`,
+/// and the page loads its models again into a new one.
+pub fn restart(reason: &str) {
+    died(reason.to_string());
+}
+
 /// The worker died: fail what was pending, drop it, and tell the page.
 fn died(reason: String) {
     let Some(engine) = ENGINE.with(|e| e.borrow_mut().take()) else { return };
     engine.worker.terminate();
-    let reason = format!("the GPU worker stopped ({reason}); a new one starts with the next request");
+    let reason = format!("the pipeline worker stopped ({reason}); a new one starts with the next request");
     let Engine { handlers, _on_message, _on_error, .. } = engine;
     // This runs inside `_on_error` or `_on_message`: dropping them here would free the closure
     // while it runs.
@@ -150,15 +157,15 @@ fn send(body: Request, parts: Vec<Vec<u8>>, handler: Option<Handler>) -> Result<
     })
 }
 
-/// Loads the package at `url` in the worker; `on_reply` sees [`Reply::Opened`], progress, and
-/// [`Reply::Loaded`] or [`Reply::Failed`].
-pub fn load(url: &str, on_reply: impl Fn(Reply) + 'static) {
+/// Loads the package at `url` in the worker, on the backend `compute` chooses; `on_reply` sees
+/// [`Reply::Opened`], progress, and [`Reply::Loaded`] or [`Reply::Failed`].
+pub fn load(url: &str, compute: ComputePreference, on_reply: impl Fn(Reply) + 'static) {
     let on_reply = Rc::new(on_reply);
     let handler: Handler = {
         let on_reply = on_reply.clone();
         Rc::new(move |message: Message<Reply>| on_reply(message.body))
     };
-    if let Err(e) = send(Request::Load { url: url.to_string() }, Vec::new(), Some(handler)) {
+    if let Err(e) = send(Request::Load { url: url.to_string(), compute }, Vec::new(), Some(handler)) {
         on_reply(Reply::Failed { reason: e.to_string() });
     }
 }
@@ -188,7 +195,7 @@ pub async fn run(kind: ModelKind, params: &GenerateParams, job: Job, on_step: im
         Job::Inpaint { image, mask } => (Some((image.width, image.height)), vec![image.pixels, mask]),
     };
     send(Request::Run { kind, params: params.clone(), inpaint }, parts, Some(handler))?;
-    done_rx.await.map_err(|_| Error::Worker("the GPU worker dropped the run".into()))?
+    done_rx.await.map_err(|_| Error::Worker("the pipeline worker dropped the run".into()))?
 }
 
 /// Asks the current run to stop after its step.

@@ -6,6 +6,8 @@ use leptos::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
+use crate::device::Adapter;
+
 /// What the browser offers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GpuStatus {
@@ -46,6 +48,21 @@ pub async fn probe(navigator: &JsValue) -> GpuStatus {
     }
 }
 
+/// The adapter, as [`crate::device::ComputeChoice::choose`] needs it: its description and whether
+/// the browser calls it a fallback (`GPUAdapter.info.isFallbackAdapter`, or the older
+/// `GPUAdapter.isFallbackAdapter`).
+pub async fn adapter() -> Adapter {
+    match request_adapter(&super::scope::navigator()).await {
+        Ok(adapter) => {
+            let info = Reflect::get(&adapter, &"info".into()).unwrap_or(JsValue::UNDEFINED);
+            let flag = |object: &JsValue| Reflect::get(object, &"isFallbackAdapter".into()).ok().and_then(|v| v.as_bool()).unwrap_or(false);
+            Adapter::Found { description: describe(&adapter), fallback: flag(&info) || flag(&adapter) }
+        }
+        Err(GpuStatus::Unsupported) => Adapter::NoWebGpu,
+        Err(_) => Adapter::None,
+    }
+}
+
 /// The adapter's `maxStorageBufferBindingSize` (the largest tensor a kernel can read; burn-wgpu
 /// asks for the adapter's limits), or `None` without an adapter.
 pub async fn storage_binding_limit() -> Option<u64> {
@@ -72,18 +89,18 @@ pub fn GpuNotice(#[prop(into)] status: Signal<GpuStatus>) -> impl IntoView {
             view! { <p class="notice ok" data-test="gpu-ready">"WebGPU ready: " {adapter}</p> }.into_any()
         }
         GpuStatus::Unsupported => view! {
-            <div class="notice error" data-test="no-webgpu" role="alert">
-                <strong>"This browser has no WebGPU."</strong>
-                " mam-e generates mammograms on your own GPU, so nothing leaves your device, and it needs "
-                "WebGPU for that. Use a recent Chrome or Edge (113+), or Firefox / Safari with WebGPU enabled."
+            <div class="notice" data-test="no-webgpu" role="status">
+                <strong>"This browser has no WebGPU: mam-e computes on the CPU (WebAssembly) instead."</strong>
+                " The demo models take seconds there; large models (SD1.5) need a GPU with WebGPU: a recent "
+                "Chrome or Edge (113+), or Firefox / Safari with WebGPU enabled."
             </div>
         }
         .into_any(),
         GpuStatus::NoAdapter => view! {
-            <div class="notice error" data-test="no-adapter" role="alert">
-                <strong>"WebGPU is present but found no usable GPU."</strong>
-                " Your graphics driver may be blocklisted or hardware acceleration switched off; "
-                "check chrome://gpu, update the driver, or try another browser."
+            <div class="notice" data-test="no-adapter" role="status">
+                <strong>"WebGPU found no usable GPU: mam-e computes on the CPU (WebAssembly) instead."</strong>
+                " For large models your graphics driver may be blocklisted or hardware acceleration switched "
+                "off; check chrome://gpu, update the driver, or try another browser."
             </div>
         }
         .into_any(),

@@ -21,6 +21,8 @@ pub struct SourceImage {
     pub image: RgbImage,
     /// Where it came from and how it was fitted.
     pub note: String,
+    /// A right breast, shown facing right: the model paints it mirrored (MAM-E's images face left).
+    pub right_breast: bool,
 }
 
 /// What Inpaint asks for.
@@ -36,6 +38,8 @@ pub struct InpaintRequest {
     pub scheduler: SchedulerKind,
     /// Paste the original back outside the mask (the model redraws the whole image otherwise).
     pub keep_outside: bool,
+    /// `image` and `mask` show a right breast (facing right).
+    pub right_breast: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +156,7 @@ pub fn MaskPanel(
             match decoded.await {
                 Ok(image) => {
                     let (image, how) = image.fit_to(width, height);
-                    source.set(Some(SourceImage { image, note: format!("{name}: {how}") }));
+                    source.set(Some(SourceImage { image, note: format!("{name}: {how}"), right_breast: false }));
                 }
                 Err(reason) => message.set(Some(format!("{name}: {reason}"))),
             }
@@ -179,6 +183,7 @@ pub fn MaskPanel(
             seed: seed.get_untracked(),
             scheduler: SchedulerKind::Dpm,
             keep_outside: keep_outside.get_untracked(),
+            right_breast: s.right_breast,
         });
     };
 
@@ -196,10 +201,19 @@ pub fn MaskPanel(
                     <span>"Upload PNG/JPEG"</span>
                     <input type="file" name="upload" accept="image/png,image/jpeg" on:change=on_upload />
                 </label>
+
             </div>
             <Show when=move || source.get().is_some()
                 fallback=|| view! { <p class="empty">"Choose “Paint a lesion on this” under a gallery image, or upload a mammogram."</p> }>
                 <p class="note" data-test="source-note">{move || source.get().map(|s| s.note).unwrap_or_default()}</p>
+                <label class="check" title="The model paints left breasts (facing left): a right breast is mirrored for it, and the result back">
+                    <input type="checkbox" name="source-right" prop:checked=move || source.get().is_some_and(|s| s.right_breast)
+                        on:change=move |ev| {
+                            let right = event_target_checked(&ev);
+                            source.update(|s| if let Some(s) = s.as_mut() { s.right_breast = right });
+                        } />
+                    " a right breast (R), facing right"
+                </label>
                 <div class="segmented" role="group" aria-label="Mask tool">
                     {tool_button(Tool::Rectangle, "rectangle")}
                     {tool_button(Tool::Brush, "brush")}

@@ -6,6 +6,7 @@ use leptos::task::spawn_local;
 
 use super::download::{delete_stored, stored_bytes};
 use super::models::{ModelInfo, SlotStatus, open};
+use crate::device::{ComputeBackend, ComputePreference};
 
 fn mib(bytes: f64) -> String {
     format!("{:.1} MiB", bytes / (1u64 << 20) as f64)
@@ -16,7 +17,47 @@ fn describe(info: &ModelInfo) -> String {
     if let Some(precision) = info.precision {
         text.push_str(&format!(" · computes in {}", precision.name()));
     }
+    if let Some(compute) = &info.compute {
+        text.push_str(&format!(" on {}", compute.backend));
+    }
     text
+}
+
+/// Which backend the loaded models compute on and why, from the first loaded slot.
+fn compute_line(slots: [SlotStatus; 2]) -> Option<(ComputeBackend, String)> {
+    slots.into_iter().find_map(|slot| match slot {
+        SlotStatus::Ready(ModelInfo { compute: Some(choice), .. }) => Some((choice.backend, format!("Computing on {}: {}.", choice.backend, choice.reason))),
+        _ => None,
+    })
+}
+
+/// "Compute: automatic / GPU / CPU", and which one runs and why.
+#[component]
+fn ComputeSelect(text_to_image: RwSignal<SlotStatus>, inpainting: RwSignal<SlotStatus>, compute: Signal<ComputePreference>, on_compute: Callback<ComputePreference>) -> impl IntoView {
+    let label = |p: ComputePreference| match p {
+        ComputePreference::Automatic => "automatic (GPU if it is a hardware one)",
+        ComputePreference::Gpu => "GPU (WebGPU)",
+        ComputePreference::Cpu => "CPU (WebAssembly)",
+    };
+    view! {
+        <div class="row">
+            <label class="field">
+                <span>"Compute on"</span>
+                <select name="compute" on:change=move |ev| {
+                    if let Some(p) = ComputePreference::from_name(&event_target_value(&ev)) {
+                        on_compute.run(p);
+                    }
+                }>
+                    {ComputePreference::ALL.into_iter().map(|p| view! {
+                        <option value=p.name() selected=move || compute.get() == p>{label(p)}</option>
+                    }).collect_view()}
+                </select>
+            </label>
+            {move || compute_line([text_to_image.get(), inpainting.get()]).map(|(backend, line)| view! {
+                <span class="muted" data-test="compute-backend" data-backend=format!("{backend:?}")>{line}</span>
+            })}
+        </div>
+    }
 }
 
 /// One slot's line: progress while loading, the package when ready, the error when failed.
@@ -56,7 +97,15 @@ fn Slot(label: &'static str, status: RwSignal<SlotStatus>, on_retry: Callback<St
 
 /// `on_load(url)` downloads and loads a package; `urls` are the slots' current URLs (for retry).
 #[component]
-pub fn ModelPanel(text_to_image: RwSignal<SlotStatus>, inpainting: RwSignal<SlotStatus>, text_to_image_url: RwSignal<String>, inpainting_url: RwSignal<String>, on_load: Callback<String>) -> impl IntoView {
+pub fn ModelPanel(
+    text_to_image: RwSignal<SlotStatus>,
+    inpainting: RwSignal<SlotStatus>,
+    text_to_image_url: RwSignal<String>,
+    inpainting_url: RwSignal<String>,
+    on_load: Callback<String>,
+    #[prop(into)] compute: Signal<ComputePreference>,
+    on_compute: Callback<ComputePreference>,
+) -> impl IntoView {
     let url = RwSignal::new(String::new());
     let checked = RwSignal::new(None::<Result<ModelInfo, String>>);
     let stored = RwSignal::new(None::<String>);
@@ -79,6 +128,7 @@ pub fn ModelPanel(text_to_image: RwSignal<SlotStatus>, inpainting: RwSignal<Slot
             <h2>"Model"</h2>
             <Slot label="Healthy (text-to-image):" status=text_to_image on_retry=retry_t2i />
             <Slot label="Lesions (inpainting):" status=inpainting on_retry=retry_inp />
+            <ComputeSelect text_to_image inpainting compute on_compute />
             <label class="field wide">
                 <span>"Package URL (a folder with manifest.json, made by mam-e convert)"</span>
                 <input type="url" name="package-url" placeholder="https://…/mam-e-q8/" prop:value=move || url.get()

@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use super::download::{fetch_text, fetch_verified};
 use super::scope::now_ms;
-use crate::device::webgpu_device;
+use crate::device::{ComputeBackend, ComputeChoice, ComputePreference, webgpu_device};
 use crate::model::precision::Precision;
 use crate::package::{Defaults, MANIFEST, Manifest, ModelKind, PackageLoader, StorageDtype};
 use crate::pipeline::StableDiffusion;
@@ -36,6 +36,8 @@ pub struct ModelInfo {
     pub defaults: Defaults,
     /// What the UNet and text encoder compute in, once loaded: f16 on GPUs with f16 shaders.
     pub precision: Option<Precision>,
+    /// Where it computes, and why, once loaded.
+    pub compute: Option<ComputeChoice>,
 }
 
 impl ModelInfo {
@@ -50,6 +52,7 @@ impl ModelInfo {
             bytes: manifest.total_bytes(),
             defaults: manifest.defaults.clone(),
             precision: None,
+            compute: None,
         }
     }
 }
@@ -71,8 +74,9 @@ struct Loaded {
 
 thread_local! {
     static LOADED: RefCell<Loaded> = RefCell::default();
-    /// The device, behind an async lock: two packages loading at once must not both create it.
-    static DEVICE: Rc<futures::lock::Mutex<Option<Device>>> = Rc::default();
+    /// The device with the preference it was chosen for, behind an async lock: two packages
+    /// loading at once must not both create it.
+    static DEVICE: Rc<futures::lock::Mutex<Option<(ComputePreference, Device, ComputeChoice)>>> = Rc::default();
 }
 
 /// The loaded model of `kind`, if any.
@@ -86,14 +90,23 @@ pub fn model(kind: ModelKind) -> Option<Rc<StableDiffusion>> {
     })
 }
 
-/// The WebGPU device, created on first use and shared by every model.
-pub async fn device() -> Result<Device> {
+/// The device for `preference` (WebGPU or flex, see [`ComputeChoice::choose`]) and why it was
+/// chosen, created on first use and shared by every model loaded with the same preference.
+pub async fn device(preference: ComputePreference) -> Result<(Device, ComputeChoice)> {
     let cell = DEVICE.with(Rc::clone);
     let mut slot = cell.lock().await;
-    if slot.is_none() {
-        *slot = Some(webgpu_device().await?);
+    if let Some((chosen_for, device, choice)) = slot.as_ref() {
+        if *chosen_for == preference {
+            return Ok((device.clone(), choice.clone()));
+        }
     }
-    Ok(slot.clone().expect("set above"))
+    let choice = ComputeChoice::choose(preference, &super::gpu::adapter().await)?;
+    let device = match choice.backend {
+        ComputeBackend::WebGpu => webgpu_device().await?,
+        ComputeBackend::Cpu => Device::flex(),
+    };
+    *slot = Some((preference, device.clone(), choice.clone()));
+    Ok((device, choice))
 }
 
 /// `url` of a manifest, or of a package folder, to (manifest URL, folder URL ending in `/`).
@@ -123,24 +136,32 @@ pub async fn open(url: &str) -> Result<Opened> {
     Ok(Opened { info: ModelInfo::of(url, &manifest), manifest, base })
 }
 
-/// Downloads (or takes from the cache) and loads an opened package into the slot of its kind;
-/// `progress` sees every byte.
-pub async fn load(package: Opened, progress: impl Fn(SlotStatus) + 'static) -> Result<ModelInfo> {
+/// Downloads (or takes from the cache) and loads an opened package into the slot of its kind,
+/// on the device `preference` chooses; `progress` sees every byte. A package the device cannot
+/// hold is refused before anything is downloaded.
+pub async fn load(package: Opened, preference: ComputePreference, progress: impl Fn(SlotStatus) + 'static) -> Result<ModelInfo> {
     let Opened { info, manifest, base } = package;
     let total = info.bytes;
+    let (device, choice) = device(preference).await?;
+    if choice.backend == ComputeBackend::Cpu {
+        manifest.check_fits_the_cpu_path()?;
+    }
     let needed = manifest.largest_tensor_bytes()?;
-    if let Some(limit) = super::gpu::storage_binding_limit().await.filter(|&limit| limit < needed) {
+    let limit = match choice.backend {
+        ComputeBackend::WebGpu => super::gpu::storage_binding_limit().await,
+        ComputeBackend::Cpu => None,
+    };
+    if let Some(limit) = limit.filter(|&limit| limit < needed) {
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         return Err(crate::Error::NoGpu(format!(
             "this GPU's WebGPU limits are too small for {}: it needs storage buffers of at least {:.0} MiB and the adapter allows {:.0} MiB (try a smaller package, another browser or GPU)",
             info.name, mib(needed), mib(limit)
         )));
     }
-    let device = device().await?;
     let tokenizer = manifest.tokenizer.clone();
     let shards = manifest.shards.clone();
     let mut loader = PackageLoader::new(manifest, &device)?.with_precision(Precision::best(&device))?;
-    let info = ModelInfo { precision: Some(loader.precision()), ..info };
+    let info = ModelInfo { precision: Some(loader.precision()), compute: Some(choice), ..info };
 
     let started_ms = now_ms();
     let done = Rc::new(Cell::new(0u64));

@@ -7,14 +7,16 @@ use serde::de::DeserializeOwned;
 use wasm_bindgen::{JsCast, JsValue};
 
 use super::models::ModelInfo;
+use crate::device::ComputePreference;
 use crate::package::ModelKind;
 use crate::pipeline::text_to_image::GenerateParams;
 
 /// What the page asks the worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
-    /// Download (or take from Cache Storage) the package at `url` and load it into its slot.
-    Load { url: String },
+    /// Download (or take from Cache Storage) the package at `url` and load it into its slot, on
+    /// the backend `compute` chooses.
+    Load { url: String, compute: ComputePreference },
     /// One text-to-image or inpainting run. Inpainting carries `[image pixels, mask]` as parts;
     /// `inpaint` is that image's (width, height).
     Run { kind: ModelKind, params: GenerateParams, inpaint: Option<(usize, usize)> },

@@ -1,5 +1,5 @@
 //! One generation (text-to-image or inpainting) in the page: a step at a time, giving the event
-//! loop back between steps (reading the preview back from the GPU awaits), with a live preview
+//! loop back between steps, with a live preview
 //! and a cancel flag checked after every step.
 
 use std::cell::Cell;
@@ -45,8 +45,10 @@ pub async fn run(sd: &StableDiffusion, job: &Job, params: &GenerateParams, cance
         let more = denoising.step();
         let latents = denoising.latents();
         let [_, _, h, w] = latents.dims();
-        // Awaiting the read-back both waits for the GPU and lets the page handle input.
+        // Awaiting the read-back waits for the GPU and gives the event loop a turn there; on the
+        // CPU it returns at once, so the loop yields itself (Cancel arrives as a message).
         let values = read_f32(latents).await?;
+        super::scope::yield_now().await;
         let (done, total) = denoising.progress();
         on_step(done, total, latent_preview(&values, h, w));
         if cancel.get() {

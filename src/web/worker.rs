@@ -14,6 +14,7 @@ use super::models::{self, SlotStatus};
 use super::protocol::{Message, Reply, Request};
 use super::run::{Job, run};
 use crate::Error;
+use crate::device::ComputePreference;
 use crate::imaging::RgbImage;
 
 /// Download progress is posted at most this often (a fetch reports every network chunk).
@@ -55,7 +56,7 @@ fn handle(message: Message<Request>) {
     let Message { id, body, parts } = message;
     match body {
         Request::Cancel => CANCEL.with(|c| c.set(true)),
-        Request::Load { url } => spawn_local(load(id, url)),
+        Request::Load { url, compute } => spawn_local(load(id, url, compute)),
         Request::Run { kind, params, inpaint } => {
             CANCEL.with(|c| c.set(false));
             spawn_local(async move {
@@ -80,7 +81,7 @@ fn handle(message: Message<Request>) {
     }
 }
 
-async fn load(id: u32, url: String) {
+async fn load(id: u32, url: String, compute: ComputePreference) {
     let package = match models::open(&url).await {
         Ok(package) => package,
         Err(e) => return fail(id, e),
@@ -95,7 +96,7 @@ async fn load(id: u32, url: String) {
             }
         }
     };
-    match models::load(package, progress).await {
+    match models::load(package, compute, progress).await {
         Ok(info) => reply(id, Reply::Loaded { info }),
         Err(e) => fail(id, e),
     }

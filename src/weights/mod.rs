@@ -27,14 +27,10 @@ pub use latents::{read_latents, write_latents};
 pub type PackTensor = burn::store::burn_pack::Tensor;
 
 #[cfg(not(target_arch = "wasm32"))]
-/// Writes `data` to `path` via a temporary file in the same folder and a rename, so a killed
-/// process never leaves a half-written file behind.
+/// [`crate::atomic::write`] with the crate's error: a killed process never leaves a half-written
+/// file behind.
 pub fn write_atomically(path: &std::path::Path, data: &[u8]) -> Result<()> {
-    let io = |e: std::io::Error| Error::Io { path: path.display().to_string(), reason: e.to_string() };
-    let name = path.file_name().ok_or_else(|| Error::Io { path: path.display().to_string(), reason: "not a file path".into() })?;
-    let tmp = path.with_file_name(format!(".{}.partial", name.to_string_lossy()));
-    std::fs::write(&tmp, data).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::atomic::write(path, data).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })
 }
 
 /// Tensors real hub files carry that are buffers, not weights, and are ignored on load.
