@@ -100,9 +100,10 @@ fn set_range(browser: &Browser, name: &str, value: u32) {
     browser.eval(&format!("const s = document.querySelector('input[name={name}]'); s.value = '{value}'; s.dispatchEvent(new Event('input')); return null"));
 }
 
-/// Waits until the current run has finished its first step.
+/// Waits until the current run has finished a step (on the CPU path a step takes ≈ 0.1 s, so
+/// "step 1" may be gone before it is seen).
 fn wait_for_step_1(browser: &Browser) {
-    browser.wait_for("const e = document.querySelector('[data-test=run-progress]'); return e && e.innerText.includes('step 1 ')", Duration::from_secs(120));
+    browser.wait_for("const e = document.querySelector('[data-test=run-progress]'); return e && / step [1-9]/.test(e.innerText)", Duration::from_secs(120));
 }
 
 /// Statistics of the newest gallery image (`figure:last-child img` of the first result):

@@ -91,7 +91,7 @@ fn malformed_unet_and_vae_configs_are_refused_clearly() {
         ("attention_head_dim", serde_json::json!([]), "0 heads per block are listed for 2 blocks"),
         ("attention_head_dim", serde_json::json!([4, 0]), "cannot be split into 0 attention heads"),
         ("attention_head_dim", serde_json::json!(5), "32 channels cannot be split into 5 attention heads"),
-        ("block_out_channels", serde_json::json!([32, 1 << 40]), "must be a multiple of norm_num_groups 8 from 1 to 16384"),
+        ("block_out_channels", serde_json::json!([32, 1u64 << 40]), "must be a multiple of norm_num_groups 8 from 1 to 16384"),
         ("cross_attention_dim", serde_json::json!(0), "cross_attention_dim must be from 1 to 16384"),
         ("layers_per_block", serde_json::json!(0), "layers_per_block 0 must be from 1 to 16"),
     ];

@@ -57,7 +57,7 @@ async fn browser_without_webgpu_gets_an_explanation() {
     let root = fresh_root();
     let _mounted = leptos::mount::mount_to(root.clone(), move || view! { <GpuNotice status=Signal::stored(status.clone()) /> });
     let text = query::<HtmlElement>(&root, "[data-test=no-webgpu]").text_content().unwrap();
-    assert!(text.contains("no WebGPU"), "{text}");
+    assert!(text.contains("no WebGPU") && text.contains("computes on the CPU"), "{text}");
 }
 
 #[wasm_bindgen_test]
@@ -68,6 +68,10 @@ async fn webgpu_adapter_is_found_here() {
         GpuStatus::Ready(description) => assert!(!description.is_empty()),
         other => panic!("expected an adapter, got {other:?}"),
     }
+    // It is SwiftShader, a software adapter: the automatic choice is the CPU path.
+    let adapter = mam_e::web::gpu::adapter().await;
+    let choice = mam_e::device::ComputeChoice::choose(mam_e::device::ComputePreference::Automatic, &adapter).unwrap();
+    assert_eq!(choice.backend, mam_e::device::ComputeBackend::Cpu, "{adapter:?}: {}", choice.reason);
 }
 
 /// Lets the page run for `ms` milliseconds (file reads and decoding are async).
