@@ -145,7 +145,7 @@ fn pointer(kind: &str, x: f64, y: f64) -> web_sys::PointerEvent {
 async fn a_dragged_rectangle_becomes_the_mask() {
     let root = fresh_root();
     let (image, _) = scene::inpaint_input();
-    let source = RwSignal::new(Some(SourceImage { image, note: "test".into() }));
+    let source = RwSignal::new(Some(SourceImage { image, note: "test".into(), right_breast: false }));
     let requested = RwSignal::new(None::<InpaintRequest>);
     let _mounted = leptos::mount::mount_to(root.clone(), move || {
         view! { <MaskPanel source size=Signal::stored(Some((64, 64))) busy=Signal::stored(false) on_inpaint=Callback::new(move |r| requested.set(Some(r))) /> }
@@ -172,4 +172,14 @@ async fn a_dragged_rectangle_becomes_the_mask() {
     assert_eq!(request.mask, expected.data);
     assert_eq!(request.mask.iter().filter(|&&v| v == 255).count(), 20 * 30);
     assert_eq!((request.prompt.as_str(), request.guidance), ("a mammogram with a lesion", 3.0));
+    assert!(!request.right_breast);
+    // Ticking "a right breast" marks the request so the page paints it mirrored for the model.
+    let right = query::<web_sys::HtmlInputElement>(&root, "input[name=source-right]");
+    right.click();
+    leptos::task::tick().await;
+    query::<HtmlElement>(&root, "button[name=inpaint]").click();
+    leptos::task::tick().await;
+    let request = requested.get_untracked().unwrap();
+    assert!(request.right_breast, "the request lost the laterality");
+    assert_eq!(request.mask, expected.data, "ticking the box changed the mask");
 }

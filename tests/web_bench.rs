@@ -4,30 +4,16 @@
 //! `cargo test --release --target wasm32-unknown-unknown --test web_bench -- --nocapture`.
 #![cfg(target_arch = "wasm32")]
 
+#[path = "support/embedded.rs"]
+#[macro_use]
+mod embedded;
+
 use mam_e::device::{ComputePreference, read_f32};
-use mam_e::package::{Manifest, PackageLoader};
-use mam_e::pipeline::StableDiffusion;
 use mam_e::pipeline::text_to_image::GenerateParams;
 use mam_e::web::scope::now_ms;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_dedicated_worker);
-
-const MANIFEST: &str = include_str!("../static/models/demo/manifest.json");
-const SHARD: &[u8] = include_bytes!("../static/models/demo/model-00001.safetensors");
-const VOCAB: &[u8] = include_bytes!("../static/models/demo/tokenizer/vocab.json");
-const MERGES: &[u8] = include_bytes!("../static/models/demo/tokenizer/merges.txt");
-
-async fn load(compute: ComputePreference) -> StableDiffusion {
-    let manifest = Manifest::parse(MANIFEST).unwrap();
-    let (device, _) = mam_e::web::models::device(compute).await.unwrap();
-    let mut loader = PackageLoader::new(manifest.clone(), &device).unwrap();
-    for (i, file) in manifest.tokenizer.iter().enumerate() {
-        loader.add_tokenizer_file(i, if file.file.ends_with("vocab.json") { VOCAB.to_vec() } else { MERGES.to_vec() }).unwrap();
-    }
-    loader.add_shard(0, SHARD).unwrap();
-    loader.finish().unwrap()
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -42,7 +28,7 @@ fn say(line: String) {
 /// 10-step 128×128 run with guidance (the demo's size), as the page's worker runs them.
 async fn bench(compute: ComputePreference) {
     let started = now_ms();
-    let sd = load(compute).await;
+    let sd = embedded::load(package!("demo"), compute).await;
     say(format!("{compute:?}: loaded in {:.0} ms", now_ms() - started));
     let params = GenerateParams { prompt: "a siemens mammogram in MLO view with high density and small area".into(), steps: 10, guidance: 6.0, height: 128, width: 128, seed: 1338, ..Default::default() };
     let mut wholes = Vec::new();

@@ -9,12 +9,16 @@
 
 #[path = "support/scene.rs"]
 mod scene;
+#[path = "support/embedded.rs"]
+#[macro_use]
+mod embedded;
+
+use embedded::load;
 
 use mam_e::Error;
 use mam_e::device::{ComputeBackend, ComputePreference};
 use mam_e::device::read_f32;
 use mam_e::package::{FileRef, Manifest, PackageLoader};
-use mam_e::pipeline::StableDiffusion;
 use mam_e::web::download::fetch_verified;
 use mam_e::web::scope::now_ms;
 use mam_e::weights::safetensors;
@@ -23,29 +27,6 @@ use wasm_bindgen_test::*;
 wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
 const REFERENCE: &[u8] = include_bytes!("fixtures/reference/web-tiny.safetensors");
-
-macro_rules! package {
-    ($dir:literal) => {
-        (
-            include_str!(concat!("../static/models/", $dir, "/manifest.json")),
-            include_bytes!(concat!("../static/models/", $dir, "/model-00001.safetensors")).as_slice(),
-            include_bytes!(concat!("../static/models/", $dir, "/tokenizer/vocab.json")).as_slice(),
-            include_bytes!(concat!("../static/models/", $dir, "/tokenizer/merges.txt")).as_slice(),
-        )
-    };
-}
-
-async fn load((manifest, shard, vocab, merges): (&str, &[u8], &[u8], &[u8]), compute: ComputePreference) -> StableDiffusion {
-    let manifest = Manifest::parse(manifest).unwrap();
-    assert_eq!(manifest.shards.len(), 1, "the embedded packages are one shard each");
-    let (device, _) = mam_e::web::models::device(compute).await.unwrap();
-    let mut loader = PackageLoader::new(manifest.clone(), &device).unwrap();
-    for (i, file) in manifest.tokenizer.iter().enumerate() {
-        loader.add_tokenizer_file(i, if file.file.ends_with("vocab.json") { vocab.to_vec() } else { merges.to_vec() }).unwrap();
-    }
-    loader.add_shard(0, shard).unwrap();
-    loader.finish().unwrap()
-}
 
 fn reference(name: &str) -> Vec<f32> {
     let file = safetensors::parse(REFERENCE).unwrap();

@@ -84,7 +84,7 @@ LINE = re.compile(r"(Cpu|Gpu) round (\d+): text encoder ([\d.]+) ms, UNet CFG st
 
 def ours(test):
     env = {**os.environ, "CHROMEDRIVER": subprocess.check_output(["which", "chromedriver"], text=True).strip(), "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER": "wasm-bindgen-test-runner", "WASM_BINDGEN_TEST_TIMEOUT": "1800"}
-    out = subprocess.run(["cargo", "test", "--quiet", "--locked", "--target", "wasm32-unknown-unknown", "--test", "web_bench", "--", "--nocapture", test], cwd=root, env=env, capture_output=True, text=True)
+    out = subprocess.run(["cargo", "test", "--locked", "--target", "wasm32-unknown-unknown", "--test", "web_bench", "--", "--nocapture", test], cwd=root, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"web_bench {test} failed:\n{out.stdout}\n{out.stderr}")
     rows = [m.groups() for m in LINE.finditer(out.stdout)]

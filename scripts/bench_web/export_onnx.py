@@ -6,6 +6,7 @@ PyTorch with onnxruntime. Not part of the tests.
     python3 scripts/bench_web/export_onnx.py FOLDER OUT_DIR
 """
 import json
+import warnings
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from transformers import CLIPTextModel
 folder, out = Path(sys.argv[1]), Path(sys.argv[2])
 out.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)
+warnings.filterwarnings("ignore")  # tracer and deprecation notes about code paths the demo does not take
 
 text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder").eval()
 unet = UNet2DConditionModel.from_pretrained(folder / "unet").eval()

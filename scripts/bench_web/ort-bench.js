@@ -6,7 +6,7 @@ import * as ort from "./ort/ort.all.min.mjs";
 
 const ep = new URLSearchParams(location.search).get("ep") || "wasm";
 ort.env.wasm.numThreads = 1;
-ort.env.wasm.wasmPaths = "./ort/";
+ort.env.wasm.wasmPaths = new URL("./ort/", location.href).href;
 
 function median(v) {
   const s = [...v].sort((a, b) => a - b);

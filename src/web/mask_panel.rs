@@ -76,6 +76,9 @@ pub fn MaskPanel(
     let seed = RwSignal::new(1338u64);
     let steps = RwSignal::new(24usize);
     let keep_outside = RwSignal::new(true);
+    // The laterality of the image being painted: the source's, until the box is changed (which
+    // must not clear the mask, as a new source does).
+    let right_breast = RwSignal::new(false);
     let canvas = NodeRef::<Canvas>::new();
 
     // A new source image starts a new, empty mask.
@@ -84,6 +87,7 @@ pub fn MaskPanel(
             mask.set(Mask::new(s.image.width, s.image.height));
             history.set(History::default());
             message.set(None);
+            right_breast.set(s.right_breast);
         }
     });
     // Redraw on any change; a rectangle being dragged is shown before it is committed.
@@ -183,7 +187,7 @@ pub fn MaskPanel(
             seed: seed.get_untracked(),
             scheduler: SchedulerKind::Dpm,
             keep_outside: keep_outside.get_untracked(),
-            right_breast: s.right_breast,
+            right_breast: right_breast.get_untracked(),
         });
     };
 
@@ -207,11 +211,8 @@ pub fn MaskPanel(
                 fallback=|| view! { <p class="empty">"Choose “Paint a lesion on this” under a gallery image, or upload a mammogram."</p> }>
                 <p class="note" data-test="source-note">{move || source.get().map(|s| s.note).unwrap_or_default()}</p>
                 <label class="check" title="The model paints left breasts (facing left): a right breast is mirrored for it, and the result back">
-                    <input type="checkbox" name="source-right" prop:checked=move || source.get().is_some_and(|s| s.right_breast)
-                        on:change=move |ev| {
-                            let right = event_target_checked(&ev);
-                            source.update(|s| if let Some(s) = s.as_mut() { s.right_breast = right });
-                        } />
+                    <input type="checkbox" name="source-right" prop:checked=move || right_breast.get()
+                        on:change=move |ev| right_breast.set(event_target_checked(&ev)) />
                     " a right breast (R), facing right"
                 </label>
                 <div class="segmented" role="group" aria-label="Mask tool">
