@@ -97,3 +97,34 @@ fn bad_scheduler_input_is_refused_with_the_value() {
     let err = SchedulerConfig::from_json(r#"{"beta_schedule": "exotic"}"#).unwrap().alphas_cumprod().unwrap_err().to_string();
     assert!(err.contains("exotic"), "{err}");
 }
+
+/// Settings a scheduler would read in diffusers and we do not implement are refused, naming the
+/// key and the value, rather than ignored; keys of other scheduler classes stay ignored (as
+/// diffusers' `from_config` ignores them), and values equal to what we implement pass.
+#[test]
+fn unimplemented_scheduler_settings_are_refused_by_name() {
+    let with = |extra: &str| SchedulerConfig::from_json(&format!("{{\"beta_schedule\": \"scaled_linear\", {extra}}}")).unwrap();
+    let refused = [
+        (SchedulerKind::Dpm, r#""use_karras_sigmas": true"#, "use_karras_sigmas \"true\""),
+        (SchedulerKind::Euler, r#""use_karras_sigmas": true"#, "use_karras_sigmas \"true\""),
+        (SchedulerKind::Dpm, r#""algorithm_type": "sde-dpmsolver++""#, "algorithm_type \"sde-dpmsolver++\""),
+        (SchedulerKind::Dpm, r#""solver_order": 3"#, "solver_order \"3\""),
+        (SchedulerKind::Dpm, r#""solver_type": "heun""#, "solver_type \"heun\""),
+        (SchedulerKind::Dpm, r#""lower_order_final": false"#, "lower_order_final \"false\""),
+        (SchedulerKind::Dpm, r#""final_sigmas_type": "sigma_min""#, "final_sigmas_type \"sigma_min\""),
+        (SchedulerKind::Ddim, r#""thresholding": true"#, "thresholding \"true\""),
+        (SchedulerKind::Euler, r#""rescale_betas_zero_snr": true"#, "rescale_betas_zero_snr \"true\""),
+    ];
+    for (kind, extra, want) in refused {
+        let err = kind.build(&with(extra), 10).err().unwrap_or_else(|| panic!("{} accepted {extra}", kind.name())).to_string();
+        assert!(err.contains(want), "{} {extra}: {err}", kind.name());
+    }
+    let accepted = [
+        (SchedulerKind::Dpm, r#""algorithm_type": "dpmsolver++", "solver_order": 2, "solver_type": "midpoint", "lower_order_final": true, "final_sigmas_type": "zero", "use_karras_sigmas": false, "thresholding": false"#),
+        (SchedulerKind::Pndm, r#""use_karras_sigmas": true, "thresholding": true"#),
+        (SchedulerKind::Ddim, r#""solver_order": 3, "use_karras_sigmas": true"#),
+    ];
+    for (kind, extra) in accepted {
+        kind.build(&with(extra), 10).unwrap_or_else(|e| panic!("{} refused {extra}: {e}", kind.name()));
+    }
+}

@@ -34,7 +34,27 @@ pub struct SchedulerConfig {
     #[serde(default)]
     pub clip_sample: Option<bool>,
     #[serde(default)]
+    pub clip_sample_range: Option<f64>,
+    #[serde(default)]
     pub skip_prk_steps: Option<bool>,
+    // Keys whose non-default values we do not implement: read so they can be refused by name
+    // (see `check_supported`) instead of silently ignored.
+    #[serde(default)]
+    pub thresholding: Option<bool>,
+    #[serde(default)]
+    pub rescale_betas_zero_snr: Option<bool>,
+    #[serde(default)]
+    pub use_karras_sigmas: Option<bool>,
+    #[serde(default)]
+    pub algorithm_type: Option<String>,
+    #[serde(default)]
+    pub solver_order: Option<u64>,
+    #[serde(default)]
+    pub solver_type: Option<String>,
+    #[serde(default)]
+    pub lower_order_final: Option<bool>,
+    #[serde(default)]
+    pub final_sigmas_type: Option<String>,
 }
 
 fn default_train_timesteps() -> usize {
@@ -80,7 +100,37 @@ impl SchedulerConfig {
             set_alpha_to_one: Some(false),
             clip_sample: Some(false),
             skip_prk_steps: Some(true),
+            ..serde_json::from_str("{}").expect("every key has a default")
         }
+    }
+
+    /// Refuses, naming the key and its value, a setting the scheduler `kind` would read in
+    /// diffusers and we do not implement (keys of other scheduler classes are ignored there too).
+    pub fn check_supported(&self, kind: super::SchedulerKind) -> Result<()> {
+        use super::SchedulerKind::*;
+        let flag = |key: &str, value: Option<bool>, applies: bool| match value {
+            Some(true) if applies => Err(self.unsupported(key, "true")),
+            _ => Ok(()),
+        };
+        flag("thresholding", self.thresholding, matches!(kind, Ddim | Dpm))?;
+        flag("rescale_betas_zero_snr", self.rescale_betas_zero_snr, matches!(kind, Ddim | Euler | Dpm))?;
+        flag("use_karras_sigmas", self.use_karras_sigmas, matches!(kind, Euler | Dpm))?;
+        if kind == Dpm {
+            let text = |key: &str, value: &Option<String>, ours: &str| match value.as_deref() {
+                Some(v) if v != ours => Err(self.unsupported(key, v)),
+                _ => Ok(()),
+            };
+            text("algorithm_type", &self.algorithm_type, "dpmsolver++")?;
+            text("solver_type", &self.solver_type, "midpoint")?;
+            text("final_sigmas_type", &self.final_sigmas_type, "zero")?;
+            if let Some(order) = self.solver_order.filter(|&o| o != 2) {
+                return Err(self.unsupported("solver_order", &order.to_string()));
+            }
+            if self.lower_order_final == Some(false) {
+                return Err(self.unsupported("lower_order_final", "false"));
+            }
+        }
+        Ok(())
     }
 
     /// Parses `scheduler_config.json` text.
@@ -135,7 +185,7 @@ impl SchedulerConfig {
     }
 
     fn unsupported(&self, key: &str, value: &str) -> Error {
-        Error::Config { file: "scheduler_config.json".into(), reason: format!("unsupported {key} {value:?}") }
+        Error::Config { file: "scheduler_config.json".into(), reason: format!("unsupported {key} {value:?} (mam-e implements diffusers' defaults for it)") }
     }
 }
 

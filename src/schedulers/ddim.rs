@@ -1,5 +1,5 @@
 //! DDIMScheduler with eta = 0 (deterministic), as diffusers'
-//! `schedulers/scheduling_ddim.py`.
+//! `schedulers/scheduling_ddim.py`, including `clip_sample` / `clip_sample_range`.
 
 use burn::tensor::Tensor;
 
@@ -13,6 +13,8 @@ pub struct Ddim {
     timesteps: Vec<f64>,
     step_ratio: usize,
     prediction: PredictionType,
+    /// `clip_sample_range` when `clip_sample` (DDIMScheduler's default: true, range 1).
+    clip: Option<f64>,
 }
 
 impl Ddim {
@@ -27,6 +29,7 @@ impl Ddim {
             timesteps,
             step_ratio: config.num_train_timesteps / steps,
             prediction: config.prediction()?,
+            clip: config.clip_sample.unwrap_or(true).then(|| config.clip_sample_range.unwrap_or(1.0)),
         })
     }
 }
@@ -55,6 +58,11 @@ impl Scheduler for Ddim {
                 sample.clone() * alpha_t.sqrt() - model_output.clone() * beta_t.sqrt(),
                 model_output * alpha_t.sqrt() + sample * beta_t.sqrt(),
             ),
+        };
+        // diffusers clips the x0 prediction only; the noise prediction stays the model's.
+        let pred_x0 = match self.clip {
+            Some(range) => pred_x0.clamp(-range, range),
+            None => pred_x0,
         };
         pred_x0 * alpha_prev.sqrt() + pred_eps * (1.0 - alpha_prev).sqrt()
     }

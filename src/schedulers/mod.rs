@@ -85,6 +85,7 @@ impl SchedulerKind {
                 reason: format!("{steps} is outside 1..={}", config.num_train_timesteps),
             });
         }
+        config.check_supported(self)?;
         Ok(match self {
             SchedulerKind::Dpm => Box::new(dpm_solver::DpmSolverMultistep::new(config, steps)?),
             SchedulerKind::Ddim => Box::new(ddim::Ddim::new(config, steps)?),
