@@ -127,3 +127,15 @@ fn inpaint_reproduces_diffusers_and_refuses_bad_masks() {
     let out = mam_e(&["inpaint", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--mask", empty.to_str().unwrap(), "--output", temp("x.png").to_str().unwrap()]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("empty"));
 }
+
+/// Without --height/--width the image has the model's own size, as diffusers' default
+/// (`unet.sample_size` × the VAE factor): the demo package is a 128×128 model (16 × 8).
+#[test]
+fn generate_defaults_to_the_models_size() {
+    let out_png = temp("demo-size.png");
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static/models/demo");
+    let out = mam_e(&["generate", "--model", demo.to_str().unwrap(), "--prompt", "a siemens mammogram in CC view", "--steps", "2", "--output", out_png.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let image = mam_e::imaging::RgbImage::from_png(&std::fs::read(&out_png).unwrap()).unwrap();
+    assert_eq!((image.width, image.height), (128, 128));
+}

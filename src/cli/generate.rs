@@ -35,10 +35,12 @@ pub struct SamplingArgs {
     /// Noise scheduler.
     #[arg(long, value_enum, default_value_t = SchedulerArg::Dpm)]
     scheduler: SchedulerArg,
-    /// Image height in pixels, a multiple of 8 (generate: 512; inpaint: the input image's).
+    /// Image height in pixels, a multiple of 8 (generate: the model's, `unet.sample_size` × the
+    /// VAE factor; inpaint: the input image's).
     #[arg(long)]
     height: Option<usize>,
-    /// Image width in pixels, a multiple of 8 (generate: 512; inpaint: the input image's).
+    /// Image width in pixels, a multiple of 8 (generate: the model's, `unet.sample_size` × the
+    /// VAE factor; inpaint: the input image's).
     #[arg(long)]
     width: Option<usize>,
     /// Seed of the initial noise (our platform-independent RNG: the web app gives the same image).
@@ -183,8 +185,10 @@ fn read_png(path: &Path) -> anyhow::Result<RgbImage> {
 
 pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let s = &args.sampling;
-    let params = s.params(&args.prompt, 6.0, [512, 512])?;
+    // Checked before the (slow) load; the size follows the model, as diffusers' default does.
+    s.params(&args.prompt, 6.0, [512, 512])?;
     let sd = s.load()?;
+    let params = s.params(&args.prompt, 6.0, [sd.default_size(); 2])?;
     let run = sd.start(&params, s.init_noise(&sd)?)?;
     s.finish(&sd, run, params.describe(), None)
 }

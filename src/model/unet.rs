@@ -270,6 +270,7 @@ impl UNet2DConditionConfig {
             conv_norm_out: group_norm(g, ch[0], eps, device),
             conv_out: conv(ch[0], self.out_channels, 3, device),
             in_channels: self.in_channels,
+            sample_size: self.sample_size,
             out_channels: self.out_channels,
             flip_sin_to_cos: self.flip_sin_to_cos,
             freq_shift: self.freq_shift,
@@ -308,9 +309,17 @@ pub struct UNet2DConditionModel {
     flip_sin_to_cos: bool,
     #[module(skip)]
     freq_shift: f64,
+    #[module(skip)]
+    sample_size: Option<usize>,
 }
 
 impl UNet2DConditionModel {
+    /// `sample_size` of its config: the latent side it was trained at (diffusers' default image
+    /// size is this × the VAE factor); `None` where the config says null.
+    pub fn sample_size(&self) -> Option<usize> {
+        self.sample_size
+    }
+
     /// Input channels: 4 for text-to-image, 9 for inpainting.
     pub fn in_channels(&self) -> usize {
         self.in_channels

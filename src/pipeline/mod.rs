@@ -52,6 +52,12 @@ impl StableDiffusion {
         Ok(PromptEmbeddings { context, truncated_tokens: cond.truncated_tokens })
     }
 
+    /// The image side diffusers renders by default: the UNet's `sample_size` × the VAE factor
+    /// (SD1.5: 64 × 8 = 512; the demo model: 16 × 8 = 128), 512 where the config has none.
+    pub fn default_size(&self) -> usize {
+        self.unet.sample_size().map_or(512, |s| s * self.vae_scale_factor)
+    }
+
     /// Latent size for an image size, checking it is a multiple of the VAE factor.
     pub fn latent_size(&self, height: usize, width: usize) -> Result<[usize; 2]> {
         // diffusers requires multiples of 8 whatever the VAE; keep the same rule.
