@@ -132,8 +132,8 @@ impl ComputeChoice {
         let cpu = |reason: String| Ok(ComputeChoice { backend: ComputeBackend::Cpu, reason });
         let gpu = |reason: String| Ok(ComputeChoice { backend: ComputeBackend::WebGpu, reason });
         match (preference, adapter) {
-            (ComputePreference::Cpu, _) => cpu("chosen in the model panel".into()),
-            (ComputePreference::Gpu, Adapter::Found { description, .. }) => gpu(format!("chosen in the model panel; adapter: {description}")),
+            (ComputePreference::Cpu, _) => cpu("chosen in the model panel (or the page's URL)".into()),
+            (ComputePreference::Gpu, Adapter::Found { description, .. }) => gpu(format!("chosen in the model panel (or the page's URL); adapter: {description}")),
             (ComputePreference::Gpu, Adapter::NoWebGpu) => Err(Error::NoGpu("this browser has no WebGPU: choose CPU or automatic".into())),
             (ComputePreference::Gpu, Adapter::None) => Err(Error::NoGpu("WebGPU found no adapter: choose CPU or automatic".into())),
             (ComputePreference::Automatic, Adapter::NoWebGpu) => cpu("this browser has no WebGPU".into()),

@@ -202,8 +202,9 @@ impl Manifest {
                 return Err(Error::Package(format!("{MANIFEST}: {} has no valid SHA-256 (\"{}\")", file.file, file.sha256)));
             }
         }
-        if self.total_bytes() > MAX_PACKAGE_BYTES {
-            return Err(Error::Package(format!("{MANIFEST} lists {} bytes in all, more than the {MAX_PACKAGE_BYTES} a package may have", self.total_bytes())));
+        let total = self.total_bytes();
+        if total > MAX_PACKAGE_BYTES {
+            return Err(Error::Package(format!("{MANIFEST} lists {total} bytes in all, more than the {MAX_PACKAGE_BYTES} a package may have")));
         }
         Ok(())
     }

@@ -205,7 +205,6 @@ pub fn MaskPanel(
                     <span>"Upload PNG/JPEG"</span>
                     <input type="file" name="upload" accept="image/png,image/jpeg" on:change=on_upload />
                 </label>
-
             </div>
             <Show when=move || source.get().is_some()
                 fallback=|| view! { <p class="empty">"Choose “Paint a lesion on this” under a gallery image, or upload a mammogram."</p> }>
