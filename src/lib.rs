@@ -11,10 +11,12 @@ pub mod model;
 pub mod package;
 pub mod pipeline;
 pub mod prompt;
+pub mod python_json;
 pub mod rng;
 pub mod schedulers;
 pub mod selftest;
 pub mod tokenizer;
+pub mod torch_rng;
 pub mod weights;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,9 +1,61 @@
 //! Seeded, platform-independent noise: the same seed gives bit-identical numbers on wasm and native.
+//! Generation draws its initial latents from PyTorch's generator by default ([`NoiseSource`]);
+//! everything else (training, phantoms, self-tests) uses [`NoiseRng`].
 //!
 //! SPEC: "the noise comes from our own seeded RNG, not from a backend's RNG". Backends' RNGs differ
 //! between devices and versions, so initial latents would not reproduce across web and CLI.
 //! The generator is xoshiro256++ (Blackman & Vigna) seeded through SplitMix64; normals come from
 //! Box–Muller computed with `libm`, a pure-Rust maths library, so no platform libm can change a bit.
+
+/// Where a generation's initial latents come from, for a seed. Both give the same numbers on
+/// wasm and native.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoiseSource {
+    /// PyTorch's CPU generator (`crate::torch_rng`): seed N is diffusers' (and MAM-E's) seed N
+    /// with `generator=torch.Generator("cpu").manual_seed(N)`.
+    #[default]
+    Torch,
+    /// [`NoiseRng`], mam-e's own generator (the default before PyTorch's was reproduced; kept so
+    /// earlier images can be made again).
+    Ours,
+}
+
+impl NoiseSource {
+    pub const ALL: [NoiseSource; 2] = [NoiseSource::Torch, NoiseSource::Ours];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NoiseSource::Torch => "torch",
+            NoiseSource::Ours => "ours",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            NoiseSource::Torch => "PyTorch (diffusers' seeds)",
+            NoiseSource::Ours => "mam-e's own",
+        }
+    }
+
+    /// `len` standard normals for `seed` (`len` ≥ 16: a latent tensor).
+    pub fn randn(self, seed: u64, len: usize) -> Vec<f32> {
+        match self {
+            NoiseSource::Torch => crate::torch_rng::TorchGenerator::manual_seed(seed).randn(len),
+            NoiseSource::Ours => NoiseRng::new(seed).randn(len),
+        }
+    }
+}
+
+impl std::str::FromStr for NoiseSource {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        NoiseSource::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| crate::Error::InvalidInput {
+            what: "noise",
+            reason: format!("{s:?} is not one of torch, ours"),
+        })
+    }
+}
 
 /// xoshiro256++ with Box–Muller normals.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -128,3 +128,52 @@ fn unimplemented_scheduler_settings_are_refused_by_name() {
         kind.build(&with(extra), 10).unwrap_or_else(|e| panic!("{} refused {extra}: {e}", kind.name()));
     }
 }
+
+/// Each scheduler class's default config exactly as diffusers 0.39 saves it (Python's JSON:
+/// a DPM-Solver config has `"lambda_min_clipped": -Infinity`, which a strict JSON reader refuses)
+/// loads, builds its own scheduler (PNDM's class default, with PRK warm-up steps, is refused by
+/// name: SD1.5 ships `skip_prk_steps: true`), and has nothing mam-e would ignore.
+#[test]
+fn configs_as_diffusers_saves_them_load_without_warnings() {
+    let saved: serde_json::Value = serde_json::from_str(include_str!("fixtures/scheduler_configs.json")).unwrap();
+    let kinds = [
+        ("DPMSolverMultistepScheduler", SchedulerKind::Dpm),
+        ("DDIMScheduler", SchedulerKind::Ddim),
+        ("PNDMScheduler", SchedulerKind::Pndm),
+        ("EulerDiscreteScheduler", SchedulerKind::Euler),
+    ];
+    for (class, kind) in kinds {
+        let text = saved[class].as_str().unwrap();
+        let config = SchedulerConfig::from_json(text).unwrap_or_else(|e| panic!("{class}: {e}"));
+        match kind.build(&config, 10) {
+            Err(e) if kind == SchedulerKind::Pndm => assert!(e.to_string().contains("skip_prk_steps"), "{e}"),
+            built => drop(built.unwrap_or_else(|e| panic!("{class}: {e}"))),
+        }
+        assert_eq!(config.ignored_keys(), Vec::<String>::new(), "{class}");
+    }
+}
+
+/// Settings diffusers' DPM-Solver / Euler read that change the sigmas are refused when not at
+/// their defaults; keys nobody knows are listed (the loaders warn with them once).
+#[test]
+fn other_sigma_settings_are_refused_and_unknown_keys_listed() {
+    let with = |extra: &str| SchedulerConfig::from_json(&format!("{{\"beta_schedule\": \"scaled_linear\", {extra}}}")).unwrap();
+    let refused = [
+        (SchedulerKind::Dpm, r#""use_exponential_sigmas": true"#, "use_exponential_sigmas \"true\""),
+        (SchedulerKind::Euler, r#""use_beta_sigmas": true"#, "use_beta_sigmas \"true\""),
+        (SchedulerKind::Dpm, r#""lambda_min_clipped": -5.1"#, "lambda_min_clipped \"-5.1\""),
+        (SchedulerKind::Dpm, r#""variance_type": "learned_range""#, "variance_type"),
+        (SchedulerKind::Euler, r#""interpolation_type": "log_linear""#, "interpolation_type"),
+        (SchedulerKind::Euler, r#""sigma_min": 0.1"#, "sigma_min"),
+    ];
+    for (kind, extra, want) in refused {
+        let err = kind.build(&with(extra), 10).err().unwrap_or_else(|| panic!("{} accepted {extra}", kind.name())).to_string();
+        assert!(err.contains(want), "{} {extra}: {err}", kind.name());
+    }
+    // The same keys are another class's business for DDIM and PNDM.
+    SchedulerKind::Ddim.build(&with(r#""use_exponential_sigmas": true, "sigma_min": 0.1"#), 10).unwrap();
+    let config = with(r#""shift_terminal": 0.2, "_class_name": "X", "sample_max_value": 3.0, "some_new_key": [1, 2]"#);
+    assert_eq!(config.ignored_keys(), ["shift_terminal=0.2", "some_new_key=[1,2]"]);
+    let warning = config.ignored_keys_warning().unwrap();
+    assert!(warning.contains("shift_terminal=0.2, some_new_key=[1,2]"), "{warning}");
+}

@@ -38,7 +38,8 @@ pub struct Args {
     /// Architecture size for random weights (ignored with --model).
     #[arg(long, value_enum, default_value_t = Size::Sd15)]
     size: Size,
-    /// Time a diffusers model folder or a package instead of random weights.
+    /// Time a diffusers model folder or a package instead of random weights, at the model's own
+    /// size (`unet.sample_size` latents).
     #[arg(long)]
     model: Option<std::path::PathBuf>,
     /// Timed runs after the warm-up (the median is reported).
@@ -92,7 +93,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, Size::Sd15) => "sd15".into(),
     };
     let (latent, image_scale) = match (&loaded, args.size) {
-        (Some(sd), _) => (64, sd.vae_scale_factor),
+        // A model is timed at its own size, as diffusers renders it by default.
+        (Some(sd), _) => (sd.default_size() / sd.vae_scale_factor, sd.vae_scale_factor),
         (None, Size::Tiny) => (32, 2),
         (None, Size::Sd15) => (64, 8),
     };

@@ -8,11 +8,11 @@ use anyhow::{Context, bail};
 use burn::tensor::{Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{BackendArg, PrecisionArg, SchedulerArg};
+use super::{BackendArg, NoiseArg, PrecisionArg, SchedulerArg};
 use crate::device::{Backend, GpuMemory, read_f32};
 use crate::imaging::RgbImage;
 use crate::pipeline::text_to_image::{Denoising, GenerateParams};
-use crate::package::load_model;
+use crate::package::{Defaults, MANIFEST, Manifest, ModelKind, load_model};
 use crate::pipeline::{StableDiffusion, to_rgb8};
 use crate::weights::{read_latents, write_atomically, write_latents};
 
@@ -23,29 +23,34 @@ pub struct SamplingArgs {
     /// or a package made by `mam-e convert` (manifest.json and shards).
     #[arg(long)]
     model: PathBuf,
-    /// What to steer away from (empty by default, as MAM-E).
-    #[arg(long, default_value = "")]
-    negative_prompt: String,
-    /// Denoising steps (MAM-E: 24; its GUI allows 10–50).
-    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    steps: u32,
-    /// Classifier-free guidance scale; ≤ 1 disables guidance (MAM-E: 6 for healthy images, 3 for lesions).
+    /// What to steer away from (default: the package's, empty for MAM-E).
+    #[arg(long)]
+    negative_prompt: Option<String>,
+    /// Denoising steps (default: the package's; MAM-E: 24, its GUI allows 10–50).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    steps: Option<u32>,
+    /// Classifier-free guidance scale; ≤ 1 disables guidance (default: the package's; MAM-E: 6
+    /// for healthy images, 3 for lesions).
     #[arg(long)]
     guidance: Option<f64>,
-    /// Noise scheduler.
-    #[arg(long, value_enum, default_value_t = SchedulerArg::Dpm)]
-    scheduler: SchedulerArg,
-    /// Image height in pixels, a multiple of 8 (generate: the model's, `unet.sample_size` × the
-    /// VAE factor; inpaint: the input image's).
+    /// Noise scheduler (default: the package's; MAM-E: dpm).
+    #[arg(long, value_enum)]
+    scheduler: Option<SchedulerArg>,
+    /// Image height in pixels, a multiple of 8 (generate: the package's, or for a diffusers
+    /// folder `unet.sample_size` × the VAE factor; inpaint: the input image's).
     #[arg(long)]
     height: Option<usize>,
-    /// Image width in pixels, a multiple of 8 (generate: the model's, `unet.sample_size` × the
-    /// VAE factor; inpaint: the input image's).
+    /// Image width in pixels, a multiple of 8 (as --height).
     #[arg(long)]
     width: Option<usize>,
-    /// Seed of the initial noise (our platform-independent RNG: the web app gives the same image).
-    #[arg(long, default_value_t = 1338)]
-    seed: u64,
+    /// Seed of the initial noise (default: the package's; MAM-E: 1338).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The generator that turns the seed into noise: `torch` draws exactly what diffusers draws
+    /// with `torch.Generator("cpu").manual_seed(seed)` (so seeds match MAM-E's); `ours` is mam-e's
+    /// earlier generator. Both give the web app's image for the same seed.
+    #[arg(long, value_enum, default_value_t = NoiseArg::Torch)]
+    noise: NoiseArg,
     /// Initial noise instead of the seed: a safetensors file with tensor `latents` [1,4,H/8,W/8]
     /// f32, before scaling by the scheduler's init_noise_sigma (diffusers' `latents=`).
     #[arg(long)]
@@ -71,9 +76,10 @@ pub struct SamplingArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
-    /// What to generate, e.g. "a siemens mammogram in MLO view with high density and small area".
+    /// What to generate, e.g. "a siemens mammogram in MLO view with high density and small area"
+    /// (default: the package's prompt; MAM-E's GUI default for a diffusers folder).
     #[arg(long)]
-    prompt: String,
+    prompt: Option<String>,
     #[command(flatten)]
     sampling: SamplingArgs,
 }
@@ -86,9 +92,9 @@ pub struct InpaintArgs {
     /// Where to paint: a PNG of the same size, white (≥ 128) inside, black elsewhere.
     #[arg(long)]
     mask: PathBuf,
-    /// The inpainting prompt (MAM-E's lesion tool: "a mammogram with a lesion").
-    #[arg(long, default_value = crate::prompt::LESION_PROMPT)]
-    prompt: String,
+    /// The inpainting prompt (default: the package's; MAM-E's lesion tool: "a mammogram with a lesion").
+    #[arg(long)]
+    prompt: Option<String>,
     /// Paste the original image back outside the mask (by default the whole decoded image is
     /// written, as diffusers returns it).
     #[arg(long)]
@@ -98,20 +104,44 @@ pub struct InpaintArgs {
 }
 
 impl SamplingArgs {
-    fn params(&self, prompt: &str, default_guidance: f64, size: [usize; 2]) -> anyhow::Result<GenerateParams> {
-        let guidance = self.guidance.unwrap_or(default_guidance);
-        if !guidance.is_finite() || !(0.0..=50.0).contains(&guidance) {
-            bail!("--guidance {guidance} is outside 0–50");
+    /// Refuses flags that are wrong whatever the model, before the (slow) load.
+    fn check(&self) -> anyhow::Result<()> {
+        if let Some(guidance) = self.guidance {
+            if !guidance.is_finite() || !(0.0..=50.0).contains(&guidance) {
+                bail!("--guidance {guidance} is outside 0–50");
+            }
         }
+        Ok(())
+    }
+
+    /// The settings the model starts from: a package's manifest `defaults`, or MAM-E's for a
+    /// diffusers folder (at the UNet's own size).
+    fn model_defaults(&self, sd: &StableDiffusion, kind: ModelKind) -> anyhow::Result<Defaults> {
+        let manifest = self.model.join(MANIFEST);
+        if !manifest.exists() {
+            return Ok(Defaults::mam_e(kind, sd.default_size()));
+        }
+        let text = std::fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+        Ok(Manifest::parse(&text)?.defaults)
+    }
+
+    /// Flags over the model's defaults; `size` (inpainting: the image's) over the defaults' size.
+    fn params(&self, prompt: Option<&str>, defaults: Defaults, size: Option<[usize; 2]>) -> anyhow::Result<GenerateParams> {
+        let scheduler = match self.scheduler {
+            Some(arg) => arg.into(),
+            None => defaults.scheduler.parse().with_context(|| format!("the package's default scheduler in {}", self.model.display()))?,
+        };
+        let [height, width] = size.unwrap_or([defaults.height, defaults.width]);
         Ok(GenerateParams {
-            prompt: prompt.to_string(),
-            negative_prompt: self.negative_prompt.clone(),
-            steps: self.steps as usize,
-            guidance,
-            scheduler: self.scheduler.into(),
-            height: self.height.unwrap_or(size[0]),
-            width: self.width.unwrap_or(size[1]),
-            seed: self.seed,
+            prompt: prompt.map_or(defaults.prompt, str::to_string),
+            negative_prompt: self.negative_prompt.clone().unwrap_or(defaults.negative_prompt),
+            steps: self.steps.map_or(defaults.steps, |s| s as usize),
+            guidance: self.guidance.unwrap_or(defaults.guidance),
+            scheduler,
+            height: self.height.unwrap_or(height),
+            width: self.width.unwrap_or(width),
+            seed: self.seed.unwrap_or(defaults.seed),
+            noise: self.noise.into(),
         })
     }
 
@@ -121,6 +151,9 @@ impl SamplingArgs {
         spinner.enable_steady_tick(std::time::Duration::from_millis(120));
         let sd = load_model(&self.model, &device, self.precision.into())?;
         spinner.finish_and_clear();
+        if let Some(warning) = sd.scheduler_config.ignored_keys_warning() {
+            eprintln!("warning: {warning}");
+        }
         Ok(sd)
     }
 
@@ -185,10 +218,9 @@ fn read_png(path: &Path) -> anyhow::Result<RgbImage> {
 
 pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let s = &args.sampling;
-    // Checked before the (slow) load; the size follows the model, as diffusers' default does.
-    s.params(&args.prompt, 6.0, [512, 512])?;
+    s.check()?;
     let sd = s.load()?;
-    let params = s.params(&args.prompt, 6.0, [sd.default_size(); 2])?;
+    let params = s.params(args.prompt.as_deref(), s.model_defaults(&sd, ModelKind::TextToImage)?, None)?;
     let run = sd.start(&params, s.init_noise(&sd)?)?;
     s.finish(&sd, run, params.describe(), None)
 }
@@ -200,8 +232,9 @@ pub fn inpaint(args: InpaintArgs) -> anyhow::Result<()> {
     if (mask.width, mask.height) != (image.width, image.height) {
         bail!("the mask is {}×{} but the image is {}×{}", mask.width, mask.height, image.width, image.height);
     }
-    let params = s.params(&args.prompt, 3.0, [image.height, image.width])?;
+    s.check()?;
     let sd = s.load()?;
+    let params = s.params(args.prompt.as_deref(), s.model_defaults(&sd, ModelKind::Inpainting)?, Some([image.height, image.width]))?;
     let (image, mask) = image.to_model_orientation(&mask.to_gray(), s.right);
     let run = sd.start_inpaint(&params, &image, &mask, s.init_noise(&sd)?)?;
     let mut parameters = params.describe();

@@ -12,6 +12,7 @@ mod train;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::device::Backend;
+use crate::rng::NoiseSource;
 use crate::schedulers::SchedulerKind;
 
 /// MAM-E mammography synthesis: research tools (the web app is built with Trunk).
@@ -100,6 +101,24 @@ impl From<SchedulerArg> for SchedulerKind {
             SchedulerArg::Ddim => SchedulerKind::Ddim,
             SchedulerArg::Pndm => SchedulerKind::Pndm,
             SchedulerArg::Euler => SchedulerKind::Euler,
+        }
+    }
+}
+
+/// `--noise` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NoiseArg {
+    /// PyTorch's CPU generator, as diffusers draws it: MAM-E's seeds.
+    Torch,
+    /// mam-e's own generator (what it drew before it reproduced PyTorch).
+    Ours,
+}
+
+impl From<NoiseArg> for NoiseSource {
+    fn from(arg: NoiseArg) -> Self {
+        match arg {
+            NoiseArg::Torch => NoiseSource::Torch,
+            NoiseArg::Ours => NoiseSource::Ours,
         }
     }
 }

@@ -5,7 +5,6 @@ use std::path::Path;
 
 use super::quant::{self, Storage};
 use super::{Configs, Defaults, FileRef, MANIFEST, MAX_SHARD_BYTES, Manifest, ModelKind, StorageDtype, FORMAT, VERSION};
-use crate::prompt::{LESION_PROMPT, PromptSpec};
 use crate::weights::diffusers::{read, read_text, weights_file};
 use crate::weights::safetensors::{self, Owned};
 use crate::weights::{IGNORED_BUFFERS, canonical_key, write_atomically};
@@ -111,7 +110,7 @@ impl ShardWriter<'_> {
 
 fn json(dir: &Path, file: &str) -> Result<serde_json::Value> {
     let text = read_text(&dir.join(file))?;
-    serde_json::from_str(&text).map_err(|e| Error::Config { file: file.into(), reason: e.to_string() })
+    crate::python_json::parse(&text).map_err(|e| Error::Config { file: file.into(), reason: e.to_string() })
 }
 
 /// Converts the diffusers folder `from` into a package in `out` (created if needed; must not
@@ -189,10 +188,7 @@ pub fn convert(from: &Path, out: &Path, options: &ConvertOptions, progress: &mut
     }
 
     let pixels = options.size.unwrap_or(unet.sample_size.unwrap_or(64) * (1 << (vae.block_out_channels.len() - 1)));
-    let defaults = match kind {
-        ModelKind::TextToImage => Defaults { prompt: PromptSpec::default().to_string(), guidance: 6.0, ..base_defaults(pixels) },
-        ModelKind::Inpainting => Defaults { prompt: LESION_PROMPT.into(), guidance: 3.0, ..base_defaults(pixels) },
-    };
+    let defaults = Defaults::mam_e(kind, pixels);
     let manifest = Manifest {
         format: FORMAT.into(),
         version: VERSION,
@@ -209,8 +205,4 @@ pub fn convert(from: &Path, out: &Path, options: &ConvertOptions, progress: &mut
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
     write_atomically(&out.join(MANIFEST), text.as_bytes())?;
     Ok(ConvertReport { kind, components, shards: manifest.shards.len(), total_bytes: manifest.total_bytes() })
-}
-
-fn base_defaults(pixels: usize) -> Defaults {
-    Defaults { prompt: String::new(), negative_prompt: String::new(), steps: 24, guidance: 6.0, scheduler: "dpm".into(), seed: 1338, height: pixels, width: pixels }
 }

@@ -30,6 +30,9 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(value).expect("JSON") + "\n").map_err(io(path))
 }
 
+/// The diffusers release whose file layout packages follow.
+const DIFFUSERS_VERSION: &str = "0.35.2";
+
 /// Writes the package at `package` as a diffusers folder at `out` (which must not exist or be
 /// empty), through `.<name>.partial` and a rename.
 pub fn export_diffusers(package: &Path, out: &Path) -> Result<ExportReport> {
@@ -48,10 +51,14 @@ pub fn export_diffusers(package: &Path, out: &Path) -> Result<ExportReport> {
         ModelKind::Inpainting => "StableDiffusionInpaintPipeline",
     };
     let scheduler = manifest.configs.scheduler["_class_name"].as_str().unwrap_or("PNDMScheduler");
+    // diffusers' loader reads this key for inpainting pipelines (a KeyError without it): the
+    // version the UNet's config was written by, else the one the package format follows.
+    let version = manifest.configs.unet["_diffusers_version"].as_str().unwrap_or(DIFFUSERS_VERSION);
     write_json(
         &tmp.join("model_index.json"),
         &json!({
             "_class_name": pipeline,
+            "_diffusers_version": version,
             "feature_extractor": [null, null],
             "requires_safety_checker": false,
             "safety_checker": [null, null],

@@ -146,6 +146,18 @@ pub struct Defaults {
     pub width: usize,
 }
 
+impl Defaults {
+    /// MAM-E's settings for a model of this kind rendering `pixels`² images: its GUI's prompt
+    /// (the lesion tool's for inpainting), 24 DPM-Solver++ steps, guidance 6 (lesions: 3), seed 1338.
+    pub fn mam_e(kind: ModelKind, pixels: usize) -> Self {
+        let (prompt, guidance) = match kind {
+            ModelKind::TextToImage => (crate::prompt::PromptSpec::default().to_string(), 6.0),
+            ModelKind::Inpainting => (crate::prompt::LESION_PROMPT.to_string(), 3.0),
+        };
+        Defaults { prompt, negative_prompt: String::new(), steps: 24, guidance, scheduler: "dpm".into(), seed: 1338, height: pixels, width: pixels }
+    }
+}
+
 /// `manifest.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {

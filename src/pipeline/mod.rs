@@ -12,7 +12,7 @@ use crate::model::clip::ClipTextModel;
 use crate::model::precision::{Precision, cast_weights, compute_dtype};
 use crate::model::unet::UNet2DConditionModel;
 use crate::model::vae::AutoencoderKl;
-use crate::rng::NoiseRng;
+use crate::rng::NoiseSource;
 use crate::schedulers::SchedulerConfig;
 use crate::tokenizer::ClipTokenizer;
 use crate::{Error, Result};
@@ -71,9 +71,9 @@ impl StableDiffusion {
         Ok([height / self.vae_scale_factor, width / self.vae_scale_factor])
     }
 
-    /// Our seeded noise for `[1, channels, h, w]`, the same numbers on every platform.
-    pub fn noise(&self, seed: u64, shape: [usize; 4]) -> Tensor<4> {
-        let values = NoiseRng::new(seed).randn(shape.iter().product());
+    /// Seeded noise for `[1, channels, h, w]` from `source`, the same numbers on every platform.
+    pub fn noise(&self, source: NoiseSource, seed: u64, shape: [usize; 4]) -> Tensor<4> {
+        let values = source.randn(seed, shape.iter().product());
         Tensor::from_data(TensorData::new(values, shape), &self.device)
     }
 

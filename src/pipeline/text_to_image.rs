@@ -4,6 +4,7 @@
 use burn::tensor::Tensor;
 
 use super::StableDiffusion;
+use crate::rng::NoiseSource;
 use crate::schedulers::{Scheduler, SchedulerKind};
 use crate::{Error, Result};
 
@@ -18,6 +19,13 @@ pub struct GenerateParams {
     pub height: usize,
     pub width: usize,
     pub seed: u64,
+    /// Which generator turns the seed into initial latents (older parameters without it: ours).
+    #[serde(default = "older_noise")]
+    pub noise: NoiseSource,
+}
+
+fn older_noise() -> NoiseSource {
+    NoiseSource::Ours
 }
 
 impl GenerateParams {
@@ -33,7 +41,7 @@ impl GenerateParams {
         serde_json::json!({
             "prompt": self.prompt, "negative_prompt": self.negative_prompt, "steps": self.steps,
             "guidance": self.guidance, "scheduler": self.scheduler.name(), "height": self.height,
-            "width": self.width, "seed": self.seed,
+            "width": self.width, "seed": self.seed, "noise": self.noise.name(),
         })
     }
 }
@@ -50,6 +58,7 @@ impl Default for GenerateParams {
             height: 512,
             width: 512,
             seed: 1338,
+            noise: NoiseSource::Torch,
         }
     }
 }
@@ -106,7 +115,7 @@ impl StableDiffusion {
                 return Err(Error::InvalidInput { what: "initial noise", reason: format!("shape {:?}, expected {shape:?}", noise.dims()) });
             }
             Some(noise) => noise,
-            None => self.noise(params.seed, shape),
+            None => self.noise(params.noise, params.seed, shape),
         };
         let scheduler = params.scheduler.build(&self.scheduler_config, params.steps)?;
         let latents = noise.clone() * scheduler.init_noise_sigma();

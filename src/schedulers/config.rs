@@ -6,6 +6,8 @@
 //! `PNDMScheduler` config without `timestep_spacing`: DDIM and PNDM then use "leading", Euler and
 //! DPM-Solver "linspace").
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use crate::{Error, Result};
@@ -55,7 +57,41 @@ pub struct SchedulerConfig {
     pub lower_order_final: Option<bool>,
     #[serde(default)]
     pub final_sigmas_type: Option<String>,
+    /// Every other key of the file, checked against [`OTHER_KEYS`] and listed by [`Self::ignored_keys`].
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
 }
+
+/// Keys diffusers' schedulers write that no field above reads: each with the value mam-e's
+/// behaviour equals (`None`: any value, for bookkeeping keys and the parameters of features
+/// refused above) and the schedulers whose diffusers class reads it. A different value is refused
+/// for those schedulers; keys in neither list are ignored with a warning ([`SchedulerConfig::ignored_keys`]).
+const OTHER_KEYS: &[(&str, Option<&str>, &[super::SchedulerKind])] = {
+    use super::SchedulerKind::*;
+    &[
+        ("_class_name", None, &[]),
+        ("_diffusers_version", None, &[]),
+        ("_use_default_values", None, &[]),
+        // Parameters of `thresholding` (refused when on).
+        ("dynamic_thresholding_ratio", None, &[]),
+        ("sample_max_value", None, &[]),
+        // Parameters of flow matching / dynamic shifting (refused when on).
+        ("flow_shift", None, &[]),
+        ("time_shift_type", None, &[]),
+        ("use_dynamic_shifting", Some("false"), &[Dpm]),
+        ("use_flow_sigmas", Some("false"), &[Dpm]),
+        ("use_exponential_sigmas", Some("false"), &[Dpm, Euler]),
+        ("use_beta_sigmas", Some("false"), &[Dpm, Euler]),
+        ("use_lu_lambdas", Some("false"), &[Dpm]),
+        ("euler_at_final", Some("false"), &[Dpm]),
+        ("lambda_min_clipped", Some("\"-Infinity\""), &[Dpm]),
+        ("variance_type", Some("null"), &[Dpm]),
+        ("interpolation_type", Some("\"linear\""), &[Euler]),
+        ("timestep_type", Some("\"discrete\""), &[Euler]),
+        ("sigma_min", Some("null"), &[Euler]),
+        ("sigma_max", Some("null"), &[Euler]),
+    ]
+};
 
 fn default_train_timesteps() -> usize {
     1000
@@ -130,12 +166,31 @@ impl SchedulerConfig {
                 return Err(self.unsupported("lower_order_final", "false"));
             }
         }
+        for (key, value) in &self.other {
+            let Some((_, Some(ours), applies)) = OTHER_KEYS.iter().find(|(k, ..)| k == key) else { continue };
+            if applies.contains(&kind) && value.to_string() != *ours {
+                return Err(self.unsupported(key, &value.to_string()));
+            }
+        }
         Ok(())
     }
 
-    /// Parses `scheduler_config.json` text.
+    /// Keys of the file mam-e neither reads nor knows to be harmless, with their values: the
+    /// loaders warn about them once (diffusers' scheduler classes may read them).
+    pub fn ignored_keys(&self) -> Vec<String> {
+        self.other.iter().filter(|(key, _)| !OTHER_KEYS.iter().any(|(k, ..)| k == key)).map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
+    /// The warning for [`Self::ignored_keys`], if there are any.
+    pub fn ignored_keys_warning(&self) -> Option<String> {
+        let keys = self.ignored_keys();
+        (!keys.is_empty()).then(|| format!("scheduler_config.json: ignoring settings mam-e does not know: {}", keys.join(", ")))
+    }
+
+    /// Parses `scheduler_config.json` text (as Python writes JSON: `-Infinity` is read).
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|e| Error::Config { file: "scheduler_config.json".into(), reason: e.to_string() })
+        let error = |e: serde_json::Error| Error::Config { file: "scheduler_config.json".into(), reason: e.to_string() };
+        serde_json::from_value(crate::python_json::parse(text).map_err(error)?).map_err(error)
     }
 
     /// `timestep_spacing`, or `default` (the scheduler class's own) when the file has none.

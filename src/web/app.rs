@@ -160,10 +160,14 @@ pub fn App() -> impl IntoView {
 
     let busy = Signal::derive(move || matches!(status.get(), RunStatus::Running { .. }));
     let ready = Signal::derive(move || matches!(text_to_image.get(), SlotStatus::Ready(_)));
-    let inpaint_size = Signal::derive(move || match inpainting.get() {
-        SlotStatus::Ready(info) => Some((info.defaults.height, info.defaults.width)),
-        _ => None,
-    });
+    let defaults_of = move |slot: RwSignal<SlotStatus>| {
+        Signal::derive(move || match slot.get() {
+            SlotStatus::Ready(info) => Some(info.defaults),
+            _ => None,
+        })
+    };
+    let (text_to_image_defaults, inpaint_defaults) = (defaults_of(text_to_image), defaults_of(inpainting));
+    let inpaint_size = Signal::derive(move || inpaint_defaults.get().map(|d| (d.height, d.width)));
 
     // Runs tasks one after another; each result goes to the gallery.
     let start = move |tasks: Vec<Task>| {
@@ -256,6 +260,7 @@ pub fn App() -> impl IntoView {
                     height: info.defaults.height,
                     width: info.defaults.width,
                     seed: if s.random_seed { random_seed() } else { GenerateParams::batch_seed(s.seed, k) },
+                    noise: s.noise,
                 },
                 right_breast: s.right_breast,
                 before: None,
@@ -276,6 +281,7 @@ pub fn App() -> impl IntoView {
             height: image.height,
             width: image.width,
             seed: r.seed,
+            noise: r.noise,
         };
         start(vec![Task { kind: ModelKind::Inpainting, params, right_breast: r.right_breast, before: Some((image, mask)), keep_outside: r.keep_outside }]);
     });
@@ -309,10 +315,10 @@ pub fn App() -> impl IntoView {
         <GpuNotice status=gpu />
         <main class="panels">
             <ModelPanel text_to_image inpainting text_to_image_url inpainting_url on_load=Callback::new(load) compute on_compute />
-            <PromptPanel ready busy on_generate>
+            <PromptPanel ready busy defaults=text_to_image_defaults on_generate>
                 <RunView status preview />
             </PromptPanel>
-            <MaskPanel source size=inpaint_size busy on_inpaint />
+            <MaskPanel source defaults=inpaint_defaults busy on_inpaint />
             <Gallery items=gallery on_paint on_rerun />
         </main>
         <footer>"Everything runs in this tab; the page contacts no server but the one it came from and a package URL you enter."</footer>

@@ -1,6 +1,10 @@
 //! Fetching package files: streamed with byte progress, checked against the manifest's size and
 //! SHA-256, and kept in Cache Storage so a reload or an offline visit does not download again.
 //! Each verified file is stored on its own, so an interrupted download resumes at the next file.
+//! Nothing is fetched but the page's own origin and the package folders the user chose
+//! ([`allow_package`]): the worker's own check, narrower than any static CSP can be.
+
+use std::cell::RefCell;
 
 use js_sys::{Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
@@ -64,7 +68,52 @@ async fn read_body(url: &str, response: Response, limit: u64, on_bytes: &mut dyn
     }
 }
 
+thread_local! {
+    /// Package folder URLs (absolute, ending in `/`) the user chose in this scope.
+    static CHOSEN: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// This scope's own URL (`location.href` of the page or the worker).
+fn own_href() -> String {
+    let location = Reflect::get(&js_sys::global(), &"location".into()).unwrap_or(JsValue::UNDEFINED);
+    Reflect::get(&location, &"href".into()).ok().and_then(|h| h.as_string()).unwrap_or_default()
+}
+
+/// `url` resolved against this scope's URL and normalised (`..` removed), as `fetch` would.
+fn absolute(url: &str) -> Option<web_sys::Url> {
+    web_sys::Url::new_with_base(url, &own_href()).ok()
+}
+
+/// Allows fetching the files under `base`, a package folder URL the user chose.
+pub fn allow_package(base: &str) {
+    if let Some(url) = absolute(base) {
+        CHOSEN.with(|chosen| {
+            let mut chosen = chosen.borrow_mut();
+            if !chosen.contains(&url.href()) {
+                chosen.push(url.href());
+            }
+        });
+    }
+}
+
+/// Refuses, before any request, a URL outside this scope's origin and the chosen package folders.
+fn check_allowed(url: &str) -> Result<()> {
+    let refused = || Error::InvalidInput {
+        what: "URL",
+        reason: format!("refusing to fetch {url}: the page contacts only its own origin and the package URLs you enter"),
+    };
+    let target = absolute(url).ok_or_else(refused)?;
+    let own_origin = web_sys::Url::new(&own_href()).map(|u| u.origin()).unwrap_or_default();
+    let href = target.href();
+    if (target.origin() == own_origin && own_origin != "null") || CHOSEN.with(|c| c.borrow().iter().any(|base| href.starts_with(base.as_str()))) {
+        Ok(())
+    } else {
+        Err(refused())
+    }
+}
+
 async fn fetch(url: &str) -> Result<Response> {
+    check_allowed(url)?;
     let request = super::scope::fetch(url).map_err(|e| js_error(url, "fetch", e))?;
     let response: Response = JsFuture::from(request)
         .await

@@ -13,6 +13,8 @@ use super::canvas::draw;
 use crate::imaging::RgbImage;
 use crate::mask::{History, Mask};
 use crate::prompt::LESION_PROMPT;
+use crate::package::Defaults;
+use crate::rng::NoiseSource;
 use crate::schedulers::SchedulerKind;
 
 /// The image to paint on, already at the inpainting model's size.
@@ -36,6 +38,7 @@ pub struct InpaintRequest {
     pub steps: usize,
     pub seed: u64,
     pub scheduler: SchedulerKind,
+    pub noise: NoiseSource,
     /// Paste the original back outside the mask (the model redraws the whole image otherwise).
     pub keep_outside: bool,
     /// `image` and `mask` show a right breast (facing right).
@@ -56,11 +59,12 @@ struct Drag {
     last: (f64, f64),
 }
 
-/// `size` is the inpainting model's (height, width), when one is loaded.
+/// `defaults`: the loaded inpainting package's settings (its size, prompt, steps, guidance,
+/// seed), applied when a package with other defaults loads.
 #[component]
 pub fn MaskPanel(
     source: RwSignal<Option<SourceImage>>,
-    #[prop(into)] size: Signal<Option<(usize, usize)>>,
+    #[prop(into)] defaults: Signal<Option<Defaults>>,
     #[prop(into)] busy: Signal<bool>,
     on_inpaint: Callback<InpaintRequest>,
 ) -> impl IntoView {
@@ -80,6 +84,23 @@ pub fn MaskPanel(
     // must not clear the mask, as a new source does).
     let right_breast = RwSignal::new(false);
     let canvas = NodeRef::<Canvas>::new();
+    let size = Signal::derive(move || defaults.get().map(|d| (d.height, d.width)));
+    let scheduler = RwSignal::new(SchedulerKind::Dpm);
+    let negative_prompt = RwSignal::new(String::new());
+    let applied = StoredValue::new(None::<Defaults>);
+    Effect::new(move |_| {
+        let Some(d) = defaults.get() else { return };
+        if applied.get_value().as_ref() == Some(&d) {
+            return;
+        }
+        prompt.set(d.prompt.clone());
+        negative_prompt.set(d.negative_prompt.clone());
+        guidance.set(d.guidance);
+        steps.set(d.steps);
+        seed.set(d.seed);
+        scheduler.set(d.scheduler.parse().unwrap_or_default());
+        applied.set_value(Some(d));
+    });
 
     // A new source image starts a new, empty mask.
     Effect::new(move |_| {
@@ -181,11 +202,12 @@ pub fn MaskPanel(
             image: s.image,
             mask: m.data,
             prompt: prompt.get_untracked(),
-            negative_prompt: String::new(),
+            negative_prompt: negative_prompt.get_untracked(),
             guidance: guidance.get_untracked(),
             steps: steps.get_untracked(),
             seed: seed.get_untracked(),
-            scheduler: SchedulerKind::Dpm,
+            scheduler: scheduler.get_untracked(),
+            noise: NoiseSource::default(),
             keep_outside: keep_outside.get_untracked(),
             right_breast: right_breast.get_untracked(),
         });

@@ -132,6 +132,7 @@ pub struct Opened {
 /// Reads the manifest of the package at `url`.
 pub async fn open(url: &str) -> Result<Opened> {
     let (manifest_url, base) = manifest_url(url);
+    super::download::allow_package(&base);
     let manifest = Manifest::parse(&fetch_text(&manifest_url).await?)?;
     Ok(Opened { info: ModelInfo::of(url, &manifest), manifest, base })
 }
@@ -190,6 +191,9 @@ pub async fn load(package: Opened, preference: ComputePreference, progress: impl
     drop(fetches);
     let kind = loader.manifest().kind;
     let model = Rc::new(loader.finish()?);
+    if let Some(warning) = model.scheduler_config.ignored_keys_warning() {
+        web_sys::console::warn_1(&format!("mam-e: {}: {warning}", info.name).into());
+    }
     LOADED.with(|l| {
         let mut l = l.borrow_mut();
         match kind {

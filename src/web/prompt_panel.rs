@@ -4,6 +4,8 @@
 use leptos::prelude::*;
 
 use crate::prompt::{Area, Density, Priority, PromptSpec, Vendor, View};
+use crate::package::Defaults;
+use crate::rng::NoiseSource;
 use crate::schedulers::SchedulerKind;
 
 /// Sampling settings, with MAM-E's defaults for the fusion model.
@@ -18,6 +20,8 @@ pub struct SamplingSettings {
     pub scheduler: SchedulerKind,
     /// Default 1338, as the original GUI.
     pub seed: u64,
+    /// The generator that turns the seed into noise: PyTorch's by default (diffusers' seeds).
+    pub noise: NoiseSource,
     /// Draw a fresh seed for every image instead of `seed`.
     pub random_seed: bool,
     /// Mirror the result to show a right breast (training images all face left).
@@ -26,13 +30,13 @@ pub struct SamplingSettings {
 
 impl Default for SamplingSettings {
     fn default() -> Self {
-        Self { negative_prompt: String::new(), steps: 24, guidance: 6.0, scheduler: SchedulerKind::Dpm, seed: 1338, random_seed: false, right_breast: false }
+        Self { negative_prompt: String::new(), steps: 24, guidance: 6.0, scheduler: SchedulerKind::Dpm, seed: 1338, noise: NoiseSource::Torch, random_seed: false, right_breast: false }
     }
 }
 
-/// A labelled `<select>` over `options`; reports the picked index.
+/// A labelled `<select>` over `options` showing `selected`; reports the picked index.
 #[component]
-fn Choice(label: &'static str, name: &'static str, options: Vec<&'static str>, selected: usize, on_pick: Callback<usize>) -> impl IntoView {
+fn Choice(label: &'static str, name: &'static str, options: Vec<&'static str>, #[prop(into)] selected: Signal<usize>, on_pick: Callback<usize>) -> impl IntoView {
     view! {
         <label class="field">
             <span>{label}</span>
@@ -47,7 +51,7 @@ fn Choice(label: &'static str, name: &'static str, options: Vec<&'static str>, s
                 {options
                     .into_iter()
                     .enumerate()
-                    .map(|(i, text)| view! { <option value=i.to_string() selected=i == selected>{text}</option> })
+                    .map(|(i, text)| view! { <option value=i.to_string() prop:selected=move || i == selected.get()>{text}</option> })
                     .collect_view()}
             </select>
         </label>
@@ -69,6 +73,8 @@ pub struct GenerateRequest {
 pub fn PromptPanel(
     #[prop(into, default = Signal::stored(false))] ready: Signal<bool>,
     #[prop(into, default = Signal::stored(false))] busy: Signal<bool>,
+    /// The loaded package's settings: applied when a package with other defaults loads.
+    #[prop(into, optional)] defaults: Option<Signal<Option<Defaults>>>,
     #[prop(optional)] on_generate: Option<Callback<GenerateRequest>>,
     #[prop(optional)] children: Option<Children>,
 ) -> impl IntoView {
@@ -76,6 +82,24 @@ pub fn PromptPanel(
     let spec = RwSignal::new(PromptSpec::default());
     let prompt = RwSignal::new(spec.get_untracked().to_string());
     let settings = RwSignal::new(SamplingSettings::default());
+    let applied = StoredValue::new(None::<Defaults>);
+    Effect::new(move |_| {
+        let Some(d) = defaults.and_then(|d| d.get()) else { return };
+        if applied.get_value().as_ref() == Some(&d) {
+            return;
+        }
+        if !d.prompt.is_empty() {
+            prompt.set(d.prompt.clone());
+        }
+        settings.update(|s| {
+            s.negative_prompt = d.negative_prompt.clone();
+            s.steps = d.steps as u32;
+            s.guidance = d.guidance as f32;
+            s.scheduler = d.scheduler.parse().unwrap_or_default();
+            s.seed = d.seed;
+        });
+        applied.set_value(Some(d));
+    });
     // A control change rewrites the prompt text at once; hand edits of the text stay until then.
     let edit = move |change: fn(&mut PromptSpec, usize)| {
         Callback::new(move |i: usize| {
@@ -150,7 +174,8 @@ pub fn PromptPanel(
                             if let Ok(v) = event_target_value(&ev).parse() { settings.update(|s| s.guidance = v) }
                         } />
                 </label>
-                <Choice label="Scheduler" name="scheduler" selected=0
+                <Choice label="Scheduler" name="scheduler"
+                    selected=Signal::derive(move || SchedulerKind::ALL.iter().position(|k| *k == settings.get().scheduler).unwrap_or(0))
                     options=SchedulerKind::ALL.iter().map(|k| k.label()).collect()
                     on_pick=Callback::new(move |i: usize| settings.update(|s| s.scheduler = SchedulerKind::ALL[i])) />
                 <label class="field">
@@ -161,6 +186,10 @@ pub fn PromptPanel(
                             if let Ok(v) = event_target_value(&ev).parse() { settings.update(|s| s.seed = v) }
                         } />
                 </label>
+                <Choice label="Noise" name="noise"
+                    selected=Signal::derive(move || NoiseSource::ALL.iter().position(|k| *k == settings.get().noise).unwrap_or(0))
+                    options=NoiseSource::ALL.iter().map(|k| k.label()).collect()
+                    on_pick=Callback::new(move |i: usize| settings.update(|s| s.noise = NoiseSource::ALL[i])) />
                 <label class="field check">
                     <input type="checkbox" name="random-seed" prop:checked=move || settings.get().random_seed
                         on:change=move |ev| settings.update(|s| s.random_seed = event_target_checked(&ev)) />

@@ -81,8 +81,20 @@ fn serve(mut stream: TcpStream, root: &PathBuf, origin: &str, log: &Mutex<Vec<St
         (false, Ok(body)) => ("200 OK", body, content_type(&file)),
         _ => ("404 Not Found", b"not found".to_vec(), "text/plain"),
     };
-    let head = format!("HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Security-Policy: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        content_security_policy(),
+        body.len()
+    );
     let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body));
+}
+
+/// The policy `trunk serve` sends with every file (Trunk.toml's `[serve.headers]`), so the page
+/// and its worker run here under the header users' servers are told to send.
+fn content_security_policy() -> String {
+    let trunk = include_str!("../../Trunk.toml");
+    let line = trunk.lines().find_map(|l| l.strip_prefix("\"Content-Security-Policy\" = ")).expect("Trunk.toml sends a Content-Security-Policy");
+    line.trim().trim_matches('"').to_string()
 }
 
 fn content_type(path: &Path) -> &'static str {
