@@ -177,3 +177,20 @@ fn other_sigma_settings_are_refused_and_unknown_keys_listed() {
     let warning = config.ignored_keys_warning().unwrap();
     assert!(warning.contains("shift_terminal=0.2, some_new_key=[1,2]"), "{warning}");
 }
+
+/// Numbers no DDPM schedule has are refused by key at parse time (found by tests/fuzz.rs:
+/// `num_train_timesteps: 4294967296` allocated 32 GiB and aborted).
+#[test]
+fn impossible_schedule_numbers_are_refused_by_key() {
+    for (json, key) in [
+        (r#"{"num_train_timesteps": 4294967296}"#, "num_train_timesteps"),
+        (r#"{"num_train_timesteps": 0}"#, "num_train_timesteps"),
+        (r#"{"steps_offset": 1000}"#, "steps_offset"),
+        (r#"{"beta_end": 1.5}"#, "beta_end"),
+        (r#"{"num_train_timesteps": 3, "trained_betas": [0.1, 0.2]}"#, "trained_betas"),
+        (r#"{"clip_sample_range": 0.0}"#, "clip_sample_range"),
+    ] {
+        let error = SchedulerConfig::from_json(json).err().unwrap_or_else(|| panic!("accepted {json}")).to_string();
+        assert!(error.contains(key), "{json}: {error}");
+    }
+}

@@ -10,6 +10,7 @@ mod scene;
 use leptos::prelude::*;
 use mam_e::web::gpu::{GpuNotice, GpuStatus, probe};
 use mam_e::web::mask_panel::{InpaintRequest, MaskPanel, SourceImage};
+use mam_e::package::{Defaults, ModelKind};
 use mam_e::web::prompt_panel::PromptPanel;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
@@ -47,6 +48,31 @@ async fn prompt_follows_controls_and_priority_buttons() {
     assert_eq!(prompt(), "a siemens mammogram in CC view with small area");
     let active = query::<HtmlElement>(&root, "button[data-priority='only area']");
     assert!(active.class_list().contains("active"));
+}
+
+/// A loaded package's manifest `defaults` become the panel's settings (prompt, steps, guidance,
+/// scheduler, seed); the noise select offers PyTorch's generator first.
+#[wasm_bindgen_test]
+async fn the_prompt_panel_takes_the_packages_defaults() {
+    let root = fresh_root();
+    let defaults = RwSignal::new(None::<Defaults>);
+    let _mounted = leptos::mount::mount_to(root.clone(), move || view! { <PromptPanel defaults=defaults /> });
+    leptos::task::tick().await;
+    let value = |selector: &str| query::<web_sys::HtmlInputElement>(&root, selector).value();
+    assert_eq!((value("input[name=steps]"), value("input[name=seed]")), ("24".to_string(), "1338".to_string()));
+    defaults.set(Some(Defaults {
+        prompt: "a hologic mammogram in CC view".into(), steps: 40, guidance: 4.5, scheduler: "ddim".into(), seed: 99,
+        ..Defaults::mam_e(ModelKind::TextToImage, 128)
+    }));
+    // One turn runs the panel's effect, the next the views it updates.
+    leptos::task::tick().await;
+    leptos::task::tick().await;
+    assert_eq!(query::<HtmlTextAreaElement>(&root, "textarea[name=prompt]").value(), "a hologic mammogram in CC view");
+    assert_eq!((value("input[name=steps]"), value("input[name=guidance]"), value("input[name=seed]")), ("40".to_string(), "4.5".to_string(), "99".to_string()));
+    let scheduler = query::<HtmlSelectElement>(&root, "select[name=scheduler]");
+    assert_eq!(scheduler.selected_index(), 1, "DDIM is the second scheduler");
+    let noise = query::<HtmlSelectElement>(&root, "select[name=noise]");
+    assert_eq!((noise.selected_index(), noise.length()), (0, 2));
 }
 
 #[wasm_bindgen_test]
@@ -102,7 +128,7 @@ async fn uploads_are_fitted_to_the_model_and_non_images_refused() {
     let root = fresh_root();
     let source = RwSignal::new(None::<SourceImage>);
     let _mounted = leptos::mount::mount_to(root.clone(), move || {
-        view! { <MaskPanel source size=Signal::stored(Some((64, 64))) busy=Signal::stored(false) on_inpaint=Callback::new(|_| {}) /> }
+        view! { <MaskPanel source defaults=Signal::stored(Some(Defaults::mam_e(ModelKind::Inpainting, 64))) busy=Signal::stored(false) on_inpaint=Callback::new(|_| {}) /> }
     });
     leptos::task::tick().await;
 
@@ -147,8 +173,10 @@ async fn a_dragged_rectangle_becomes_the_mask() {
     let (image, _) = scene::inpaint_input();
     let source = RwSignal::new(Some(SourceImage { image, note: "test".into(), right_breast: false }));
     let requested = RwSignal::new(None::<InpaintRequest>);
+    // The inpainting package's own defaults, which the panel takes when it loads.
+    let defaults = Defaults { steps: 30, guidance: 2.5, seed: 5, scheduler: "euler".into(), ..Defaults::mam_e(ModelKind::Inpainting, 64) };
     let _mounted = leptos::mount::mount_to(root.clone(), move || {
-        view! { <MaskPanel source size=Signal::stored(Some((64, 64))) busy=Signal::stored(false) on_inpaint=Callback::new(move |r| requested.set(Some(r))) /> }
+        view! { <MaskPanel source defaults=Signal::stored(Some(defaults.clone())) busy=Signal::stored(false) on_inpaint=Callback::new(move |r| requested.set(Some(r))) /> }
     });
     leptos::task::tick().await;
     let canvas = query::<HtmlElement>(&root, "[data-test=mask-canvas]");
@@ -171,7 +199,8 @@ async fn a_dragged_rectangle_becomes_the_mask() {
     expected.rectangle((scale(x0, rect.left()), scale(y0, rect.top())), (scale(x1, rect.left()), scale(y1, rect.top())), 255);
     assert_eq!(request.mask, expected.data);
     assert_eq!(request.mask.iter().filter(|&&v| v == 255).count(), 20 * 30);
-    assert_eq!((request.prompt.as_str(), request.guidance), ("a mammogram with a lesion", 3.0));
+    assert_eq!((request.prompt.as_str(), request.guidance, request.steps, request.seed), ("a mammogram with a lesion", 2.5, 30, 5));
+    assert_eq!((request.scheduler, request.noise), (mam_e::schedulers::SchedulerKind::Euler, mam_e::rng::NoiseSource::Torch));
     assert!(!request.right_breast);
     // Ticking "a right breast" marks the request so the page paints it mirrored for the model.
     let right = query::<web_sys::HtmlInputElement>(&root, "input[name=source-right]");

@@ -104,7 +104,16 @@ fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
 
 /// Reads a DICOM file into a [`DicomImage`]. The error says what is wrong with the file, in words
 /// fit for a per-file report (unreadable, no pixel data, unsupported transfer syntax, colour, ...).
+/// A panic inside the DICOM libraries on a malformed file (dicom-rs 0.10.1's RLE decoder indexes
+/// past a truncated segment: found by `tests/fuzz.rs`) is that file's error too, not the run's end.
 pub fn read(path: &Path) -> Result<DicomImage, String> {
+    std::panic::catch_unwind(|| read_unguarded(path)).unwrap_or_else(|panic| {
+        let what = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+        Err(format!("malformed file: the DICOM decoder failed on it ({what})"))
+    })
+}
+
+fn read_unguarded(path: &Path) -> Result<DicomImage, String> {
     let obj = OpenFileOptions::new().open_file(path).map_err(|e| format!("not a readable DICOM file: {e}"))?;
     let transfer_syntax = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
     use dicom_encoding::TransferSyntaxIndex;

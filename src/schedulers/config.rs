@@ -62,6 +62,9 @@ pub struct SchedulerConfig {
     pub other: BTreeMap<String, serde_json::Value>,
 }
 
+/// The most training timesteps a config may have (SD1.5 and MAM-E: 1000).
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 /// Keys diffusers' schedulers write that no field above reads: each with the value mam-e's
 /// behaviour equals (`None`: any value, for bookkeeping keys and the parameters of features
 /// refused above) and the schedulers whose diffusers class reads it. A different value is refused
@@ -187,10 +190,39 @@ impl SchedulerConfig {
         (!keys.is_empty()).then(|| format!("scheduler_config.json: ignoring settings mam-e does not know: {}", keys.join(", ")))
     }
 
-    /// Parses `scheduler_config.json` text (as Python writes JSON: `-Infinity` is read).
+    /// Parses `scheduler_config.json` text (as Python writes JSON: `-Infinity` is read) and
+    /// checks the numbers every scheduler builds from.
     pub fn from_json(text: &str) -> Result<Self> {
         let error = |e: serde_json::Error| Error::Config { file: "scheduler_config.json".into(), reason: e.to_string() };
-        serde_json::from_value(crate::python_json::parse(text).map_err(error)?).map_err(error)
+        let config: Self = serde_json::from_value(crate::python_json::parse(text).map_err(error)?).map_err(error)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuses, by key and value, numbers no DDPM schedule has (they would divide by zero,
+    /// allocate by the billion, or produce NaN timesteps).
+    fn validate(&self) -> Result<()> {
+        let bad = |key: &str, value: String, why: &str| Error::Config { file: "scheduler_config.json".into(), reason: format!("{key} {value}: {why}") };
+        let n = self.num_train_timesteps;
+        if !(1..=MAX_TRAIN_TIMESTEPS).contains(&n) {
+            return Err(bad("num_train_timesteps", n.to_string(), &format!("must be 1 to {MAX_TRAIN_TIMESTEPS} (SD1.5: 1000)")));
+        }
+        if self.steps_offset >= n {
+            return Err(bad("steps_offset", self.steps_offset.to_string(), "must be below num_train_timesteps"));
+        }
+        let is_beta = |b: f64| b.is_finite() && (0.0..1.0).contains(&b);
+        if !is_beta(self.beta_start) || !is_beta(self.beta_end) {
+            return Err(bad("beta_start / beta_end", format!("{} / {}", self.beta_start, self.beta_end), "must lie in [0, 1)"));
+        }
+        if let Some(betas) = &self.trained_betas {
+            if betas.len() != n || !betas.iter().all(|&b| is_beta(b)) {
+                return Err(bad("trained_betas", format!("({} values)", betas.len()), "must be num_train_timesteps values in [0, 1)"));
+            }
+        }
+        if let Some(range) = self.clip_sample_range.filter(|r| !(r.is_finite() && *r > 0.0)) {
+            return Err(bad("clip_sample_range", range.to_string(), "must be a positive number"));
+        }
+        Ok(())
     }
 
     /// `timestep_spacing`, or `default` (the scheduler class's own) when the file has none.
