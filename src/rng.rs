@@ -47,16 +47,6 @@ impl NoiseSource {
     }
 }
 
-impl std::str::FromStr for NoiseSource {
-    type Err = crate::Error;
-    fn from_str(s: &str) -> crate::Result<Self> {
-        NoiseSource::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| crate::Error::InvalidInput {
-            what: "noise",
-            reason: format!("{s:?} is not one of torch, ours"),
-        })
-    }
-}
-
 /// xoshiro256++ with Box–Muller normals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoiseRng {

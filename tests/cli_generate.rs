@@ -40,11 +40,8 @@ fn generate_reproduces_diffusers_from_its_noise() {
     let err = fixtures::relative_error(&latents, &fixtures::tensor(&reference, "euler.latents").f32);
     assert!(err <= 1e-5, "relative error {err:e}");
 
-    let decoder = png::Decoder::new(std::io::Cursor::new(std::fs::read(&png_path).unwrap()));
-    let reader = decoder.read_info().unwrap();
-    assert_eq!((reader.info().width, reader.info().height), (64, 64));
-    let text = reader.info().utf8_text[0].get_text().unwrap();
-    let params: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let (params, size) = png_parameters(&png_path);
+    assert_eq!(size, (64, 64));
     assert_eq!(params["scheduler"], "euler");
     assert_eq!(params["steps"], 10);
     assert!(params["prompt"].as_str().unwrap().contains("high density"));

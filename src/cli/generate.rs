@@ -129,7 +129,7 @@ impl SamplingArgs {
     fn params(&self, prompt: Option<&str>, defaults: Defaults, size: Option<[usize; 2]>) -> anyhow::Result<GenerateParams> {
         let scheduler = match self.scheduler {
             Some(arg) => arg.into(),
-            None => defaults.scheduler.parse().with_context(|| format!("the package's default scheduler in {}", self.model.display()))?,
+            None => defaults.scheduler.parse()?,
         };
         let [height, width] = size.unwrap_or([defaults.height, defaults.width]);
         Ok(GenerateParams {

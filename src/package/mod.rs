@@ -194,6 +194,9 @@ impl Manifest {
         }
         let manifest: Manifest = serde_json::from_value(value).map_err(|e| Error::Package(format!("{MANIFEST}: {e}")))?;
         manifest.check_files()?;
+        if let Err(e) = manifest.defaults.scheduler.parse::<crate::schedulers::SchedulerKind>() {
+            return Err(Error::Package(format!("{MANIFEST}: default scheduler: {e}")));
+        }
         Ok(manifest)
     }
 

@@ -19,13 +19,8 @@ pub struct GenerateParams {
     pub height: usize,
     pub width: usize,
     pub seed: u64,
-    /// Which generator turns the seed into initial latents (older parameters without it: ours).
-    #[serde(default = "older_noise")]
+    /// Which generator turns the seed into initial latents.
     pub noise: NoiseSource,
-}
-
-fn older_noise() -> NoiseSource {
-    NoiseSource::Ours
 }
 
 impl GenerateParams {

@@ -193,7 +193,7 @@ impl SchedulerConfig {
     /// Parses `scheduler_config.json` text (as Python writes JSON: `-Infinity` is read) and
     /// checks the numbers every scheduler builds from.
     pub fn from_json(text: &str) -> Result<Self> {
-        let error = |e: serde_json::Error| Error::Config { file: "scheduler_config.json".into(), reason: e.to_string() };
+        let error = |e: serde_json::Error| config_error(e.to_string());
         let config: Self = serde_json::from_value(crate::python_json::parse(text).map_err(error)?).map_err(error)?;
         config.validate()?;
         Ok(config)
@@ -202,7 +202,7 @@ impl SchedulerConfig {
     /// Refuses, by key and value, numbers no DDPM schedule has (they would divide by zero,
     /// allocate by the billion, or produce NaN timesteps).
     fn validate(&self) -> Result<()> {
-        let bad = |key: &str, value: String, why: &str| Error::Config { file: "scheduler_config.json".into(), reason: format!("{key} {value}: {why}") };
+        let bad = |key: &str, value: String, why: &str| config_error(format!("{key} {value}: {why}"));
         let n = self.num_train_timesteps;
         if !(1..=MAX_TRAIN_TIMESTEPS).contains(&n) {
             return Err(bad("num_train_timesteps", n.to_string(), &format!("must be 1 to {MAX_TRAIN_TIMESTEPS} (SD1.5: 1000)")));
@@ -272,8 +272,13 @@ impl SchedulerConfig {
     }
 
     fn unsupported(&self, key: &str, value: &str) -> Error {
-        Error::Config { file: "scheduler_config.json".into(), reason: format!("unsupported {key} {value:?} (mam-e implements diffusers' defaults for it)") }
+        config_error(format!("unsupported {key} {value:?} (mam-e implements diffusers' defaults for it)"))
     }
+}
+
+/// An error in `scheduler_config.json`.
+pub(crate) fn config_error(reason: String) -> Error {
+    Error::Config { file: "scheduler_config.json".into(), reason }
 }
 
 /// `n` evenly spaced values from `start` to `end` inclusive, as `torch.linspace`/`np.linspace`.

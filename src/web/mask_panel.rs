@@ -10,6 +10,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use super::canvas::draw;
+use super::prompt_panel::on_new_defaults;
 use crate::imaging::RgbImage;
 use crate::mask::{History, Mask};
 use crate::prompt::LESION_PROMPT;
@@ -87,19 +88,13 @@ pub fn MaskPanel(
     let size = Signal::derive(move || defaults.get().map(|d| (d.height, d.width)));
     let scheduler = RwSignal::new(SchedulerKind::Dpm);
     let negative_prompt = RwSignal::new(String::new());
-    let applied = StoredValue::new(None::<Defaults>);
-    Effect::new(move |_| {
-        let Some(d) = defaults.get() else { return };
-        if applied.get_value().as_ref() == Some(&d) {
-            return;
-        }
+    on_new_defaults(defaults, move |d| {
         prompt.set(d.prompt.clone());
         negative_prompt.set(d.negative_prompt.clone());
         guidance.set(d.guidance);
         steps.set(d.steps);
         seed.set(d.seed);
         scheduler.set(d.scheduler.parse().unwrap_or_default());
-        applied.set_value(Some(d));
     });
 
     // A new source image starts a new, empty mask.

@@ -34,6 +34,19 @@ impl Default for SamplingSettings {
     }
 }
 
+/// Runs `apply` with a loaded package's `defaults` whenever they become other defaults than the
+/// last ones applied (a worker restart reloads the same package: the user's settings stay).
+pub(super) fn on_new_defaults(defaults: Signal<Option<Defaults>>, apply: impl Fn(&Defaults) + 'static) {
+    let applied = StoredValue::new(None::<Defaults>);
+    Effect::new(move |_| {
+        let Some(d) = defaults.get() else { return };
+        if applied.get_value().as_ref() != Some(&d) {
+            apply(&d);
+            applied.set_value(Some(d));
+        }
+    });
+}
+
 /// A labelled `<select>` over `options` showing `selected`; reports the picked index.
 #[component]
 fn Choice(label: &'static str, name: &'static str, options: Vec<&'static str>, #[prop(into)] selected: Signal<usize>, on_pick: Callback<usize>) -> impl IntoView {
@@ -82,24 +95,20 @@ pub fn PromptPanel(
     let spec = RwSignal::new(PromptSpec::default());
     let prompt = RwSignal::new(spec.get_untracked().to_string());
     let settings = RwSignal::new(SamplingSettings::default());
-    let applied = StoredValue::new(None::<Defaults>);
-    Effect::new(move |_| {
-        let Some(d) = defaults.and_then(|d| d.get()) else { return };
-        if applied.get_value().as_ref() == Some(&d) {
-            return;
-        }
-        if !d.prompt.is_empty() {
-            prompt.set(d.prompt.clone());
-        }
-        settings.update(|s| {
-            s.negative_prompt = d.negative_prompt.clone();
-            s.steps = d.steps as u32;
-            s.guidance = d.guidance as f32;
-            s.scheduler = d.scheduler.parse().unwrap_or_default();
-            s.seed = d.seed;
+    if let Some(defaults) = defaults {
+        on_new_defaults(defaults, move |d| {
+            if !d.prompt.is_empty() {
+                prompt.set(d.prompt.clone());
+            }
+            settings.update(|s| {
+                s.negative_prompt = d.negative_prompt.clone();
+                s.steps = d.steps as u32;
+                s.guidance = d.guidance as f32;
+                s.scheduler = d.scheduler.parse().unwrap_or_default();
+                s.seed = d.seed;
+            });
         });
-        applied.set_value(Some(d));
-    });
+    }
     // A control change rewrites the prompt text at once; hand edits of the text stay until then.
     let edit = move |change: fn(&mut PromptSpec, usize)| {
         Callback::new(move |i: usize| {
