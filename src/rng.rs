@@ -38,11 +38,19 @@ impl NoiseSource {
         }
     }
 
-    /// `len` standard normals for `seed` (`len` ≥ 16: a latent tensor).
-    pub fn randn(self, seed: u64, len: usize) -> Vec<f32> {
+    /// `len` standard normals for `seed`. PyTorch's are reproduced for 16 values or more (it
+    /// draws fewer another way); fewer are refused with the reason.
+    pub fn randn(self, seed: u64, len: usize) -> crate::Result<Vec<f32>> {
         match self {
-            NoiseSource::Torch => crate::torch_rng::TorchGenerator::manual_seed(seed).randn(len),
-            NoiseSource::Ours => NoiseRng::new(seed).randn(len),
+            NoiseSource::Torch if len < crate::torch_rng::MIN_LEN => Err(crate::Error::InvalidInput {
+                what: "image size",
+                reason: format!(
+                    "its latents hold {len} values; PyTorch's noise is reproduced for {} or more (a larger image, or mam-e's own noise)",
+                    crate::torch_rng::MIN_LEN
+                ),
+            }),
+            NoiseSource::Torch => Ok(crate::torch_rng::TorchGenerator::manual_seed(seed).randn(len)),
+            NoiseSource::Ours => Ok(NoiseRng::new(seed).randn(len)),
         }
     }
 }

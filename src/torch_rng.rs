@@ -17,8 +17,12 @@
 //! `logf`/`cosf`/`sinf` instead: measured on 1024 values, 40 % differ from these by one or a few
 //! ulps (at most 1.2e-6).
 //!
-//! Tensors of fewer than 16 values take another path in PyTorch (double-precision normals); latents
-//! never are that small, and they are refused here.
+//! Tensors of fewer than 16 values take another path in PyTorch (double-precision normals, through
+//! the C library): not reproduced; `NoiseSource::randn` refuses them (an 8×8 image on SD1.5 has
+//! latents of 4 values).
+
+/// The fewest values [`TorchGenerator::randn`] reproduces (PyTorch's vectorised path).
+pub const MIN_LEN: usize = 16;
 
 const STATE: usize = 624;
 const SHIFT: usize = 397;
@@ -80,9 +84,9 @@ impl TorchGenerator {
     }
 
     /// `torch.randn(len, generator=self)` in float32 (any shape of `len` values, row-major).
-    /// `len` must be at least 16 (see the module documentation).
+    /// `len` must be at least [`MIN_LEN`] (see the module documentation).
     pub fn randn(&mut self, len: usize) -> Vec<f32> {
-        assert!(len >= 16, "torch's randn of fewer than 16 values is not reproduced");
+        assert!(len >= MIN_LEN, "torch's randn of fewer than {MIN_LEN} values is not reproduced");
         let mut data: Vec<f32> = (0..len).map(|_| self.uniform()).collect();
         for block in data.chunks_exact_mut(16) {
             box_muller_16(block);

@@ -71,7 +71,7 @@ fn bad_generation_input_is_refused_with_the_value() {
     assert!(err.contains("steps"), "{err}");
     let err = bad(GenerateParams { guidance: f64::NAN, ..base.clone() });
     assert!(err.contains("guidance"), "{err}");
-    let wrong_noise = sd.noise(mam_e::rng::NoiseSource::Torch, 1, [1, 4, 8, 8]);
+    let wrong_noise = sd.noise(mam_e::rng::NoiseSource::Torch, 1, [1, 4, 8, 8]).unwrap();
     let err = sd.start(&base, Some(wrong_noise)).err().unwrap().to_string();
     assert!(err.contains("[1, 4, 32, 32]"), "{err}");
     // Over-long prompts are truncated to 77 tokens and the loss reported.

@@ -72,9 +72,9 @@ impl StableDiffusion {
     }
 
     /// Seeded noise for `[1, channels, h, w]` from `source`, the same numbers on every platform.
-    pub fn noise(&self, source: NoiseSource, seed: u64, shape: [usize; 4]) -> Tensor<4> {
-        let values = source.randn(seed, shape.iter().product());
-        Tensor::from_data(TensorData::new(values, shape), &self.device)
+    pub fn noise(&self, source: NoiseSource, seed: u64, shape: [usize; 4]) -> Result<Tensor<4>> {
+        let values = source.randn(seed, shape.iter().product())?;
+        Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
     }
 
     /// What the UNet computes in: f16 when its weights are f16 (see `model::precision`).

@@ -110,7 +110,7 @@ impl StableDiffusion {
                 return Err(Error::InvalidInput { what: "initial noise", reason: format!("shape {:?}, expected {shape:?}", noise.dims()) });
             }
             Some(noise) => noise,
-            None => self.noise(params.noise, params.seed, shape),
+            None => self.noise(params.noise, params.seed, shape)?,
         };
         let scheduler = params.scheduler.build(&self.scheduler_config, params.steps)?;
         let latents = noise.clone() * scheduler.init_noise_sigma();
