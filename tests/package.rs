@@ -498,3 +498,22 @@ fn convert_refuses_a_folder_that_is_not_a_diffusers_model() {
     assert!(error.to_string().contains("model_index.json"), "{error}");
     assert!(!out.exists(), "a failed conversion left {}", out.display());
 }
+
+/// A manifest's `defaults` that generation would refuse (or the page cut) are refused when the
+/// manifest is read, naming the setting.
+#[test]
+fn impossible_default_settings_are_refused_by_name() {
+    let package = make_package("tiny-sd", StorageDtype::F16, "bad-defaults");
+    for (key, value, want) in [
+        ("scheduler", serde_json::json!("heun"), "default scheduler"),
+        ("steps", serde_json::json!(4_294_967_301u64), "default steps 4294967301"),
+        ("steps", serde_json::json!(0), "default steps 0"),
+        ("guidance", serde_json::json!(-1.0), "default guidance -1"),
+    ] {
+        let original = std::fs::read_to_string(package.join("manifest.json")).unwrap();
+        edit_manifest(&package, |m| m["defaults"][key] = value.clone());
+        let error = load_error(&package);
+        assert!(matches!(&error, Error::Package(reason) if reason.contains(want)), "{key} {value}: {error}");
+        std::fs::write(package.join("manifest.json"), original).unwrap();
+    }
+}

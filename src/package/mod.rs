@@ -147,6 +147,22 @@ pub struct Defaults {
 }
 
 impl Defaults {
+    /// Settings the CLI and the page would otherwise refuse at Generate, or cut (the page's
+    /// controls hold 32-bit steps): refused when the manifest is read.
+    fn check(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::Package(format!("{MANIFEST}: default {what}")));
+        if let Err(e) = self.scheduler.parse::<crate::schedulers::SchedulerKind>() {
+            return bad(format!("scheduler: {e}"));
+        }
+        if !(1..=1000).contains(&self.steps) {
+            return bad(format!("steps {}: must be 1 to 1000", self.steps));
+        }
+        if !self.guidance.is_finite() || !(0.0..=50.0).contains(&self.guidance) {
+            return bad(format!("guidance {}: must be 0 to 50", self.guidance));
+        }
+        Ok(())
+    }
+
     /// MAM-E's settings for a model of this kind rendering `pixels`² images: its GUI's prompt
     /// (the lesion tool's for inpainting), 24 DPM-Solver++ steps, guidance 6 (lesions: 3), seed 1338.
     pub fn mam_e(kind: ModelKind, pixels: usize) -> Self {
@@ -194,9 +210,7 @@ impl Manifest {
         }
         let manifest: Manifest = serde_json::from_value(value).map_err(|e| Error::Package(format!("{MANIFEST}: {e}")))?;
         manifest.check_files()?;
-        if let Err(e) = manifest.defaults.scheduler.parse::<crate::schedulers::SchedulerKind>() {
-            return Err(Error::Package(format!("{MANIFEST}: default scheduler: {e}")));
-        }
+        manifest.defaults.check()?;
         Ok(manifest)
     }
 
