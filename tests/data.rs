@@ -481,3 +481,96 @@ fn the_pectoral_muscle_is_found_behind_a_dark_image_border() {
     }
     assert!(checked >= 10, "only {checked} MLO phantoms checked");
 }
+
+/// A copy of `from` with `edit` applied to its data set (dicom-rs, as a stranger's tool might write).
+fn edited_dicom(from: &Path, to: &Path, edit: impl FnOnce(&mut dicom_object::DefaultDicomObject)) {
+    let mut obj = dicom_object::open_file(from).unwrap();
+    edit(&mut obj);
+    obj.write_to_file(to).unwrap();
+}
+
+/// Ids from CSVs name files: an image_id with `../` is skipped (before, prepare wrote its PNG
+/// outside the output folder), one listed twice is reported, and generic-CSV paths that flatten
+/// to one output name are reported; a header claiming a huge image is refused before decoding.
+/// Each is one file's skip reason; the run goes on.
+#[test]
+fn untrusted_ids_and_headers_are_skipped_per_file() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let raw = temp("untrusted");
+    mam_e(&["phantom", "--out", raw.to_str().unwrap(), "--count", "4", "--width", "256", "--seed", "9", "--lesion-fraction", "0"]);
+    let breast_csv = raw.join("breast-level_annotations.csv");
+    let finding_csv = raw.join("finding_annotations.csv");
+    let rows: Vec<String> = std::fs::read_to_string(&breast_csv).unwrap().lines().map(String::from).collect();
+    let ids: Vec<(String, String)> = rows[1..].iter().map(|r| {
+        let f: Vec<&str> = r.split(',').collect();
+        (f[0].to_string(), f[2].to_string())
+    }).collect();
+    let file = |k: usize| raw.join("images").join(&ids[k].0).join(format!("{}.dicom", ids[k].1));
+    // 0: image_id "../../escape", whose file exists where that path leads; 1: listed twice;
+    // 2: a header claiming 60000 × 60000 pixels.
+    std::fs::copy(file(0), raw.join("escape.dicom")).unwrap();
+    let escape = "../../escape";
+    let mut breast = rows.clone();
+    breast[1] = breast[1].replace(&ids[0].1, escape);
+    breast.push(rows[2].clone());
+    std::fs::write(&breast_csv, breast.join("\n") + "\n").unwrap();
+    let findings = std::fs::read_to_string(&finding_csv).unwrap().replace(&ids[0].1, escape);
+    std::fs::write(&finding_csv, findings).unwrap();
+    edited_dicom(&file(2), &file(2), |obj| {
+        obj.put(DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(60000u16)));
+        obj.put(DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(60000u16)));
+    });
+
+    let out_dir = temp("untrusted-out").join("set");
+    let out = mam_e(&["prepare", "--vindr", raw.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--size", "256"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap()).unwrap();
+    let skipped: Vec<String> = summary["skipped"].as_array().unwrap().iter().map(|s| format!("{}: {}", s["file"], s["reason"])).collect();
+    let has = |id: &str, reason: &str| skipped.iter().any(|s| s.contains(id) && s.contains(reason));
+    assert!(has("escape", "not a plain name"), "{skipped:#?}");
+    assert!(has(&ids[1].1, "listed twice"), "{skipped:#?}");
+    assert!(has(&ids[2].1, "60000×60000 pixels"), "{skipped:#?}");
+    assert!(stdout.contains("2 images prepared"), "{stdout}");
+    for folder in [out_dir.parent().unwrap(), out_dir.parent().unwrap().parent().unwrap()] {
+        assert!(!folder.join("escape.png").exists() && !folder.join("escape.json").exists(), "wrote outside the output folder: {}", folder.display());
+    }
+
+    // Generic CSV: "a/b.dcm" and "a_b.dcm" both flatten to the output name "a_b".
+    let generic = temp("collide");
+    std::fs::create_dir_all(generic.join("a")).unwrap();
+    std::fs::copy(file(3), generic.join("a/b.dcm")).unwrap();
+    std::fs::copy(file(3), generic.join("a_b.dcm")).unwrap();
+    std::fs::write(generic.join("list.csv"), "path,view,laterality\na/b.dcm,CC,L\na_b.dcm,CC,L\n").unwrap();
+    let (records, skipped) = mam_e::data::vindr::read_generic_csv(&generic.join("list.csv")).unwrap();
+    assert_eq!(records.len(), 1);
+    assert!(skipped.iter().any(|s| s.file.contains("a_b.dcm") && s.reason.contains("\"a_b\" is also \"a/b.dcm\"")), "{skipped:#?}");
+}
+
+/// A VOI LUT table of 40-bit, 0-bit or no entries is the file's error, named: before, dicom-rs's
+/// refusal of the first and last was dropped and the window used instead (another image than the
+/// file says), and 0 bits left an empty output range.
+#[test]
+fn impossible_voi_lut_tables_are_refused() {
+    use dicom_core::value::DataSetSequence;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let source = fixture("voi_lut_sequence.dcm");
+    for (name, bits, empty) in [("forty-bits", 40u16, false), ("zero-bits", 0, false), ("no-entries", 16, true)] {
+        let path = temp(&format!("voi-{name}.dcm"));
+        edited_dicom(&source, &path, |obj| {
+            let mut item = obj.element(tags::VOILUT_SEQUENCE).unwrap().items().unwrap()[0].clone();
+            let descriptor: Vec<u16> = item.element(tags::LUT_DESCRIPTOR).unwrap().to_multi_int().unwrap();
+            let entries = if empty { 0 } else { descriptor[0] };
+            item.put(DataElement::new(tags::LUT_DESCRIPTOR, VR::US, PrimitiveValue::from([entries, descriptor[1], bits])));
+            if empty {
+                item.put(DataElement::new(tags::LUT_DATA, VR::US, PrimitiveValue::Empty));
+            }
+            obj.put(DataElement::new(tags::VOILUT_SEQUENCE, VR::SQ, DataSetSequence::from(vec![item])));
+        });
+        let error = dicom::read(&path).err().unwrap_or_else(|| panic!("{name}: read"));
+        assert!(error.contains("VOI LUT"), "{name}: {error}");
+        assert!(!error.contains("panic") && !error.contains("decoder failed"), "{name}: a panic, contained: {error}");
+    }
+}

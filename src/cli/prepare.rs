@@ -113,7 +113,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     resumed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     Ok(done)
                 }
-                None => prepare_one(record, &set, args.size, scaling),
+                // One file's failure, a panic included, is that file's skip reason, never the run's end.
+                None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare_one(record, &set, args.size, scaling)))
+                    .unwrap_or_else(|_| Err("an internal error while preparing it (a panic; please report the file)".into())),
             };
             bar.inc(1);
             result.map_err(|reason| Skipped { file: record.path.display().to_string(), reason })

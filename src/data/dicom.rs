@@ -102,6 +102,11 @@ fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
     obj.get(tag).and_then(|e| e.to_str().ok()).map(|s| s.trim().trim_end_matches('\0').trim().to_string()).filter(|s| !s.is_empty())
 }
 
+/// The longest side accepted (full-field digital mammograms: ≤ 6000 or so).
+pub const MAX_SIDE: u64 = 16_384;
+/// The most pixels over all frames accepted before decoding (2^27: 512 MiB as f32).
+pub const MAX_PIXELS: u64 = 1 << 27;
+
 /// Reads a DICOM file into a [`DicomImage`]. The error says what is wrong with the file, in words
 /// fit for a per-file report (unreadable, no pixel data, unsupported transfer syntax, colour, ...).
 /// A panic inside the DICOM libraries on a malformed file (dicom-rs 0.10.1's RLE decoder indexes
@@ -123,6 +128,12 @@ fn read_unguarded(path: &Path) -> Result<DicomImage, String> {
         .unwrap_or_else(|| "unknown".into());
     if obj.get(tags::PIXEL_DATA).is_none() {
         return Err("no pixel data".into());
+    }
+    // Decoding allocates every frame at once: a header claiming a huge image must not.
+    let number = |tag| obj.element(tag).ok().and_then(|e| e.to_int::<u64>().ok());
+    let (rows, cols, frames) = (number(tags::ROWS).unwrap_or(0), number(tags::COLUMNS).unwrap_or(0), number(tags::NUMBER_OF_FRAMES).unwrap_or(1));
+    if rows.max(cols) > MAX_SIDE || (rows * cols).saturating_mul(frames.max(1)) > MAX_PIXELS {
+        return Err(format!("{rows}×{cols} pixels in {frames} frame(s): more than a mammogram has (at most {MAX_SIDE} a side, {MAX_PIXELS} pixels)"));
     }
     let decoded = obj
         .decode_pixel_data()
@@ -153,9 +164,21 @@ fn read_unguarded(path: &Path) -> Result<DicomImage, String> {
         }
     }
     let mut notes = Vec::new();
-    let voi = match (decoded.voi_lut_sequence().ok().flatten(), decoded.window().ok().flatten()) {
+    // A VOI LUT the file has but dicom-rs finds malformed (it drops such a sequence: wrong length,
+    // more than 16 bits) is the file's error: the window instead would be another image than the
+    // file says.
+    let tables = decoded.voi_lut_sequence().map_err(|e| format!("VOI LUT Sequence: {e}"))?;
+    let listed = obj.get(tags::VOILUT_SEQUENCE).and_then(|e| e.items()).is_some_and(|items| !items.is_empty());
+    if listed && tables.is_none_or(|t| t.is_empty()) {
+        return Err("VOI LUT Sequence: a table is malformed (its length, entries or bits per entry, 1 to 16)".into());
+    }
+    let voi = match (tables, decoded.window().ok().flatten()) {
         (Some(tables), _) if !tables.is_empty() => {
             let t = &tables[0];
+            // dicom-rs accepts 0 bits per entry, which leaves no output range.
+            if t.data.is_empty() || !(1..=16).contains(&t.bits_stored) {
+                return Err(format!("VOI LUT Sequence: a table of {} entries of {} bits (1 to 16 bits, at least one entry)", t.data.len(), t.bits_stored));
+            }
             Voi::Table { first_mapped: t.min_pixel_value, bits: t.bits_stored, data: t.data.clone() }
         }
         (_, Some(windows)) if !windows.is_empty() => {

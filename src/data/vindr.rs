@@ -2,7 +2,8 @@
 //! `breast-level_annotations.csv`, `finding_annotations.csv`), read and written; and the generic
 //! CSV (`path, view, laterality, density, vendor, xmin, ymin, xmax, ymax`) for other datasets.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::data::{BoundingBox, Finding, Laterality};
@@ -102,6 +103,11 @@ fn open_csv(path: &Path) -> Result<(csv::Reader<std::fs::File>, Vec<String>), St
     Ok((reader, headers))
 }
 
+/// An id usable as one file name: not empty, no path separator or NUL, not `.` or `..`.
+fn is_plain_name(id: &str) -> bool {
+    !id.is_empty() && id != "." && id != ".." && !id.contains(['/', '\\', '\0'])
+}
+
 fn column(headers: &[String], name: &str, file: &Path) -> Result<usize, String> {
     headers
         .iter()
@@ -133,6 +139,11 @@ pub fn read_vindr(root: &Path) -> Result<(Vec<ImageRecord>, Vec<Skipped>), Strin
         let file = format!("images/{study}/{image}.dicom");
         let problem = if study.is_empty() || image.is_empty() {
             Some("row without study_id or image_id".to_string())
+        } else if let Some(id) = [&study, &image].into_iter().find(|id| !is_plain_name(id)) {
+            // The ids name the input file and the outputs: `../` would reach outside both folders.
+            Some(format!("id {id:?} is not a plain name (no /, \\, . or ..)"))
+        } else if records.contains_key(&image) {
+            Some(format!("image_id {image:?} is listed twice in {BREAST_LEVEL_CSV}; the first row is used"))
         } else if parse_laterality(&get(3)).is_none() {
             Some(format!("laterality {:?} is not L or R", get(3)))
         } else if parse_view(&get(4)).is_none() {
@@ -231,6 +242,7 @@ pub fn read_generic_csv(csv_path: &Path) -> Result<(Vec<ImageRecord>, Vec<Skippe
         (Some(a), Some(b), Some(c), Some(d)) => Some([a, b, c, d]),
         _ => None,
     };
+    let mut owners: HashMap<String, String> = HashMap::new();
     let mut records: BTreeMap<String, ImageRecord> = BTreeMap::new();
     let mut skipped = Vec::new();
     let file_name = csv_path.file_name().unwrap_or_default().to_string_lossy().into_owned();
@@ -267,6 +279,17 @@ pub fn read_generic_csv(csv_path: &Path) -> Result<(Vec<ImageRecord>, Vec<Skippe
             continue;
         }
         let id = rel.trim_end_matches(".dicom").trim_end_matches(".dcm").replace(['/', '\\'], "_");
+        // Two paths that flatten to one id would write the same output files.
+        match owners.entry(id.clone()) {
+            Entry::Occupied(owner) if *owner.get() != rel => {
+                skipped.push(Skipped { file: format!("{where_} ({rel})"), reason: format!("its output name {id:?} is also {:?}'s; the first is used", owner.get()) });
+                continue;
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(slot) => {
+                slot.insert(rel.clone());
+            }
+        }
         let record = records.entry(rel.clone()).or_insert_with(|| ImageRecord {
             id,
             path: base.join(&rel),
