@@ -142,9 +142,51 @@ impl Priority {
     }
 }
 
-/// Everything the fusion model's prompt can say about a healthy mammogram.
+/// Which of the paper's three text-to-image models a prompt is for: what its captions carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Template {
+    /// OMI-H model: view and area — "a mammogram in MLO view with small area".
+    OmiH,
+    /// VinDr model: view and density — "a mammogram in CC view with high density".
+    Vindr,
+    /// Fusion model: vendor, view, density, area — "a siemens mammogram in MLO view with high
+    /// density and small area".
+    #[default]
+    Fusion,
+}
+
+impl Template {
+    pub const ALL: [Template; 3] = [Template::Fusion, Template::OmiH, Template::Vindr];
+
+    /// A short label for menus.
+    pub fn label(self) -> &'static str {
+        match self {
+            Template::Fusion => "fusion (vendor, view, density, area)",
+            Template::OmiH => "OMI-H (view, area)",
+            Template::Vindr => "VinDr (view, density)",
+        }
+    }
+}
+
+/// The caption of a healthy training image under `template`, as MAM-E wrote them. `vendor` is
+/// the lowercase word (MAM-E's two, or the manufacturer's first word for others).
+pub fn caption(template: Template, vendor: &str, view: View, density: Option<Density>, area: Area) -> String {
+    let view = view.word();
+    match (template, density) {
+        (Template::OmiH, _) => format!("a mammogram in {view} view with {} area", area.word()),
+        (Template::Vindr, Some(d)) => format!("a mammogram in {view} view with {} density", d.word()),
+        (Template::Vindr, None) => format!("a mammogram in {view} view"),
+        (Template::Fusion, Some(d)) => format!("a {vendor} mammogram in {view} view with {} density and {} area", d.word(), area.word()),
+        (Template::Fusion, None) => format!("a {vendor} mammogram in {view} view with {} area", area.word()),
+    }
+}
+
+/// Everything a MAM-E model's prompt can say about a healthy mammogram; `template` decides which
+/// of it the prompt carries (the OMI-H and VinDr models know no vendor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PromptSpec {
+    pub template: Template,
     pub vendor: Vendor,
     pub view: View,
     pub density: Density,
@@ -155,6 +197,7 @@ pub struct PromptSpec {
 impl Default for PromptSpec {
     fn default() -> Self {
         Self {
+            template: Template::Fusion,
             vendor: Vendor::Siemens,
             view: View::Mlo,
             density: Density::C,
@@ -165,8 +208,12 @@ impl Default for PromptSpec {
 }
 
 impl fmt::Display for PromptSpec {
-    /// The fusion GUI's template for this spec.
+    /// The fusion GUI's template for this spec (with its priority); the OMI-H and VinDr models'
+    /// captions for theirs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.template != Template::Fusion {
+            return f.write_str(&caption(self.template, "", self.view, Some(self.density), self.area));
+        }
         let (vendor, view) = (self.vendor.word(), self.view.word());
         let (density, area) = (self.density.word(), self.area.word());
         write!(f, "a {vendor} mammogram in {view} view with ")?;
@@ -190,6 +237,7 @@ mod tests {
     fn paper_example_prompt() {
         // "a siemens mammogram in MLO view with high density and small area" (paper, Fig. 3).
         let spec = PromptSpec {
+            template: Template::Fusion,
             vendor: Vendor::Siemens,
             view: View::Mlo,
             density: Density::C,
@@ -202,6 +250,7 @@ mod tests {
     #[test]
     fn every_priority_template() {
         let base = PromptSpec {
+            template: Template::Fusion,
             vendor: Vendor::Hologic,
             view: View::Cc,
             density: Density::A,
@@ -213,6 +262,26 @@ mod tests {
         assert_eq!(with(Priority::Density), "a hologic mammogram in CC view with very low density and big area");
         assert_eq!(with(Priority::OnlyArea), "a hologic mammogram in CC view with big area");
         assert_eq!(with(Priority::OnlyDensity), "a hologic mammogram in CC view with very low density");
+    }
+
+    #[test]
+    fn captions_are_the_papers() {
+        let (view, area) = (View::Mlo, Area::Small);
+        assert_eq!(caption(Template::OmiH, "hologic", view, Some(Density::C), area), "a mammogram in MLO view with small area");
+        assert_eq!(caption(Template::Vindr, "siemens", View::Cc, Some(Density::C), area), "a mammogram in CC view with high density");
+        assert_eq!(
+            caption(Template::Fusion, "siemens", view, Some(Density::C), area),
+            "a siemens mammogram in MLO view with high density and small area"
+        );
+        assert_eq!(caption(Template::Fusion, "hologic", view, None, Area::Big), "a hologic mammogram in MLO view with big area");
+    }
+
+    /// The OMI-H and VinDr models' prompts are their training captions: no vendor, no priority.
+    #[test]
+    fn omi_h_and_vindr_prompts_are_their_captions() {
+        let spec = PromptSpec { vendor: Vendor::Hologic, view: View::Cc, density: Density::D, area: Area::Big, priority: Priority::Area, template: Template::OmiH };
+        assert_eq!(spec.to_string(), "a mammogram in CC view with big area");
+        assert_eq!(PromptSpec { template: Template::Vindr, ..spec }.to_string(), "a mammogram in CC view with very high density");
     }
 
     #[test]

@@ -27,7 +27,7 @@ fn temp_dir(name: &str) -> PathBuf {
 
 fn make_package(model: &str, dtype: StorageDtype, name: &str) -> PathBuf {
     let out = temp_dir(name);
-    let options = ConvertOptions { dtype, name: name.into(), description: String::new(), trained: false, size: None };
+    let options = ConvertOptions { dtype, name: name.into(), description: String::new(), trained: false, size: None, template: None };
     convert(&fixtures::path(model), &out, &options, &mut |_, _, _| {}).unwrap();
     out
 }
@@ -430,7 +430,7 @@ fn the_cpu_path_takes_the_demo_packages_and_refuses_sd15_before_downloading() {
 #[test]
 fn convert_refuses_to_overwrite_a_package() {
     let package = make_package("tiny-sd", StorageDtype::Q8, "twice");
-    let options = ConvertOptions { dtype: StorageDtype::Q8, name: "x".into(), description: String::new(), trained: true, size: None };
+    let options = ConvertOptions { dtype: StorageDtype::Q8, name: "x".into(), description: String::new(), trained: true, size: None, template: None };
     let error = convert(&fixtures::path("tiny-sd"), &package, &options, &mut |_, _, _| {}).err().expect("second convert");
     assert!(error.to_string().contains("already holds a package"), "{error}");
 }
@@ -493,7 +493,7 @@ fn embedded_packages_reproduce_diffusers_from_the_seed() {
 #[test]
 fn convert_refuses_a_folder_that_is_not_a_diffusers_model() {
     let out = temp_dir("not-diffusers");
-    let options = ConvertOptions { dtype: StorageDtype::Q8, name: "x".into(), description: String::new(), trained: true, size: None };
+    let options = ConvertOptions { dtype: StorageDtype::Q8, name: "x".into(), description: String::new(), trained: true, size: None, template: None };
     let error = convert(&fixtures::path("tokenizer"), &out, &options, &mut |_, _, _| {}).err().expect("converted a tokenizer folder");
     assert!(error.to_string().contains("model_index.json"), "{error}");
     assert!(!out.exists(), "a failed conversion left {}", out.display());
@@ -516,4 +516,26 @@ fn impossible_default_settings_are_refused_by_name() {
         assert!(matches!(&error, Error::Package(reason) if reason.contains(want)), "{key} {value}: {error}");
         std::fs::write(package.join("manifest.json"), original).unwrap();
     }
+}
+
+/// `convert --template` says which MAM-E model a package is: the manifest's defaults carry the
+/// template and a prompt in it (the page's prompt controls follow it); without it, none is said.
+#[test]
+fn a_package_says_which_mam_e_model_it_is() {
+    use mam_e::prompt::Template;
+    for (template, prompt) in [
+        (Template::OmiH, "a mammogram in MLO view with small area"),
+        (Template::Vindr, "a mammogram in MLO view with high density"),
+    ] {
+        let out = temp_dir(&format!("template-{template:?}"));
+        let options = ConvertOptions { dtype: StorageDtype::F16, name: "t".into(), description: String::new(), trained: false, size: None, template: Some(template) };
+        convert(&fixtures::path("tiny-sd"), &out, &options, &mut |_, _, _| {}).unwrap();
+        let text = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+        let defaults = Manifest::parse(&text).unwrap().defaults;
+        assert_eq!((defaults.template, defaults.prompt.as_str()), (Some(template), prompt));
+        let raw: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(raw["defaults"]["template"], if template == Template::OmiH { "omi-h" } else { "vindr" });
+    }
+    let plain = Manifest::parse(&std::fs::read_to_string(make_package("tiny-sd", StorageDtype::F16, "template-none").join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(plain.defaults.template, None);
 }

@@ -11,6 +11,7 @@ use leptos::prelude::*;
 use mam_e::web::gpu::{GpuNotice, GpuStatus, probe};
 use mam_e::web::mask_panel::{InpaintRequest, MaskPanel, SourceImage};
 use mam_e::package::{Defaults, ModelKind};
+use mam_e::prompt::Template;
 use mam_e::web::prompt_panel::PromptPanel;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
@@ -51,7 +52,8 @@ async fn prompt_follows_controls_and_priority_buttons() {
 }
 
 /// A loaded package's manifest `defaults` become the panel's settings (prompt, steps, guidance,
-/// scheduler, seed); the noise select offers PyTorch's generator first.
+/// scheduler, seed, and the MAM-E model template when the package says it); the noise select
+/// offers PyTorch's generator first.
 #[wasm_bindgen_test]
 async fn the_prompt_panel_takes_the_packages_defaults() {
     let root = fresh_root();
@@ -73,6 +75,21 @@ async fn the_prompt_panel_takes_the_packages_defaults() {
     assert_eq!(scheduler.selected_index(), 1, "DDIM is the second scheduler");
     let noise = query::<HtmlSelectElement>(&root, "select[name=noise]");
     assert_eq!((noise.selected_index(), noise.length()), (0, 2));
+    // A package that says it is the OMI-H model: its prompt, no vendor or density to choose.
+    defaults.set(Some(Defaults { template: Some(Template::OmiH), prompt: String::new(), ..Defaults::mam_e(ModelKind::TextToImage, 128) }));
+    leptos::task::tick().await;
+    leptos::task::tick().await;
+    assert_eq!(query::<HtmlTextAreaElement>(&root, "textarea[name=prompt]").value(), "a mammogram in MLO view with small area");
+    assert_eq!(query::<HtmlSelectElement>(&root, "select[name=template]").selected_index(), 1);
+    let disabled = |name: &str| query::<HtmlSelectElement>(&root, &format!("select[name={name}]")).disabled();
+    assert_eq!((disabled("vendor"), disabled("density"), disabled("area"), disabled("view")), (true, true, false, false));
+    // Choosing VinDr by hand: view + density.
+    let template = query::<HtmlSelectElement>(&root, "select[name=template]");
+    template.set_value("2");
+    template.dispatch_event(&web_sys::Event::new("change").unwrap()).unwrap();
+    leptos::task::tick().await;
+    assert_eq!(query::<HtmlTextAreaElement>(&root, "textarea[name=prompt]").value(), "a mammogram in MLO view with high density");
+    assert_eq!((disabled("density"), disabled("area")), (false, true));
 }
 
 #[wasm_bindgen_test]

@@ -31,6 +31,10 @@ pub struct Args {
     /// Default image side in pixels shown by the app (default: the UNet's sample_size × 8).
     #[arg(long)]
     size: Option<usize>,
+    /// Which MAM-E model it is, for a text-to-image model: its prompts' template (the page's
+    /// prompt controls and the default prompt follow it).
+    #[arg(long, value_enum)]
+    template: Option<super::phantom::TemplateArg>,
     /// Mark the weights as untrained (random): the app says so next to every image.
     #[arg(long)]
     untrained: bool,
@@ -60,7 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return to_diffusers(&args);
     }
     let name = args.name.clone().unwrap_or_else(|| args.from.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()));
-    let options = ConvertOptions { dtype: args.dtype.unwrap_or(DtypeArg::Q8).into(), name, description: args.description.clone(), trained: !args.untrained, size: args.size };
+    let options = ConvertOptions { dtype: args.dtype.unwrap_or(DtypeArg::Q8).into(), name, description: args.description.clone(), trained: !args.untrained, size: args.size, template: args.template.map(Into::into) };
     let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} tensors").expect("template"));
     let report = convert(&args.from, &args.out, &options, &mut |component, done, total| {
         bar.set_message(component.to_string());

@@ -18,7 +18,7 @@ use crate::model::precision::Precision;
 use crate::package::load_model;
 use crate::pipeline::text_to_image::GenerateParams;
 use crate::pipeline::to_rgb8;
-use crate::prompt::{Area, Density, Priority, PromptSpec, Vendor, View};
+use crate::prompt::{Area, Density, Priority, PromptSpec, Template, Vendor, View};
 use crate::rng::NoiseRng;
 use crate::schedulers::SchedulerKind;
 
@@ -161,6 +161,7 @@ fn random_spec(rng: &mut NoiseRng) -> PromptSpec {
         density: Density::ALL[pick(rng, 4)],
         area: Area::ALL[pick(rng, 3)],
         priority: Priority::Density,
+        template: Template::Fusion,
     }
 }
 
@@ -256,7 +257,7 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(out)?;
         let (mut tiles, mut rows) = (Vec::new(), String::new());
         for (vendor, view, density, area) in GRID_PROMPTS {
-            let prompt = PromptSpec { vendor, view, density, area, priority: Priority::Density }.to_string();
+            let prompt = PromptSpec { vendor, view, density, area, priority: Priority::Density, template: Template::Fusion }.to_string();
             for seed in 0..4 {
                 let params = GenerateParams { prompt: prompt.clone(), steps: args.steps, guidance: args.guidance, height: size, width: size, seed: 1338 + seed, ..GenerateParams::default() };
                 tiles.push(sd.start(&params, None)?.finish_image()?);

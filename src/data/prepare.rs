@@ -7,7 +7,7 @@
 use crate::data::BoundingBox;
 use crate::data::Laterality;
 use crate::data::phantom::Phantom;
-use crate::prompt::{Area, Density, LESION_PROMPT, Vendor, View};
+use crate::prompt::{LESION_PROMPT, Vendor};
 
 /// How VOI-applied values become 8-bit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,30 +19,7 @@ pub enum Scaling {
     Percentile,
 }
 
-/// Which captions to write (the paper's three models).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Template {
-    /// OMI-H model: view and area — "a mammogram in MLO view with small area".
-    OmiH,
-    /// VinDr model: view and density — "a mammogram in CC view with high density".
-    Vindr,
-    /// Fusion model: vendor, view, density, area — "a siemens mammogram in MLO view with high
-    /// density and small area".
-    Fusion,
-}
-
-/// The caption of a healthy training image under `template`. `vendor` is the lowercase word
-/// (MAM-E's two, or the manufacturer's first word for others).
-pub fn caption(template: Template, vendor: &str, view: View, density: Option<Density>, area: Area) -> String {
-    let view = view.word();
-    match (template, density) {
-        (Template::OmiH, _) => format!("a mammogram in {view} view with {} area", area.word()),
-        (Template::Vindr, Some(d)) => format!("a mammogram in {view} view with {} density", d.word()),
-        (Template::Vindr, None) => format!("a mammogram in {view} view"),
-        (Template::Fusion, Some(d)) => format!("a {vendor} mammogram in {view} view with {} density and {} area", d.word(), area.word()),
-        (Template::Fusion, None) => format!("a {vendor} mammogram in {view} view with {} area", area.word()),
-    }
-}
+pub use crate::prompt::{Template, caption};
 
 /// The lesion images' caption (the inpainting model's toy prompt).
 pub fn lesion_caption() -> &'static str {
@@ -245,18 +222,6 @@ fn filter_weights(input: usize, output: usize) -> Vec<(usize, Vec<f32>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn captions_are_the_papers() {
-        let (view, area) = (View::Mlo, Area::Small);
-        assert_eq!(caption(Template::OmiH, "hologic", view, Some(Density::C), area), "a mammogram in MLO view with small area");
-        assert_eq!(caption(Template::Vindr, "siemens", View::Cc, Some(Density::C), area), "a mammogram in CC view with high density");
-        assert_eq!(
-            caption(Template::Fusion, "siemens", view, Some(Density::C), area),
-            "a siemens mammogram in MLO view with high density and small area"
-        );
-        assert_eq!(caption(Template::Fusion, "hologic", view, None, Area::Big), "a hologic mammogram in MLO view with big area");
-    }
 
     #[test]
     fn resize_keeps_constants_and_averages_when_shrinking() {

@@ -18,6 +18,8 @@ pub struct ConvertOptions {
     pub trained: bool,
     /// Default image side in pixels (else the UNet's `sample_size` × the VAE factor).
     pub size: Option<usize>,
+    /// Which MAM-E model's prompts a text-to-image model takes, if known.
+    pub template: Option<crate::prompt::Template>,
 }
 
 /// Stored size of one component.
@@ -188,7 +190,10 @@ pub fn convert(from: &Path, out: &Path, options: &ConvertOptions, progress: &mut
     }
 
     let pixels = options.size.unwrap_or(unet.sample_size.unwrap_or(64) * (1 << (vae.block_out_channels.len() - 1)));
-    let defaults = Defaults::mam_e(kind, pixels);
+    let defaults = match (kind, options.template) {
+        (ModelKind::TextToImage, Some(template)) => Defaults::mam_e(kind, pixels).with_template(template),
+        _ => Defaults::mam_e(kind, pixels),
+    };
     let manifest = Manifest {
         format: FORMAT.into(),
         version: VERSION,

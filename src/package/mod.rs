@@ -144,6 +144,10 @@ pub struct Defaults {
     pub seed: u64,
     pub height: usize,
     pub width: usize,
+    /// Which MAM-E model's prompts a text-to-image package takes (the page's prompt controls
+    /// follow it); absent: not said (the page keeps its choice, fusion at first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<crate::prompt::Template>,
 }
 
 impl Defaults {
@@ -170,7 +174,13 @@ impl Defaults {
             ModelKind::TextToImage => (crate::prompt::PromptSpec::default().to_string(), 6.0),
             ModelKind::Inpainting => (crate::prompt::LESION_PROMPT.to_string(), 3.0),
         };
-        Defaults { prompt, negative_prompt: String::new(), steps: 24, guidance, scheduler: "dpm".into(), seed: 1338, height: pixels, width: pixels }
+        Defaults { prompt, negative_prompt: String::new(), steps: 24, guidance, scheduler: "dpm".into(), seed: 1338, height: pixels, width: pixels, template: None }
+    }
+
+    /// A text-to-image model's defaults said to be `template`'s: its prompt in that template.
+    pub fn with_template(self, template: crate::prompt::Template) -> Self {
+        let prompt = crate::prompt::PromptSpec { template, ..Default::default() }.to_string();
+        Defaults { prompt, template: Some(template), ..self }
     }
 }
 

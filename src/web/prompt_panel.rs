@@ -1,9 +1,9 @@
-//! The prompt panel: MAM-E's structured prompt controls (vendor, view, density, area, priority),
+//! The prompt panel: MAM-E's structured prompt controls (model template, vendor, view, density, area, priority),
 //! the composed prompt as editable text, and the sampling settings with the original GUI's defaults.
 
 use leptos::prelude::*;
 
-use crate::prompt::{Area, Density, Priority, PromptSpec, Vendor, View};
+use crate::prompt::{Area, Density, Priority, PromptSpec, Template, Vendor, View};
 use crate::package::Defaults;
 use crate::rng::NoiseSource;
 use crate::schedulers::SchedulerKind;
@@ -47,14 +47,23 @@ pub(super) fn on_new_defaults(defaults: Signal<Option<Defaults>>, apply: impl Fn
     });
 }
 
-/// A labelled `<select>` over `options` showing `selected`; reports the picked index.
+/// A labelled `<select>` over `options` showing `selected`; reports the picked index. `disabled`:
+/// the choice says nothing in the current prompt template.
 #[component]
-fn Choice(label: &'static str, name: &'static str, options: Vec<&'static str>, #[prop(into)] selected: Signal<usize>, on_pick: Callback<usize>) -> impl IntoView {
+fn Choice(
+    label: &'static str,
+    name: &'static str,
+    options: Vec<&'static str>,
+    #[prop(into)] selected: Signal<usize>,
+    #[prop(into, default = Signal::stored(false))] disabled: Signal<bool>,
+    on_pick: Callback<usize>,
+) -> impl IntoView {
     view! {
         <label class="field">
             <span>{label}</span>
             <select
                 name=name
+                prop:disabled=move || disabled.get()
                 on:change=move |ev| {
                     if let Ok(i) = event_target_value(&ev).parse::<usize>() {
                         on_pick.run(i);
@@ -97,6 +106,10 @@ pub fn PromptPanel(
     let settings = RwSignal::new(SamplingSettings::default());
     if let Some(defaults) = defaults {
         on_new_defaults(defaults, move |d| {
+            if let Some(template) = d.template {
+                spec.update(|s| s.template = template);
+                prompt.set(spec.get_untracked().to_string());
+            }
             if !d.prompt.is_empty() {
                 prompt.set(d.prompt.clone());
             }
@@ -122,18 +135,26 @@ pub fn PromptPanel(
     let views: Vec<&str> = View::ALL.iter().map(|v| v.word()).collect();
     let densities: Vec<&str> = Density::ALL.iter().map(|d| d.word()).collect();
     let areas: Vec<&str> = Area::ALL.iter().map(|a| a.word()).collect();
+    let template = move || spec.get().template;
 
     view! {
         <section class="panel" id="prompt-panel">
             <h2>"Prompt"</h2>
             <div class="controls">
+                <Choice label="Model" name="template"
+                    selected=Signal::derive(move || Template::ALL.iter().position(|t| *t == template()).unwrap_or(0))
+                    options=Template::ALL.iter().map(|t| t.label()).collect()
+                    on_pick=edit(|s, i| s.template = Template::ALL[i]) />
                 <Choice label="Vendor" name="vendor" selected=index_of(&vendors, initial.vendor.word()) options=vendors
+                    disabled=Signal::derive(move || template() != Template::Fusion)
                     on_pick=edit(|s, i| s.vendor = Vendor::ALL[i]) />
                 <Choice label="View" name="view" selected=index_of(&views, initial.view.word()) options=views
                     on_pick=edit(|s, i| s.view = View::ALL[i]) />
                 <Choice label="Density" name="density" selected=index_of(&densities, initial.density.word()) options=densities
+                    disabled=Signal::derive(move || template() == Template::OmiH)
                     on_pick=edit(|s, i| s.density = Density::ALL[i]) />
                 <Choice label="Area" name="area" selected=index_of(&areas, initial.area.word()) options=areas
+                    disabled=Signal::derive(move || template() == Template::Vindr)
                     on_pick=edit(|s, i| s.area = Area::ALL[i]) />
                 <Choice label="Laterality" name="laterality" selected=0 options=vec!["L", "R (mirrored)"]
                     on_pick=Callback::new(move |i: usize| settings.update(|s| s.right_breast = i == 1)) />
@@ -147,6 +168,7 @@ pub fn PromptPanel(
                                 type="button"
                                 data-priority=p.label()
                                 class:active=move || spec.get().priority == p
+                                prop:disabled=move || template() != Template::Fusion
                                 on:click=move |_| {
                                     spec.update(|s| s.priority = p);
                                     prompt.set(spec.get_untracked().to_string());
