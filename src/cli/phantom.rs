@@ -10,12 +10,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use crate::data::phantom::{DatasetEntry, DatasetOptions, Phantom, PhantomSpec, dataset_entry, measured_area, render};
-use crate::data::prepare::{Scaling, SourcePixels, Template, prepare_pixels};
+use crate::data::prepare::{Scaling, SourcePixels, prepare_pixels};
 use crate::data::training_set::{Labels, Record, TrainingSet, gray_png};
 use crate::data::vindr::{VindrRow, write_vindr_csvs};
 use crate::data::{Laterality, dicom, write_atomic};
 use crate::imaging::RgbImage;
-use crate::prompt::{Area, Density, Vendor, View};
+use crate::prompt::{Area, Density, Template, Vendor, View};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {

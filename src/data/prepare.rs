@@ -19,8 +19,6 @@ pub enum Scaling {
     Percentile,
 }
 
-pub use crate::prompt::{Template, caption};
-
 /// The lesion images' caption (the inpainting model's toy prompt).
 pub fn lesion_caption() -> &'static str {
     LESION_PROMPT

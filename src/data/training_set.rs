@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::prepare::{PixelBox, Prepared, Template, caption, lesion_caption};
+use crate::data::prepare::{PixelBox, Prepared, lesion_caption};
 use crate::data::vindr::Skipped;
 use crate::data::{Laterality, write_atomic};
 use crate::imaging::RgbImage;
-use crate::prompt::{Area, Density, View};
+use crate::prompt::{Area, Density, Template, View, caption};
 
 /// What is known about an image before it is prepared.
 #[derive(Debug, Clone)]
