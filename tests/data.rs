@@ -284,17 +284,30 @@ fn phantom_then_prepare_reproduces_the_ground_truth() {
     }
 }
 
-#[test]
-fn prepare_reports_odd_inputs_per_file() {
-    let raw = temp("odd");
-    mam_e(&["phantom", "--out", raw.to_str().unwrap(), "--count", "8", "--width", "256", "--seed", "4", "--lesion-fraction", "0"]);
-    let breast_csv = raw.join("breast-level_annotations.csv");
-    let finding_csv = raw.join("finding_annotations.csv");
-    let rows: Vec<String> = std::fs::read_to_string(&breast_csv).unwrap().lines().map(String::from).collect();
-    let ids: Vec<(String, String)> = rows[1..].iter().map(|r| {
+/// A VinDr-layout folder of `count` healthy phantoms: the folder, its breast-level CSV lines
+/// (header first) and each image's (study_id, image_id).
+fn phantom_vindr(name: &str, count: usize, seed: u64) -> (PathBuf, Vec<String>, Vec<(String, String)>) {
+    let raw = temp(name);
+    let (count, seed) = (count.to_string(), seed.to_string());
+    mam_e(&["phantom", "--out", raw.to_str().unwrap(), "--count", &count, "--width", "256", "--seed", &seed, "--lesion-fraction", "0"]);
+    let rows: Vec<String> = std::fs::read_to_string(raw.join("breast-level_annotations.csv")).unwrap().lines().map(String::from).collect();
+    let ids = rows[1..].iter().map(|r| {
         let f: Vec<&str> = r.split(',').collect();
         (f[0].to_string(), f[2].to_string())
     }).collect();
+    (raw, rows, ids)
+}
+
+/// `prepare`'s skipped entries in `out_dir/summary.json`, as "file: reason" lines.
+fn skipped_of(out_dir: &Path) -> Vec<String> {
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap()).unwrap();
+    summary["skipped"].as_array().unwrap().iter().map(|s| format!("{}: {}", s["file"], s["reason"])).collect()
+}
+
+#[test]
+fn prepare_reports_odd_inputs_per_file() {
+    let (raw, rows, ids) = phantom_vindr("odd", 8, 4);
+    let (breast_csv, finding_csv) = (raw.join("breast-level_annotations.csv"), raw.join("finding_annotations.csv"));
     let file = |k: usize| raw.join("images").join(&ids[k].0).join(format!("{}.dicom", ids[k].1));
     // 0: corrupt DICOM; 1: file deleted; 2: row removed from the breast-level CSV (file unlisted,
     // finding row orphaned); 3: a box entirely in the rows the centre crop removes; 4: a malformed
@@ -314,8 +327,7 @@ fn prepare_reports_odd_inputs_per_file() {
     let out_dir = temp("odd-out");
     let out = mam_e(&["prepare", "--vindr", raw.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--size", "256"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let summary: Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap()).unwrap();
-    let skipped: Vec<String> = summary["skipped"].as_array().unwrap().iter().map(|s| format!("{}: {}", s["file"], s["reason"])).collect();
+    let skipped = skipped_of(&out_dir);
     let has = |id: &str, reason: &str| skipped.iter().any(|s| s.contains(id) && s.contains(reason));
     assert!(has(&ids[0].1, "not a readable DICOM file"), "{skipped:#?}");
     assert!(has(&ids[1].1, "file missing"), "{skipped:#?}");
@@ -497,15 +509,8 @@ fn edited_dicom(from: &Path, to: &Path, edit: impl FnOnce(&mut dicom_object::Def
 fn untrusted_ids_and_headers_are_skipped_per_file() {
     use dicom_core::{DataElement, PrimitiveValue, VR};
     use dicom_dictionary_std::tags;
-    let raw = temp("untrusted");
-    mam_e(&["phantom", "--out", raw.to_str().unwrap(), "--count", "4", "--width", "256", "--seed", "9", "--lesion-fraction", "0"]);
-    let breast_csv = raw.join("breast-level_annotations.csv");
-    let finding_csv = raw.join("finding_annotations.csv");
-    let rows: Vec<String> = std::fs::read_to_string(&breast_csv).unwrap().lines().map(String::from).collect();
-    let ids: Vec<(String, String)> = rows[1..].iter().map(|r| {
-        let f: Vec<&str> = r.split(',').collect();
-        (f[0].to_string(), f[2].to_string())
-    }).collect();
+    let (raw, rows, ids) = phantom_vindr("untrusted", 4, 9);
+    let (breast_csv, finding_csv) = (raw.join("breast-level_annotations.csv"), raw.join("finding_annotations.csv"));
     let file = |k: usize| raw.join("images").join(&ids[k].0).join(format!("{}.dicom", ids[k].1));
     // 0: image_id "../../escape", whose file exists where that path leads; 1: listed twice;
     // 2: a header claiming 60000 × 60000 pixels.
@@ -526,8 +531,7 @@ fn untrusted_ids_and_headers_are_skipped_per_file() {
     let out = mam_e(&["prepare", "--vindr", raw.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--size", "256"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let summary: Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap()).unwrap();
-    let skipped: Vec<String> = summary["skipped"].as_array().unwrap().iter().map(|s| format!("{}: {}", s["file"], s["reason"])).collect();
+    let skipped = skipped_of(&out_dir);
     let has = |id: &str, reason: &str| skipped.iter().any(|s| s.contains(id) && s.contains(reason));
     assert!(has("escape", "not a plain name"), "{skipped:#?}");
     assert!(has(&ids[1].1, "listed twice"), "{skipped:#?}");
