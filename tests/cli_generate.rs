@@ -40,7 +40,7 @@ fn generate_reproduces_diffusers_from_its_noise() {
     let err = fixtures::relative_error(&latents, &fixtures::tensor(&reference, "euler.latents").f32);
     assert!(err <= 1e-5, "relative error {err:e}");
 
-    let (params, size) = png_parameters(&png_path);
+    let (params, size) = support::cli::png_parameters(&png_path);
     assert_eq!(size, (64, 64));
     assert_eq!(params["scheduler"], "euler");
     assert_eq!(params["steps"], 10);
@@ -137,13 +137,6 @@ fn generate_defaults_to_the_models_size() {
     assert_eq!((image.width, image.height), (128, 128));
 }
 
-fn png_parameters(path: &std::path::Path) -> (serde_json::Value, (u32, u32)) {
-    let decoder = png::Decoder::new(std::io::Cursor::new(std::fs::read(path).unwrap()));
-    let reader = decoder.read_info().unwrap();
-    let text = reader.info().utf8_text[0].get_text().unwrap();
-    (serde_json::from_str(&text).unwrap(), (reader.info().width, reader.info().height))
-}
-
 /// Settings left out on the command line come from the package's manifest `defaults` (which
 /// `convert` writes), flags override them, and the seed's noise is PyTorch's unless told.
 #[test]
@@ -179,7 +172,7 @@ fn generate_follows_the_packages_defaults() {
     };
     let out = run(&[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (params, size) = png_parameters(&png);
+    let (params, size) = support::cli::png_parameters(&png);
     assert_eq!(size, (48, 32));
     assert_eq!(params["prompt"], "a hologic mammogram in CC view");
     assert_eq!(params["negative_prompt"], "blurry");
@@ -188,7 +181,7 @@ fn generate_follows_the_packages_defaults() {
 
     let out = run(&["--steps", "2", "--seed", "9", "--scheduler", "euler", "--noise", "ours", "--prompt", "x", "--height", "64", "--width", "64"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (params, size) = png_parameters(&png);
+    let (params, size) = support::cli::png_parameters(&png);
     assert_eq!(size, (64, 64));
     assert_eq!((params["steps"].clone(), params["seed"].clone(), params["scheduler"].clone(), params["noise"].clone(), params["prompt"].clone()),
         (serde_json::json!(2), serde_json::json!(9), serde_json::json!("euler"), serde_json::json!("ours"), serde_json::json!("x")));

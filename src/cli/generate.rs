@@ -114,15 +114,8 @@ impl SamplingArgs {
         Ok(())
     }
 
-    /// The settings the model starts from: a package's manifest `defaults`, or MAM-E's for a
-    /// diffusers folder (at the UNet's own size).
     fn model_defaults(&self, sd: &StableDiffusion, kind: ModelKind) -> anyhow::Result<Defaults> {
-        let manifest = self.model.join(MANIFEST);
-        if !manifest.exists() {
-            return Ok(Defaults::mam_e(kind, sd.default_size()));
-        }
-        let text = std::fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
-        Ok(Manifest::parse(&text)?.defaults)
+        model_defaults(&self.model, sd, kind)
     }
 
     /// Flags over the model's defaults; `size` (inpainting: the image's) over the defaults' size.
@@ -146,15 +139,7 @@ impl SamplingArgs {
     }
 
     fn load(&self) -> anyhow::Result<StableDiffusion> {
-        let device = Backend::from(self.backend).device()?;
-        let spinner = ProgressBar::new_spinner().with_message(format!("loading {}", self.model.display()));
-        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-        let sd = load_model(&self.model, &device, self.precision.into())?;
-        spinner.finish_and_clear();
-        if let Some(warning) = sd.scheduler_config.ignored_keys_warning() {
-            eprintln!("warning: {warning}");
-        }
-        Ok(sd)
+        load_with_spinner(&self.model, self.backend, self.precision)
     }
 
     fn init_noise(&self, sd: &StableDiffusion) -> anyhow::Result<Option<Tensor<4>>> {
@@ -209,6 +194,30 @@ impl SamplingArgs {
         println!("wrote {} ({}×{})", self.output.display(), image.width, image.height);
         Ok(())
     }
+}
+
+/// The settings a model starts from: a package's manifest `defaults`, or MAM-E's for a
+/// diffusers folder (at the UNet's own size).
+pub(super) fn model_defaults(model: &Path, sd: &StableDiffusion, kind: ModelKind) -> anyhow::Result<Defaults> {
+    let manifest = model.join(MANIFEST);
+    if !manifest.exists() {
+        return Ok(Defaults::mam_e(kind, sd.default_size()));
+    }
+    let text = std::fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+    Ok(Manifest::parse(&text)?.defaults)
+}
+
+/// Loads a model (package or diffusers folder) with a spinner, warning about scheduler keys it ignores.
+pub(super) fn load_with_spinner(model: &Path, backend: BackendArg, precision: PrecisionArg) -> anyhow::Result<StableDiffusion> {
+    let device = Backend::from(backend).device()?;
+    let spinner = ProgressBar::new_spinner().with_message(format!("loading {}", model.display()));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let sd = load_model(model, &device, precision.into())?;
+    spinner.finish_and_clear();
+    if let Some(warning) = sd.scheduler_config.ignored_keys_warning() {
+        eprintln!("warning: {warning}");
+    }
+    Ok(sd)
 }
 
 fn read_png(path: &Path) -> anyhow::Result<RgbImage> {

@@ -7,6 +7,7 @@ mod eval;
 mod generate;
 mod phantom;
 mod prepare;
+mod synth;
 mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -39,6 +40,8 @@ enum Command {
     Prepare(prepare::Args),
     /// Fine-tune or train a model (UNet + text encoder, inpainting, or the VAE); exact resume.
     Train(train::Args),
+    /// A labelled synthetic dataset in bulk (healthy + inpainted lesions, PNG or DICOM), shardable over a Slurm array; `synth merge` joins the parts.
+    Synth(synth::Args),
     /// Measure a model: prompt adherence (area, view, density) or inpainting locality.
     Eval(eval::Args),
     /// Check the compute backends: run the ops SD is built from and compare with f64 references.
@@ -134,6 +137,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Phantom(args) => phantom::run(args),
         Command::Prepare(args) => prepare::run(args),
         Command::Train(args) => train::run(args),
+        Command::Synth(args) => synth::run(args),
         Command::Eval(args) => eval::run(args),
     }
 }

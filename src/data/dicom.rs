@@ -1,6 +1,6 @@
 //! DICOM mammograms through dicom-rs: reading any transfer syntax the build can decode (with the
 //! modality and VOI LUTs applied as pydicom's `apply_modality_lut` + `apply_voi_lut` do, which is
-//! what MAM-E's preprocessing ran), and writing our phantoms as 16-bit MG files.
+//! what MAM-E's preprocessing ran), and writing our phantoms and synthetic images as 16-bit MG files.
 
 use std::path::Path;
 
@@ -243,54 +243,149 @@ fn patient_orientation(laterality: Laterality, view: View) -> &'static str {
     }
 }
 
-/// Writes `phantom` as a 16-bit "for presentation" digital mammogram (explicit VR little endian),
-/// through a temporary file and a rename.
+/// What a written MG file says (everything but its pixels).
+struct MammogramHeader<'a> {
+    sop_instance: String,
+    study: String,
+    series: String,
+    manufacturer: &'a str,
+    model: &'a str,
+    patient_id: &'a str,
+    patient_name: &'a str,
+    laterality: Laterality,
+    view: View,
+    image_type: &'a str,
+    series_description: String,
+    /// Derivation Description (0008,2111), for derived images.
+    derivation: Option<String>,
+    pixel_spacing_mm: Option<f64>,
+    rows: usize,
+    cols: usize,
+    window: (f64, f64),
+}
+
+/// Writes a 16-bit (`BITS_STORED` bits used) "for presentation" digital mammogram (explicit VR
+/// little endian), through a temporary file and a rename.
+fn write_mammogram(path: &Path, h: &MammogramHeader, pixels: Vec<u16>) -> std::io::Result<()> {
+    let el = |tag, vr, value: PrimitiveValue| DataElement::new(tag, vr, value);
+    let s = |v: &str| PrimitiveValue::from(v);
+    let mut elements = vec![
+        el(tags::SOP_CLASS_UID, VR::UI, s(uids::DIGITAL_MAMMOGRAPHY_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION)),
+        el(tags::SOP_INSTANCE_UID, VR::UI, s(&h.sop_instance)),
+        el(tags::STUDY_INSTANCE_UID, VR::UI, s(&h.study)),
+        el(tags::SERIES_INSTANCE_UID, VR::UI, s(&h.series)),
+        el(tags::MODALITY, VR::CS, s("MG")),
+        el(tags::PRESENTATION_INTENT_TYPE, VR::CS, s("FOR PRESENTATION")),
+        el(tags::MANUFACTURER, VR::LO, s(h.manufacturer)),
+        el(tags::MANUFACTURER_MODEL_NAME, VR::LO, s(h.model)),
+        el(tags::PATIENT_ID, VR::LO, s(h.patient_id)),
+        el(tags::PATIENT_NAME, VR::PN, s(h.patient_name)),
+        el(tags::BODY_PART_EXAMINED, VR::CS, s("BREAST")),
+        el(tags::IMAGE_LATERALITY, VR::CS, s(h.laterality.letter())),
+        el(tags::VIEW_POSITION, VR::CS, s(h.view.word())),
+        el(tags::PATIENT_ORIENTATION, VR::CS, s(patient_orientation(h.laterality, h.view))),
+        el(tags::BREAST_IMPLANT_PRESENT, VR::CS, s("NO")),
+        el(tags::IMAGE_TYPE, VR::CS, s(h.image_type)),
+        el(tags::SERIES_DESCRIPTION, VR::LO, s(&h.series_description)),
+        el(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
+        el(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, s("MONOCHROME2")),
+        el(tags::ROWS, VR::US, PrimitiveValue::from(h.rows as u16)),
+        el(tags::COLUMNS, VR::US, PrimitiveValue::from(h.cols as u16)),
+        el(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16)),
+        el(tags::BITS_STORED, VR::US, PrimitiveValue::from(BITS_STORED)),
+        el(tags::HIGH_BIT, VR::US, PrimitiveValue::from(BITS_STORED - 1)),
+        el(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16)),
+        el(tags::WINDOW_CENTER, VR::DS, s(&format!("{}", h.window.0))),
+        el(tags::WINDOW_WIDTH, VR::DS, s(&format!("{}", h.window.1))),
+        el(tags::VOILUT_FUNCTION, VR::CS, s("LINEAR")),
+        el(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(dicom_core::smallvec::SmallVec::from_vec(pixels))),
+    ];
+    if let Some(mm) = h.pixel_spacing_mm {
+        let spacing = format!("{mm:.6}\\{mm:.6}");
+        elements.push(el(tags::PIXEL_SPACING, VR::DS, s(&spacing)));
+        elements.push(el(tags::IMAGER_PIXEL_SPACING, VR::DS, s(&spacing)));
+    }
+    if let Some(derivation) = &h.derivation {
+        elements.push(el(tags::DERIVATION_DESCRIPTION, VR::ST, s(derivation)));
+        elements.push(el(tags::BURNED_IN_ANNOTATION, VR::CS, s("NO")));
+    }
+    let file = InMemDicomObject::from_element_iter(elements)
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+        .map_err(std::io::Error::other)?;
+    crate::atomic::write_with(path, |tmp| file.write_to_file(tmp).map_err(std::io::Error::other))
+}
+
+/// Writes `phantom` as a 16-bit "for presentation" digital mammogram.
 pub fn write_phantom(path: &Path, phantom: &Phantom, entry: &DatasetEntry) -> std::io::Result<()> {
     let spec = &phantom.spec;
     let (manufacturer, model) = match spec.vendor {
         Vendor::Hologic => ("HOLOGIC, Inc.", "Selenia Dimensions"),
         Vendor::Siemens => ("SIEMENS", "Mammomat Inspiration"),
     };
-    let spacing = format!("{:.6}\\{:.6}", phantom.pixel_spacing_mm, phantom.pixel_spacing_mm);
-    let el = |tag, vr, value: PrimitiveValue| DataElement::new(tag, vr, value);
-    let s = |v: &str| PrimitiveValue::from(v);
-    let obj = InMemDicomObject::from_element_iter([
-        el(tags::SOP_CLASS_UID, VR::UI, s(uids::DIGITAL_MAMMOGRAPHY_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION)),
-        el(tags::SOP_INSTANCE_UID, VR::UI, s(&uid(&entry.image_id))),
-        el(tags::STUDY_INSTANCE_UID, VR::UI, s(&uid(&entry.study_id))),
-        el(tags::SERIES_INSTANCE_UID, VR::UI, s(&uid(&entry.series_id))),
-        el(tags::MODALITY, VR::CS, s("MG")),
-        el(tags::PRESENTATION_INTENT_TYPE, VR::CS, s("FOR PRESENTATION")),
-        el(tags::MANUFACTURER, VR::LO, s(manufacturer)),
-        el(tags::MANUFACTURER_MODEL_NAME, VR::LO, s(model)),
-        el(tags::PATIENT_ID, VR::LO, s(&entry.study_id[..16])),
-        el(tags::PATIENT_NAME, VR::PN, s("PHANTOM^MAM-E")),
-        el(tags::BODY_PART_EXAMINED, VR::CS, s("BREAST")),
-        el(tags::IMAGE_LATERALITY, VR::CS, s(spec.laterality.letter())),
-        el(tags::VIEW_POSITION, VR::CS, s(spec.view.word())),
-        el(tags::PATIENT_ORIENTATION, VR::CS, s(patient_orientation(spec.laterality, spec.view))),
-        el(tags::BREAST_IMPLANT_PRESENT, VR::CS, s("NO")),
-        el(tags::IMAGE_TYPE, VR::CS, s("DERIVED\\PRIMARY")),
-        el(tags::SERIES_DESCRIPTION, VR::LO, s(&format!("{} {} (MAM-E phantom, seed {})", spec.laterality, spec.view.word(), spec.seed))),
-        el(tags::PIXEL_SPACING, VR::DS, s(&spacing)),
-        el(tags::IMAGER_PIXEL_SPACING, VR::DS, s(&spacing)),
-        el(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
-        el(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, s("MONOCHROME2")),
-        el(tags::ROWS, VR::US, PrimitiveValue::from(phantom.rows as u16)),
-        el(tags::COLUMNS, VR::US, PrimitiveValue::from(phantom.cols as u16)),
-        el(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16)),
-        el(tags::BITS_STORED, VR::US, PrimitiveValue::from(BITS_STORED)),
-        el(tags::HIGH_BIT, VR::US, PrimitiveValue::from(BITS_STORED - 1)),
-        el(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16)),
-        el(tags::WINDOW_CENTER, VR::DS, s(&format!("{}", phantom.window.0))),
-        el(tags::WINDOW_WIDTH, VR::DS, s(&format!("{}", phantom.window.1))),
-        el(tags::VOILUT_FUNCTION, VR::CS, s("LINEAR")),
-        el(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(dicom_core::smallvec::SmallVec::from_vec(phantom.pixels.clone()))),
-    ]);
-    let file = obj
-        .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
-        .map_err(std::io::Error::other)?;
-    crate::atomic::write_with(path, |tmp| file.write_to_file(tmp).map_err(std::io::Error::other))
+    let header = MammogramHeader {
+        sop_instance: uid(&entry.image_id),
+        study: uid(&entry.study_id),
+        series: uid(&entry.series_id),
+        manufacturer,
+        model,
+        patient_id: &entry.study_id[..16],
+        patient_name: "PHANTOM^MAM-E",
+        laterality: spec.laterality,
+        view: spec.view,
+        image_type: "DERIVED\\PRIMARY",
+        series_description: format!("{} {} (MAM-E phantom, seed {})", spec.laterality, spec.view.word(), spec.seed),
+        derivation: None,
+        pixel_spacing_mm: Some(phantom.pixel_spacing_mm),
+        rows: phantom.rows,
+        cols: phantom.cols,
+        window: phantom.window,
+    };
+    write_mammogram(path, &header, phantom.pixels.clone())
+}
+
+/// The 12-bit value `prepare`'s vendor scaling maps to 8-bit `gray` (Siemens images are
+/// divided by 3500, others by 4095), so a synthetic DICOM prepares back to its PNG.
+pub fn synthetic_stored_value(gray: u8, vendor: Option<Vendor>) -> u16 {
+    let full = if vendor == Some(Vendor::Siemens) { 3500.0 } else { 4095.0 };
+    (gray as f64 * full / 255.0).round() as u16
+}
+
+/// Writes a `mam-e synth` image as an MG file marked synthetic beyond doubt: Image Type
+/// DERIVED\SECONDARY, a "SYNTHETIC" series and derivation description naming the model and
+/// seed, no patient identity, UIDs under 2.25 derived from the dataset seed and image index.
+pub fn write_synthetic(path: &Path, gray: &[u8], width: usize, height: usize, record: &crate::synth::output::SynthRecord, dataset_seed: u64) -> std::io::Result<()> {
+    let r = &record.record;
+    let laterality = if r.laterality == "R" { Laterality::R } else { Laterality::L };
+    let view = if r.view == "CC" { View::Cc } else { View::Mlo };
+    let vendor = vendor_of(&r.vendor);
+    let key = crate::synth::labels::image_key(dataset_seed, record.index as u64);
+    let kind = if path.parent().and_then(|p| p.file_name()).is_some_and(|f| f == "originals") { "healthy original" } else if r.is_lesion() { "with a synthetic lesion" } else { "healthy" };
+    let header = MammogramHeader {
+        sop_instance: uid(&super::hex_id(key ^ if kind == "healthy original" { 0x0419 } else { 0x1 })),
+        study: uid(&super::hex_id(key ^ 0x5701)),
+        series: uid(&super::hex_id(key ^ 0x5E21)),
+        manufacturer: match vendor {
+            Some(Vendor::Siemens) => "MAM-E SYNTHETIC (SIEMENS style)",
+            Some(Vendor::Hologic) => "MAM-E SYNTHETIC (HOLOGIC style)",
+            None => "MAM-E SYNTHETIC",
+        },
+        model: "mam-e",
+        patient_id: "SYNTHETIC",
+        patient_name: "SYNTHETIC^IMAGE",
+        laterality,
+        view,
+        image_type: "DERIVED\\SECONDARY",
+        series_description: format!("SYNTHETIC {} {} ({kind})", r.laterality, r.view),
+        derivation: Some(format!(
+            "SYNTHETIC IMAGE, NOT OF A PATIENT: generated by mam-e with model {} (sha256 {}), seed {}, prompt \"{}\"",
+            record.model, record.model_sha256, record.seed, r.prompt
+        )),
+        pixel_spacing_mm: None,
+        rows: height,
+        cols: width,
+        window: (2048.0, 4096.0),
+    };
+    write_mammogram(path, &header, gray.iter().map(|&g| synthetic_stored_value(g, vendor)).collect())
 }
 
 #[cfg(test)]

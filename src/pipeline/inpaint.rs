@@ -26,6 +26,12 @@ impl StableDiffusion {
     /// "repaint", as diffusers binarises at 0.5) is set. Both must be `params.height` ×
     /// `params.width`.
     pub fn start_inpaint(&self, params: &GenerateParams, image: &RgbImage, mask: &[u8], init_noise: Option<Tensor<4>>) -> Result<Denoising<'_>> {
+        self.start_inpaint_batch(std::slice::from_ref(params), &[(image, mask)], init_noise)
+    }
+
+    /// [`Self::start_inpaint`] for B images in one UNet batch: image *i* is `items[i]` painted
+    /// with `params[i]` (which may differ in prompt and seed only).
+    pub fn start_inpaint_batch(&self, params: &[GenerateParams], items: &[(&RgbImage, &[u8])], init_noise: Option<Tensor<4>>) -> Result<Denoising<'_>> {
         let channels = self.unet.in_channels();
         if channels != INPAINT_CHANNELS && channels != self.unet.out_channels() {
             return Err(Error::InvalidInput {
@@ -33,7 +39,27 @@ impl StableDiffusion {
                 reason: format!("its UNet takes {channels} input channels: inpainting needs {INPAINT_CHANNELS} (an inpainting model) or {} (latent blending)", self.unet.out_channels()),
             });
         }
-        let (h, w) = (params.height, params.width);
+        if items.len() != params.len() {
+            return Err(Error::InvalidInput { what: "batch", reason: format!("{} images for {} parameter sets", items.len(), params.len()) });
+        }
+        let Some(first) = params.first() else { return Err(Error::InvalidInput { what: "batch", reason: "it has no images".into() }) };
+        let (h, w) = (first.height, first.width);
+        let [lh, lw] = self.latent_size(h, w)?;
+        let mut inputs = Vec::new();
+        for (image, mask) in items {
+            inputs.push(self.inpaint_inputs(image, mask, [h, w], [lh, lw])?);
+        }
+        let (masks, latents): (Vec<_>, Vec<_>) = inputs.into_iter().unzip();
+        let (masks, latents) = (Tensor::cat(masks, 0), Tensor::cat(latents, 0));
+        if channels != INPAINT_CHANNELS {
+            return self.start_with(params, init_noise, None, Some((latents, masks)));
+        }
+        self.start_with(params, init_noise, Some(Tensor::cat(vec![masks, latents], 1)), None)
+    }
+
+    /// One image's latent-size mask and latents: of the masked image for a 9-channel UNet, of
+    /// the whole image for latent blending.
+    fn inpaint_inputs(&self, image: &RgbImage, mask: &[u8], [h, w]: [usize; 2], latent_size: [usize; 2]) -> Result<(Tensor<4>, Tensor<4>)> {
         if (image.height, image.width) != (h, w) {
             return Err(Error::InvalidInput { what: "image", reason: format!("{}×{}, expected {h}×{w}", image.height, image.width) });
         }
@@ -43,26 +69,20 @@ impl StableDiffusion {
         if mask.iter().all(|&m| m < 128) {
             return Err(Error::InvalidInput { what: "mask", reason: "it is empty: paint where the lesion should appear".into() });
         }
-        let [lh, lw] = self.latent_size(h, w)?;
         let binary: Vec<f32> = mask.iter().map(|&m| if m >= 128 { 1.0 } else { 0.0 }).collect();
-        // masked_image = image * (mask < 0.5), in [-1, 1], channels first.
-        let mut masked = vec![0.0f32; 3 * h * w];
+        // masked_image = image * (mask < 0.5) for the inpainting UNet; the image itself for
+        // blending. In [-1, 1], channels first.
+        let keep = |i: usize| if self.unet.in_channels() == INPAINT_CHANNELS { 1.0 - binary[i] } else { 1.0 };
+        let mut pixels = vec![0.0f32; 3 * h * w];
         for (i, px) in image.pixels.chunks_exact(3).enumerate() {
             for c in 0..3 {
-                masked[c * h * w + i] = (px[c] as f32 / 127.5 - 1.0) * (1.0 - binary[i]);
+                pixels[c * h * w + i] = (px[c] as f32 / 127.5 - 1.0) * keep(i);
             }
         }
         let device = &self.device;
         let mask = Tensor::<4>::from_data(TensorData::new(binary, [1, 1, h, w]), device);
-        let mask_latent = interpolate(mask, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([lh, lw]));
-        if channels != INPAINT_CHANNELS {
-            let pixels: Vec<f32> = (0..3).flat_map(|c| image.pixels.chunks_exact(3).map(move |px| px[c] as f32 / 127.5 - 1.0)).collect();
-            let image = Tensor::<4>::from_data(TensorData::new(pixels, [1, 3, h, w]), device);
-            let image_latents = self.vae.encode(image)?.mean * self.vae_scaling_factor;
-            return self.start_with(params, init_noise, None, Some((image_latents, mask_latent)));
-        }
-        let masked = Tensor::<4>::from_data(TensorData::new(masked, [1, 3, h, w]), device);
-        let masked_latents = self.vae.encode(masked)?.mean * self.vae_scaling_factor;
-        self.start_with(params, init_noise, Some(Tensor::cat(vec![mask_latent, masked_latents], 1)), None)
+        let mask_latent = interpolate(mask, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size(latent_size));
+        let pixels = Tensor::<4>::from_data(TensorData::new(pixels, [1, 3, h, w]), device);
+        Ok((mask_latent, self.vae.encode(pixels)?.mean * self.vae_scaling_factor))
     }
 }

@@ -33,7 +33,7 @@ pub struct StableDiffusion {
 
 /// Text embeddings for classifier-free guidance, and how much of the prompt was cut.
 pub struct PromptEmbeddings {
-    /// `[2, 77, dim]` as `[uncond, cond]` with guidance, else `[1, 77, dim]` (cond only).
+    /// `[2B, 77, dim]` as `[uncond × B, cond × B]` with guidance, else `[B, 77, dim]` (cond only).
     pub context: Tensor<3>,
     pub truncated_tokens: usize,
 }
@@ -42,14 +42,25 @@ impl StableDiffusion {
     /// Tokenizes and encodes `prompt` (and `negative_prompt` when guiding), as diffusers'
     /// `encode_prompt`: batch order `[uncond, cond]`.
     pub fn encode_prompt(&self, prompt: &str, negative_prompt: &str, guided: bool) -> Result<PromptEmbeddings> {
-        let cond = self.tokenizer.encode(prompt)?;
+        self.encode_prompts(&[prompt], negative_prompt, guided)
+    }
+
+    /// [`Self::encode_prompt`] for a batch: `[uncond × B, cond_1 … cond_B]` with guidance, as
+    /// diffusers batches `num_images_per_prompt`. `truncated_tokens`: the most any prompt lost.
+    pub fn encode_prompts(&self, prompts: &[&str], negative_prompt: &str, guided: bool) -> Result<PromptEmbeddings> {
         let mut rows = Vec::new();
         if guided {
-            rows.push(self.tokenizer.encode(negative_prompt)?.ids);
+            let negative = self.tokenizer.encode(negative_prompt)?.ids;
+            rows.extend(std::iter::repeat_n(negative, prompts.len()));
         }
-        rows.push(cond.ids);
+        let mut truncated_tokens = 0;
+        for prompt in prompts {
+            let cond = self.tokenizer.encode(prompt)?;
+            truncated_tokens = truncated_tokens.max(cond.truncated_tokens);
+            rows.push(cond.ids);
+        }
         let context = self.text_encoder.forward_ids(&rows, &self.device);
-        Ok(PromptEmbeddings { context, truncated_tokens: cond.truncated_tokens })
+        Ok(PromptEmbeddings { context, truncated_tokens })
     }
 
     /// The image side diffusers renders by default: the UNet's `sample_size` × the VAE factor

@@ -63,6 +63,7 @@ pub struct Denoising<'a> {
     pub(super) sd: &'a StableDiffusion,
     pub(super) scheduler: Box<dyn Scheduler>,
     pub(super) context: Tensor<3>,
+    /// `[B, 4, h, w]`: B images denoised together.
     pub(super) latents: Tensor<4>,
     /// Extra UNet input channels after the latents (inpainting: mask + masked-image latents),
     /// already batched like `context`.
@@ -71,7 +72,7 @@ pub struct Denoising<'a> {
     /// Latent blending for a 4-channel model's inpainting: (image latents, latent mask, initial noise).
     pub(super) blend: Option<(Tensor<4>, Tensor<4>, Tensor<4>)>,
     pub(super) index: usize,
-    /// Prompt tokens beyond the 77-token context, dropped.
+    /// Prompt tokens beyond the 77-token context, dropped (the most of any prompt in the batch).
     pub truncated_tokens: usize,
 }
 
@@ -80,6 +81,13 @@ impl StableDiffusion {
     /// `init_noise` (unit Gaussian, `[1, 4, H/f, W/f]`) replaces our seeded noise, as diffusers'
     /// `latents=` argument does, so a diffusers run can be reproduced exactly.
     pub fn start(&self, params: &GenerateParams, init_noise: Option<Tensor<4>>) -> Result<Denoising<'_>> {
+        self.start_batch(std::slice::from_ref(params), init_noise)
+    }
+
+    /// Text-to-image for B images in one UNet batch: each its own prompt and seed, the rest
+    /// (steps, guidance, scheduler, size, negative prompt, noise source) shared. Image *i* gets
+    /// the noise its own `start` would.
+    pub fn start_batch(&self, params: &[GenerateParams], init_noise: Option<Tensor<4>>) -> Result<Denoising<'_>> {
         if self.unet.in_channels() != self.unet.out_channels() {
             return Err(Error::InvalidInput {
                 what: "model",
@@ -89,41 +97,45 @@ impl StableDiffusion {
         self.start_with(params, init_noise, None, None)
     }
 
-    /// `start` with extra UNet input channels (see [`Denoising`]), for the inpainting pipeline.
+    /// `start_batch` with extra UNet input channels (see [`Denoising`]), for the inpainting pipeline.
     pub(super) fn start_with(
         &self,
-        params: &GenerateParams,
+        params: &[GenerateParams],
         init_noise: Option<Tensor<4>>,
         conditioning: Option<Tensor<4>>,
         blend: Option<(Tensor<4>, Tensor<4>)>,
     ) -> Result<Denoising<'_>> {
-        if !(1..=1000).contains(&params.steps) {
-            return Err(Error::InvalidInput { what: "steps", reason: format!("{} is outside 1..=1000", params.steps) });
+        let first = check_batch(params)?;
+        if !(1..=1000).contains(&first.steps) {
+            return Err(Error::InvalidInput { what: "steps", reason: format!("{} is outside 1..=1000", first.steps) });
         }
-        if !params.guidance.is_finite() || params.guidance < 0.0 {
-            return Err(Error::InvalidInput { what: "guidance", reason: format!("{} must be a finite number ≥ 0", params.guidance) });
+        if !first.guidance.is_finite() || first.guidance < 0.0 {
+            return Err(Error::InvalidInput { what: "guidance", reason: format!("{} must be a finite number ≥ 0", first.guidance) });
         }
-        let [h, w] = self.latent_size(params.height, params.width)?;
+        let [h, w] = self.latent_size(first.height, first.width)?;
         let shape = [1, self.unet.out_channels(), h, w];
+        let batch_shape = [params.len(), shape[1], h, w];
         let noise = match init_noise {
-            Some(noise) if noise.dims() != shape => {
-                return Err(Error::InvalidInput { what: "initial noise", reason: format!("shape {:?}, expected {shape:?}", noise.dims()) });
+            Some(noise) if noise.dims() != batch_shape => {
+                return Err(Error::InvalidInput { what: "initial noise", reason: format!("shape {:?}, expected {batch_shape:?}", noise.dims()) });
             }
             Some(noise) => noise,
-            None => self.noise(params.noise, params.seed, shape)?,
+            None => Tensor::cat(params.iter().map(|p| self.noise(p.noise, p.seed, shape)).collect::<Result<Vec<_>>>()?, 0),
         };
-        let scheduler = params.scheduler.build(&self.scheduler_config, params.steps)?;
+        let scheduler = first.scheduler.build(&self.scheduler_config, first.steps)?;
         let latents = noise.clone() * scheduler.init_noise_sigma();
         let blend = blend.map(|(image_latents, mask)| (image_latents, mask, noise));
-        let embeddings = self.encode_prompt(&params.prompt, &params.negative_prompt, params.guidance > 1.0)?;
-        let conditioning = conditioning.map(|c| if params.guidance > 1.0 { Tensor::cat(vec![c.clone(), c], 0) } else { c });
+        let guided = first.guidance > 1.0;
+        let prompts: Vec<&str> = params.iter().map(|p| p.prompt.as_str()).collect();
+        let embeddings = self.encode_prompts(&prompts, &first.negative_prompt, guided)?;
+        let conditioning = conditioning.map(|c| if guided { Tensor::cat(vec![c.clone(), c], 0) } else { c });
         Ok(Denoising {
             sd: self,
             scheduler,
             context: embeddings.context,
             latents,
             conditioning,
-            guidance: params.guidance,
+            guidance: first.guidance,
             blend,
             index: 0,
             truncated_tokens: embeddings.truncated_tokens,
@@ -131,22 +143,36 @@ impl StableDiffusion {
     }
 }
 
+/// The batch's shared settings (its first image's), refusing an empty batch or one whose images
+/// differ in anything but prompt and seed.
+fn check_batch(params: &[GenerateParams]) -> Result<&GenerateParams> {
+    let first = params.first().ok_or_else(|| Error::InvalidInput { what: "batch", reason: "it has no images".into() })?;
+    let shared = |p: &GenerateParams| GenerateParams { prompt: String::new(), seed: 0, ..p.clone() };
+    if let Some(other) = params.iter().find(|p| shared(p) != shared(first)) {
+        return Err(Error::InvalidInput {
+            what: "batch",
+            reason: format!("its images differ in more than prompt and seed ({:?} vs {:?})", shared(first), shared(other)),
+        });
+    }
+    Ok(first)
+}
+
 impl Denoising<'_> {
     /// Runs one UNet evaluation and scheduler step; `false` once every step is done.
     pub fn step(&mut self) -> bool {
         let Some(&t) = self.scheduler.timesteps().get(self.index) else { return false };
-        let guided = self.context.dims()[0] == 2;
+        let batch = self.latents.dims()[0];
+        let guided = self.context.dims()[0] == 2 * batch;
         let scaled = self.scheduler.scale_model_input(self.latents.clone(), self.index);
-        let (input, timesteps) = if guided { (Tensor::cat(vec![scaled.clone(), scaled], 0), vec![t, t]) } else { (scaled, vec![t]) };
+        let (input, timesteps) = if guided { (Tensor::cat(vec![scaled.clone(), scaled], 0), vec![t; 2 * batch]) } else { (scaled, vec![t; batch]) };
         let input = match &self.conditioning {
             Some(extra) => Tensor::cat(vec![input, extra.clone()], 1),
             None => input,
         };
         let out = self.sd.unet.forward(input, &timesteps, self.context.clone());
         let noise_pred = if guided {
-            let [_, c, h, w] = out.dims();
-            let uncond = out.clone().slice([0..1, 0..c, 0..h, 0..w]);
-            let cond = out.slice([1..2, 0..c, 0..h, 0..w]);
+            let uncond = out.clone().narrow(0, 0, batch);
+            let cond = out.narrow(0, batch, batch);
             uncond.clone() + (cond - uncond) * self.guidance
         } else {
             out
@@ -179,9 +205,17 @@ impl Denoising<'_> {
     /// Runs the remaining steps and decodes: the final image, for native callers that need no
     /// per-step progress (the page and `mam-e generate` step themselves).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn finish_image(mut self) -> Result<crate::imaging::RgbImage> {
+    pub fn finish_image(self) -> Result<crate::imaging::RgbImage> {
+        Ok(self.finish_images()?.remove(0))
+    }
+
+    /// Runs the remaining steps and decodes each image of the batch on its own (the VAE at
+    /// batch 1, so image *i* decodes as it would alone and SD1.5-size batches fit in memory).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn finish_images(mut self) -> Result<Vec<crate::imaging::RgbImage>> {
         while self.step() {}
-        pollster::block_on(super::to_rgb8(self.sd.decode(self.latents)))
+        let batch = self.latents.dims()[0];
+        (0..batch).map(|i| pollster::block_on(super::to_rgb8(self.sd.decode(self.latents.clone().narrow(0, i, 1))))).collect()
     }
 }
 
