@@ -23,6 +23,19 @@ ensure_apt() {
     fi
 }
 
+# A one-node Slurm for tests/slurm.rs (bulk synthesis on an array job).
+ensure_slurm() {
+    local missing=()
+    command -v slurmctld >/dev/null || missing+=(slurm-wlm)
+    command -v munged >/dev/null || missing+=(munge)
+    command -v pgrep >/dev/null || missing+=(procps)
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]} (apt)"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
 ensure_rust() {
     command -v rustup >/dev/null || { echo "rustup is required: https://rustup.rs" >&2; exit 1; }
     # rust-toolchain.toml pins the compiler; this installs it and the wasm target if missing.
