@@ -288,3 +288,52 @@ fn bad_input_is_refused_by_name() {
     assert!(merge(&[&p0, &p1]).contains("is not a finished part"));
     assert!(!temp("bad-merged").exists());
 }
+
+/// Unmounts a test's small tmpfs when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// A tmpfs of `size` (mount's syntax, e.g. 120k) at `dir`; needs root, as `scripts/test` runs.
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir).output().unwrap();
+        assert!(out.status.success(), "this test mounts a small tmpfs to fill a disk and needs root: {}", String::from_utf8_lossy(&out.stderr));
+        Tmpfs(dir.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let out = std::process::Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(&self.0).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A disk that fills up mid-run: the image being written fails with the system's reason, no
+/// half-written file or metadata is left looking complete, and the same command on a disk with
+/// room completes the dataset with the bytes of an uninterrupted run.
+#[test]
+fn a_full_disk_fails_the_image_and_a_rerun_completes() {
+    let whole = temp("disk-whole");
+    ok(&strs(&synth_args(&whole, COUNT, &[])));
+    let disk = Tmpfs::mount(&temp("disk"), "120k");
+    let out = disk.0.join("synth");
+    let err = fails(&strs(&synth_args(&out, COUNT, &[])));
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("cannot write synth-"), "the failing image is named: {err}");
+    assert!(!out.join("healthy/metadata.jsonl").exists() && !out.join("lesions/metadata.jsonl").exists());
+    let finished = std::fs::read_dir(out.join(".records")).unwrap().count();
+    assert!(finished < COUNT, "the disk did not fill ({finished} images)");
+    for r in std::fs::read_dir(out.join(".records")).unwrap() {
+        let record: Value = serde_json::from_slice(&std::fs::read(r.unwrap().path()).unwrap()).unwrap();
+        let folder = out.join(if record.get("mask_file_name").is_some() { "lesions" } else { "healthy" });
+        read_png(&folder.join(record["file_name"].as_str().unwrap()));
+    }
+    disk.resize("20m");
+    ok(&strs(&synth_args(&out, COUNT, &[])));
+    assert_same_tree(&whole, &out);
+}

@@ -16,7 +16,9 @@ use crate::pipeline::text_to_image::GenerateParams;
 use crate::prompt::{Template, Vendor};
 use crate::schedulers::SchedulerKind;
 use crate::synth::labels::{BoxSize, LabelSource, Proportions};
-use crate::synth::output::{Output, merge};
+use crate::imaging::RgbImage;
+use crate::synth::output::{Output, SynthRecord, merge};
+use crate::train::grid;
 use crate::synth::{Format, ModelRef, Sampling, Settings, Shard, Synthesizer};
 
 /// Latent channels + mask + masked-image latents: what an inpainting UNet takes.
@@ -120,6 +122,10 @@ pub struct RunArgs {
     lesion_guidance: Option<f64>,
     #[arg(long, value_enum, default_value_t = NoiseArg::Torch)]
     noise: NoiseArg,
+    /// Also write a contact sheet PNG (PNG format only): lesion cases as healthy original |
+    /// with the lesion | its box in red, two per row; then healthy images, six per row.
+    #[arg(long)]
+    contact_sheet: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
     backend: BackendArg,
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
@@ -221,6 +227,9 @@ fn synthesize(args: RunArgs) -> anyhow::Result<()> {
     }
     let (guidance_healthy, guidance_lesion) = (guidance(args.guidance, "--guidance")?, guidance(args.lesion_guidance, "--lesion-guidance")?);
     let shard = args.shard()?;
+    if args.contact_sheet.is_some() && args.format != FormatArg::Png {
+        bail!("--contact-sheet needs --format png");
+    }
     let healthy = load_with_spinner(model, args.backend, args.precision)?;
     if healthy.unet.in_channels() != healthy.unet.out_channels() {
         bail!("--model {} is an inpainting model: give a text-to-image model (and this one as --inpaint-model)", model.display());
@@ -257,6 +266,7 @@ fn synthesize(args: RunArgs) -> anyhow::Result<()> {
             FormatArg::Png => Format::Png,
             FormatArg::Dicom => Format::Dicom,
         },
+        compute: format!("{:?} {:?}", args.backend, args.precision).to_lowercase(),
         healthy: sampling(model, &healthy_params, None)?,
         lesion: match (&inpaint, &lesion_params) {
             (Some((path, _)), Some(params)) => Some(sampling(path, params, Some(params.prompt.clone()))?),
@@ -271,7 +281,51 @@ fn synthesize(args: RunArgs) -> anyhow::Result<()> {
     let output = Output::create(&root, &settings).map_err(anyhow::Error::msg)?;
     let synthesizer = Synthesizer { settings, labels, boxes, healthy: &healthy, inpaint: inpaint.as_ref().map(|(_, sd)| sd), healthy_params, lesion_params };
     let indices: Vec<usize> = shard.unwrap_or(Shard { index: 0, count: 1 }).indices(count).collect();
-    make_images(&synthesizer, &output, &indices, args.batch_size as usize, shard)
+    let records = make_images(&synthesizer, &output, &indices, args.batch_size as usize, shard)?;
+    if let Some(path) = &args.contact_sheet {
+        contact_sheet(&output.root, &records, path)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Up to 4 lesion cases (original | with the lesion | its box in red), two per row, then up to
+/// 12 healthy images, six per row, from the files written.
+fn contact_sheet(root: &Path, records: &[SynthRecord], path: &Path) -> anyhow::Result<()> {
+    let read = |folder: &str, name: &str| -> anyhow::Result<RgbImage> {
+        let file = root.join(folder).join(name);
+        RgbImage::from_png(&std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?).with_context(|| file.display().to_string())
+    };
+    let mut sorted: Vec<&SynthRecord> = records.iter().collect();
+    sorted.sort_by_key(|r| r.index);
+    let mut tiles = Vec::new();
+    for r in sorted.iter().filter(|r| r.record.is_lesion()).take(4) {
+        let lesion = read("lesions", &r.record.file_name)?;
+        let mut outlined = lesion.clone();
+        for b in &r.record.boxes {
+            for y in b.y0..b.y1 {
+                for x in b.x0..b.x1 {
+                    if y == b.y0 || y + 1 == b.y1 || x == b.x0 || x + 1 == b.x1 {
+                        outlined.pixels[(y * lesion.width + x) * 3..][..3].copy_from_slice(&[230, 40, 40]);
+                    }
+                }
+            }
+        }
+        tiles.extend([read("lesions", r.original_file_name.as_deref().unwrap_or_default())?, lesion, outlined]);
+    }
+    let blank = |like: &RgbImage| RgbImage { width: like.width, height: like.height, pixels: vec![30; like.pixels.len()] };
+    while tiles.len() % 6 != 0 {
+        tiles.push(blank(&tiles[0]));
+    }
+    for r in sorted.iter().filter(|r| !r.record.is_lesion()).take(12) {
+        tiles.push(read("healthy", &r.record.file_name)?);
+    }
+    if tiles.is_empty() {
+        bail!("no images for the contact sheet");
+    }
+    let legend = "MAM-E synthetic dataset (mam-e synth): lesion cases as healthy original | with the inpainted lesion | its box; then healthy images";
+    crate::atomic::write(path, &grid(&tiles, 6).to_png(&[("Description", legend.to_string())])?)?;
+    Ok(())
 }
 
 /// The inpainting model, when lesion cases need one; refuses a text-to-image model there.
@@ -293,8 +347,9 @@ fn load_inpaint_model(args: &RunArgs, labels: &LabelSource) -> anyhow::Result<Op
     }
 }
 
-/// Makes the images of `indices` not finished yet, `batch` at a time, then the metadata.
-fn make_images(synthesizer: &Synthesizer, output: &Output, indices: &[usize], batch: usize, shard: Option<Shard>) -> anyhow::Result<()> {
+/// Makes the images of `indices` not finished yet, `batch` at a time, then the metadata; returns
+/// the records of all of them.
+fn make_images(synthesizer: &Synthesizer, output: &Output, indices: &[usize], batch: usize, shard: Option<Shard>) -> anyhow::Result<Vec<SynthRecord>> {
     let plans: Vec<_> = indices.iter().map(|&i| synthesizer.plan(i)).collect();
     let mut records = Vec::new();
     let mut pending = Vec::new();
@@ -324,5 +379,5 @@ fn make_images(synthesizer: &Synthesizer, output: &Output, indices: &[usize], ba
     let rate = if made > 0 { format!(" ({:.1} images/minute)", made as f64 * 60.0 / seconds) } else { String::new() };
     let part = shard.map(|s| format!(", shard {}/{}", s.index, s.count)).unwrap_or_default();
     println!("{made} images made in {seconds:.1} s{rate}, {resumed} already there{part}: {}", output.root.display());
-    Ok(())
+    Ok(records)
 }

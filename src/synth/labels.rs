@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use sha2::{Digest, Sha256};
+
 use crate::data::Laterality;
 use crate::data::training_set::Record;
 use crate::prompt::{Area, Density, Vendor, View};
@@ -188,7 +190,11 @@ pub enum LabelSource {
     },
     /// A prepared set's images: each synthetic image copies the labels of one drawn uniformly,
     /// so the joint distribution is the set's.
-    Like { images: Vec<ImageLabels> },
+    Like {
+        images: Vec<ImageLabels>,
+        /// SHA-256 of the set's metadata files, so parts made like different sets do not merge.
+        sha256: String,
+    },
 }
 
 impl LabelSource {
@@ -199,10 +205,13 @@ impl LabelSource {
         let mut widths = Vec::new();
         let mut heights = Vec::new();
         let mut found = false;
+        let mut hasher = Sha256::new();
         for folder in ["healthy", "lesions"] {
             let path = root.join(folder).join("metadata.jsonl");
             let Ok(text) = std::fs::read_to_string(&path) else { continue };
             found = true;
+            hasher.update(folder.as_bytes());
+            hasher.update(text.as_bytes());
             for (line, text) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
                 let at = || format!("{}:{}", path.display(), line + 1);
                 let record: Record = serde_json::from_str(text).map_err(|e| format!("{}: {e}", at()))?;
@@ -228,14 +237,15 @@ impl LabelSource {
             (v[(v.len() - 1) / 4], v[(3 * (v.len() - 1)).div_ceil(4)])
         };
         let boxes = (!widths.is_empty()).then(|| BoxSize { width: quartiles(&mut widths), height: quartiles(&mut heights) });
-        Ok((LabelSource::Like { images }, boxes))
+        let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok((LabelSource::Like { images, sha256 }, boxes))
     }
 
     /// Whether any image will be a lesion case.
     pub fn has_lesions(&self) -> bool {
         match self {
             LabelSource::Proportions { lesion_fraction, .. } => *lesion_fraction > 0.0,
-            LabelSource::Like { images } => images.iter().any(|i| i.lesion),
+            LabelSource::Like { images, .. } => images.iter().any(|i| i.lesion),
         }
     }
 
@@ -252,7 +262,7 @@ impl LabelSource {
                 laterality: laterality.draw(rng.uniform()),
                 box_size: None,
             },
-            LabelSource::Like { images } => images[((rng.uniform() * images.len() as f64) as usize).min(images.len() - 1)].clone(),
+            LabelSource::Like { images, .. } => images[((rng.uniform() * images.len() as f64) as usize).min(images.len() - 1)].clone(),
         };
         labels.box_size = labels.lesion.then(|| boxes.draw(&mut rng));
         labels
@@ -269,9 +279,9 @@ impl LabelSource {
                 area.describe(),
                 laterality.describe()
             ),
-            LabelSource::Like { images } => {
+            LabelSource::Like { images, sha256 } => {
                 let lesions = images.iter().filter(|i| i.lesion).count();
-                format!("like a prepared set of {} images ({lesions} with lesions)", images.len())
+                format!("like a prepared set of {} images ({lesions} with lesions; metadata sha256 {sha256})", images.len())
             }
         }
     }

@@ -163,6 +163,9 @@ pub struct Settings {
     pub labels: String,
     pub box_size: String,
     pub format: Format,
+    /// Backend and precision (`cpu f32`, `wgpu f16`, …): images from another differ in their
+    /// last bits, so parts made on different ones are not one dataset.
+    pub compute: String,
     pub healthy: Sampling,
     pub lesion: Option<Sampling>,
     pub software: String,
