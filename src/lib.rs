@@ -5,6 +5,7 @@
 
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod imaging;
 pub mod mask;
 pub mod model;

@@ -28,6 +28,8 @@ pub enum EvalCommand {
     Adherence(AdherenceArgs),
     /// Inpaint the lesion boxes of a prepared lesion set and measure the change outside the masks.
     Inpainting(InpaintingArgs),
+    /// A reader study's ratings (class, 0–4 rating) → ROC curve, AUROC with DeLong's 95 % CI.
+    Roc(super::roc::RocArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -183,6 +185,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         EvalCommand::Adherence(a) => adherence(a),
         EvalCommand::Inpainting(a) => inpainting(a),
+        EvalCommand::Roc(a) => super::roc::roc(a),
     }
 }
 

@@ -7,6 +7,7 @@ mod eval;
 mod generate;
 mod phantom;
 mod prepare;
+mod roc;
 mod synth;
 mod train;
 
@@ -42,7 +43,7 @@ enum Command {
     Train(train::Args),
     /// A labelled synthetic dataset in bulk (healthy + inpainted lesions, PNG or DICOM), shardable over a Slurm array; `synth merge` joins the parts.
     Synth(synth::Args),
-    /// Measure a model: prompt adherence (area, view, density) or inpainting locality.
+    /// Measure a model (prompt adherence, inpainting locality) or a reader study (ROC, AUROC).
     Eval(eval::Args),
     /// Check the compute backends: run the ops SD is built from and compare with f64 references.
     Doctor(doctor::Args),

@@ -1,0 +1,4 @@
+//! The paper's assessment: the reader study's ROC analysis (`roc`) and its plot (`plot`).
+
+pub mod plot;
+pub mod roc;

@@ -1,0 +1,88 @@
+//! A ROC curve drawn as a picture: the unit square with quarter grid lines, the chance diagonal
+//! (dashed) and the curve, points joined by straight lines as scikit-learn's `RocCurveDisplay`
+//! draws them. No text: the numbers go beside it (the CLI's output, the page's panel).
+
+use crate::eval::roc::RocCurve;
+use crate::imaging::RgbImage;
+
+const MARGIN: usize = 16;
+const BACKGROUND: [u8; 3] = [255, 255, 255];
+const GRID: [u8; 3] = [225, 225, 225];
+const AXES: [u8; 3] = [60, 60, 60];
+const CHANCE: [u8; 3] = [150, 150, 150];
+const CURVE: [u8; 3] = [31, 119, 180];
+
+struct Canvas {
+    image: RgbImage,
+    side: usize,
+}
+
+impl Canvas {
+    fn set(&mut self, x: i64, y: i64, colour: [u8; 3]) {
+        let w = self.image.width as i64;
+        if (0..w).contains(&x) && (0..self.image.height as i64).contains(&y) {
+            let i = (y * w + x) as usize * 3;
+            self.image.pixels[i..i + 3].copy_from_slice(&colour);
+        }
+    }
+
+    /// A point of the unit square (fpr, tpr) in pixels: origin bottom left.
+    fn at(&self, fx: f64, fy: f64) -> (f64, f64) {
+        (MARGIN as f64 + fx * self.side as f64, (MARGIN + self.side) as f64 - fy * self.side as f64)
+    }
+
+    /// A line between two points of the unit square, `width` pixels wide, every `dash` pixels
+    /// drawn and the next `dash` skipped when `dash` > 0.
+    fn line(&mut self, from: (f64, f64), to: (f64, f64), width: i64, dash: usize, colour: [u8; 3]) {
+        let ((x0, y0), (x1, y1)) = (self.at(from.0, from.1), self.at(to.0, to.1));
+        let steps = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
+        for s in 0..=steps {
+            if dash > 0 && (s / dash) % 2 == 1 {
+                continue;
+            }
+            let t = s as f64 / steps as f64;
+            let (x, y) = ((x0 + (x1 - x0) * t).round() as i64, (y0 + (y1 - y0) * t).round() as i64);
+            for dy in -(width / 2)..=(width - 1) / 2 {
+                for dx in -(width / 2)..=(width - 1) / 2 {
+                    self.set(x + dx, y + dy, colour);
+                }
+            }
+        }
+    }
+}
+
+/// The curve on a `side`-pixel unit square (plus a margin).
+pub fn roc_plot(curve: &RocCurve, side: usize) -> RgbImage {
+    let full = side + 2 * MARGIN;
+    let mut canvas = Canvas { image: RgbImage { width: full, height: full, pixels: BACKGROUND.repeat(full * full) }, side };
+    for q in 1..4 {
+        let v = q as f64 / 4.0;
+        canvas.line((v, 0.0), (v, 1.0), 1, 0, GRID);
+        canvas.line((0.0, v), (1.0, v), 1, 0, GRID);
+    }
+    canvas.line((0.0, 0.0), (1.0, 1.0), 1, 6, CHANCE);
+    for (from, to) in [((0.0, 0.0), (1.0, 0.0)), ((0.0, 0.0), (0.0, 1.0)), ((1.0, 0.0), (1.0, 1.0)), ((0.0, 1.0), (1.0, 1.0))] {
+        canvas.line(from, to, 1, 0, AXES);
+    }
+    for i in 1..curve.fpr.len() {
+        canvas.line((curve.fpr[i - 1], curve.tpr[i - 1]), (curve.fpr[i], curve.tpr[i]), 3, 0, CURVE);
+    }
+    canvas.image
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_curve_passes_through_its_points() {
+        // A perfect reader: (0,0) → (0,1) → (1,1): the left and top edges in the curve's colour.
+        let curve = RocCurve { fpr: vec![0.0, 0.0, 1.0], tpr: vec![0.0, 1.0, 1.0], thresholds: vec![f64::INFINITY, 3.0, 0.0] };
+        let image = roc_plot(&curve, 100);
+        let pixel = |x: usize, y: usize| image.pixels[(y * image.width + x) * 3..][..3].to_vec();
+        assert_eq!(pixel(MARGIN, MARGIN + 50), CURVE.to_vec(), "left edge");
+        assert_eq!(pixel(MARGIN + 50, MARGIN), CURVE.to_vec(), "top edge");
+        assert_eq!(pixel(MARGIN + 75, MARGIN + 25), CHANCE.to_vec(), "the diagonal at (0.75, 0.75)");
+        assert_eq!(pixel(MARGIN + 60, MARGIN + 70), BACKGROUND.to_vec(), "below the diagonal, off the grid");
+    }
+}
