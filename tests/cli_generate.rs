@@ -5,18 +5,15 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use support::fixtures;
 
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mam-e-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    support::cli::temp_dir("cli", name)
 }
 
 fn mam_e(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mam-e")).args(args).output().expect("run mam-e")
+    support::cli::run(args, &[])
 }
 
 #[test]

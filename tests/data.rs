@@ -16,15 +16,14 @@ use mam_e::imaging::RgbImage;
 use mam_e::prompt::{Area, Density, Vendor, View};
 use serde_json::Value;
 
+mod support;
+
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mam-e-data-{}", std::process::id())).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
-    dir
+    support::cli::temp_dir("data", name)
 }
 
 fn mam_e(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_mam-e")).args(args).output().expect("run mam-e");
+    let out = support::cli::run(args, &[]);
     assert!(out.status.success(), "mam-e {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     out
 }

@@ -11,11 +11,12 @@ use burn::nn::LinearConfig;
 use burn::tensor::{Device, Tensor, TensorData};
 use mam_e::train::optim::{AdamW, NamedGrads, accumulate};
 
+mod support;
+
+use support::cli::ok;
+
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mam-e-train-{}", std::process::id())).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
-    dir
+    support::cli::temp_dir("train", name)
 }
 
 fn fixture(name: &str) -> String {
@@ -23,13 +24,7 @@ fn fixture(name: &str) -> String {
 }
 
 fn run(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mam-e")).args(args).output().expect("run mam-e")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(out.status.success(), "mam-e {args:?}:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    support::cli::run(args, &[])
 }
 
 /// A small prepared phantom set (healthy and lesion images, 64×64).
