@@ -30,6 +30,8 @@ pub enum EvalCommand {
     Inpainting(InpaintingArgs),
     /// A reader study's ratings (class, 0–4 rating) → ROC curve, AUROC with DeLong's 95 % CI.
     Roc(super::roc::RocArgs),
+    /// MS-SSIM diversity, breast gray-level and area distributions of a synthetic set vs a real one.
+    Fidelity(super::fidelity::FidelityArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -186,6 +188,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         EvalCommand::Adherence(a) => adherence(a),
         EvalCommand::Inpainting(a) => inpainting(a),
         EvalCommand::Roc(a) => super::roc::roc(a),
+        EvalCommand::Fidelity(a) => super::fidelity::fidelity(a),
     }
 }
 

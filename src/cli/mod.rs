@@ -4,6 +4,7 @@ mod bench;
 mod convert;
 mod doctor;
 mod eval;
+mod fidelity;
 mod generate;
 mod phantom;
 mod prepare;

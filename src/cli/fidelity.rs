@@ -1,0 +1,171 @@
+//! `mam-e eval fidelity --real DIR --synthetic DIR`: MS-SSIM diversity of each set (overall and
+//! per prompt), the gray-level distribution of breast pixels and its distance to the real set's,
+//! and the breast-area distribution. Weight-free; FID and KID (Inception features) are not here yet.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::data::prepare::resize;
+use crate::data::training_set::Record;
+use crate::eval::fidelity::{AreaSummary, Diversity, area_summary, breast_histogram, diversity, sample_pairs, wasserstein};
+use crate::eval::ms_ssim::{MIN_SIDE, Plane};
+use crate::imaging::RgbImage;
+
+#[derive(Debug, clap::Args)]
+pub struct FidelityArgs {
+    /// The real images: a prepared set (healthy/ and lesions/ with metadata.jsonl) or a folder of PNGs.
+    #[arg(long)]
+    real: PathBuf,
+    /// The synthetic images, as --real (e.g. a `mam-e synth` output).
+    #[arg(long)]
+    synthetic: PathBuf,
+    /// MS-SSIM pairs per set and per prompt group (all pairs when there are fewer).
+    #[arg(long, default_value_t = 200)]
+    pairs: usize,
+    /// Seeds the choice of pairs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Resize every image to SIZE×SIZE (antialiased bilinear, as `prepare`) first: needed when
+    /// sizes differ, or are below MS-SSIM's 161 pixels.
+    #[arg(long)]
+    size: Option<usize>,
+    /// Write the report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// A set's images (gray, as f64) with their prompts when the set has metadata.
+struct ImageSet {
+    images: Vec<Plane>,
+    prompts: Vec<Option<String>>,
+    skipped: Vec<String>,
+}
+
+fn load_set(root: &Path, size: Option<usize>) -> anyhow::Result<ImageSet> {
+    let mut files: Vec<(PathBuf, Option<String>)> = Vec::new();
+    let mut labelled = false;
+    for folder in ["healthy", "lesions"] {
+        let metadata = root.join(folder).join("metadata.jsonl");
+        let Ok(text) = std::fs::read_to_string(&metadata) else { continue };
+        labelled = true;
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let record: Record = serde_json::from_str(line).with_context(|| format!("{}:{}", metadata.display(), i + 1))?;
+            files.push((root.join(folder).join(&record.file_name), Some(record.prompt)));
+        }
+    }
+    if !labelled {
+        let entries = std::fs::read_dir(root).with_context(|| format!("reading {}", root.display()))?;
+        let mut pngs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"))).collect();
+        pngs.sort();
+        files = pngs.into_iter().map(|p| (p, None)).collect();
+    }
+    let mut set = ImageSet { images: Vec::new(), prompts: Vec::new(), skipped: Vec::new() };
+    for (path, prompt) in files {
+        let decoded = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| RgbImage::from_png(&bytes).map_err(|e| e.to_string()));
+        let image = match decoded {
+            Ok(image) => image,
+            Err(e) => {
+                set.skipped.push(format!("{}: {e}", path.display()));
+                continue;
+            }
+        };
+        let gray: Vec<f32> = image.to_gray().iter().map(|&g| g as f32).collect();
+        let (width, height, values) = match size {
+            Some(s) if (image.width, image.height) != (s, s) => (s, s, resize(&gray, image.width, image.height, s, s).iter().map(|&v| v.clamp(0.0, 255.0).round() as f64).collect()),
+            _ => (image.width, image.height, gray.iter().map(|&v| v as f64).collect()),
+        };
+        set.images.push(Plane { width, height, values });
+        set.prompts.push(prompt);
+    }
+    if set.images.is_empty() {
+        bail!("{}: no readable images (a prepared set, or a folder of PNGs){}", root.display(), if set.skipped.is_empty() { String::new() } else { format!("; skipped: {}", set.skipped.join("; ")) });
+    }
+    let first = (set.images[0].width, set.images[0].height);
+    if let Some(other) = set.images.iter().find(|p| (p.width, p.height) != first) {
+        bail!("{}: images of different sizes ({}×{} and {}×{}): give --size N to resize them all to N×N", root.display(), first.0, first.1, other.width, other.height);
+    }
+    if first.0.min(first.1) < MIN_SIDE {
+        bail!("{}: {}×{} images are below MS-SSIM's {MIN_SIDE} pixels: give --size N (≥ {MIN_SIDE}) to resize them", root.display(), first.0, first.1);
+    }
+    Ok(set)
+}
+
+/// Diversity overall and per prompt (groups of at least two images).
+fn set_diversity(set: &ImageSet, pairs: usize, seed: u64, bar: &ProgressBar) -> anyhow::Result<(Option<Diversity>, BTreeMap<String, Diversity>)> {
+    let measure = |indices: &[usize]| -> anyhow::Result<Option<Diversity>> {
+        let chosen = sample_pairs(indices.len(), pairs, seed);
+        if chosen.is_empty() {
+            return Ok(None);
+        }
+        let planes: Vec<Plane> = indices.iter().map(|&i| set.images[i].clone()).collect();
+        let d = diversity(&planes, &chosen).map_err(anyhow::Error::msg)?;
+        bar.inc(chosen.len() as u64);
+        Ok(Some(d))
+    };
+    let overall = measure(&(0..set.images.len()).collect::<Vec<_>>())?;
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, prompt) in set.prompts.iter().enumerate() {
+        if let Some(p) = prompt {
+            groups.entry(p.clone()).or_default().push(i);
+        }
+    }
+    let mut per_prompt = BTreeMap::new();
+    for (prompt, indices) in groups {
+        if let Some(d) = measure(&indices)? {
+            per_prompt.insert(prompt, d);
+        }
+    }
+    Ok((overall, per_prompt))
+}
+
+pub fn fidelity(args: FidelityArgs) -> anyhow::Result<()> {
+    if let Some(s) = args.size.filter(|&s| s < MIN_SIDE) {
+        bail!("--size {s} is below MS-SSIM's {MIN_SIDE} pixels");
+    }
+    let real = load_set(&args.real, args.size)?;
+    let synthetic = load_set(&args.synthetic, args.size)?;
+    let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} MS-SSIM pairs: {pos}  {elapsed}").context("template")?);
+    let mut report = serde_json::Map::new();
+    let real_histogram = breast_histogram(&real.images);
+    for (name, set, path) in [("real", &real, &args.real), ("synthetic", &synthetic, &args.synthetic)] {
+        let (overall, per_prompt) = set_diversity(set, args.pairs, args.seed, &bar)?;
+        let area: AreaSummary = area_summary(&set.images);
+        let histogram = breast_histogram(&set.images);
+        let mean_level: f64 = histogram.iter().enumerate().map(|(l, p)| l as f64 * p).sum();
+        report.insert(name.into(), json!({
+            "folder": path.display().to_string(), "images": set.images.len(), "skipped": set.skipped,
+            "ms_ssim": overall, "ms_ssim_per_prompt": per_prompt, "area": area,
+            "breast_mean_gray": mean_level, "breast_gray_wasserstein_to_real": wasserstein(&histogram, &real_histogram),
+        }));
+    }
+    bar.finish_and_clear();
+    println!("{:<10} {:>7} {:>28} {:>10} {:>12} {:>16}", "set", "images", "MS-SSIM mean ± sd (pairs)", "area", "breast gray", "gray W1 to real");
+    for name in ["real", "synthetic"] {
+        let r = &report[name];
+        let ms = match r["ms_ssim"].as_object() {
+            Some(d) => format!("{:.4} ± {:.4} ({})", d["ms_ssim_mean"].as_f64().unwrap_or(f64::NAN), d["ms_ssim_sd"].as_f64().unwrap_or(f64::NAN), d["pairs"]),
+            None => "fewer than 2".into(),
+        };
+        println!(
+            "{name:<10} {:>7} {ms:>28} {:>10.3} {:>12.1} {:>16.2}",
+            r["images"].as_u64().unwrap_or(0), r["area"]["mean_ratio"].as_f64().unwrap_or(f64::NAN), r["breast_mean_gray"].as_f64().unwrap_or(f64::NAN),
+            r["breast_gray_wasserstein_to_real"].as_f64().unwrap_or(f64::NAN)
+        );
+        for skipped in r["skipped"].as_array().into_iter().flatten() {
+            println!("  skipped {}", skipped.as_str().unwrap_or_default());
+        }
+    }
+    println!("MS-SSIM: lower is more diverse (pytorch-msssim's ms_ssim over seeded pairs); per-prompt figures in the JSON report");
+    if let Some(path) = &args.json {
+        report.insert("pairs_per_group".into(), args.pairs.into());
+        report.insert("seed".into(), args.seed.into());
+        report.insert("size".into(), args.size.into());
+        crate::atomic::write(path, &serde_json::to_vec_pretty(&serde_json::Value::Object(report))?)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
