@@ -44,10 +44,7 @@ fn wgpu_device() -> Result<Device> {
 /// Initialises WebGPU in the browser. Call once; clone the device afterwards.
 #[cfg(target_arch = "wasm32")]
 pub async fn webgpu_device() -> Result<Device> {
-    Device::wgpu_options()
-        .init_async()
-        .await
-        .map_err(|e| Error::NoGpu(e.to_string()))
+    Device::wgpu_options().init_async().await.map_err(|e| Error::NoGpu(e.to_string()))
 }
 
 /// Whether `device` is a GPU: natively, a cubecl runtime (wgpu), told by its memory-pool report,
@@ -133,7 +130,9 @@ impl ComputeChoice {
         let gpu = |reason: String| Ok(ComputeChoice { backend: ComputeBackend::WebGpu, reason });
         match (preference, adapter) {
             (ComputePreference::Cpu, _) => cpu("chosen in the model panel (or the page's URL)".into()),
-            (ComputePreference::Gpu, Adapter::Found { description, .. }) => gpu(format!("chosen in the model panel (or the page's URL); adapter: {description}")),
+            (ComputePreference::Gpu, Adapter::Found { description, .. }) => {
+                gpu(format!("chosen in the model panel (or the page's URL); adapter: {description}"))
+            }
             (ComputePreference::Gpu, Adapter::NoWebGpu) => Err(Error::NoGpu("this browser has no WebGPU: choose CPU or automatic".into())),
             (ComputePreference::Gpu, Adapter::None) => Err(Error::NoGpu("WebGPU found no adapter: choose CPU or automatic".into())),
             (ComputePreference::Automatic, Adapter::NoWebGpu) => cpu("this browser has no WebGPU".into()),

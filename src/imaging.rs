@@ -51,7 +51,8 @@ impl RgbImage {
     /// then a box-filter resize. Also says what was done, for the UI.
     pub fn fit_to(&self, width: usize, height: usize) -> (RgbImage, String) {
         let (sw, sh) = (self.width as f64, self.height as f64);
-        let (crop_w, crop_h) = if sw * height as f64 > sh * width as f64 { (sh * width as f64 / height as f64, sh) } else { (sw, sw * height as f64 / width as f64) };
+        let (crop_w, crop_h) =
+            if sw * height as f64 > sh * width as f64 { (sh * width as f64 / height as f64, sh) } else { (sw, sw * height as f64 / width as f64) };
         let (x0, y0) = ((sw - crop_w) / 2.0, (sh - crop_h) / 2.0);
         let (fx, fy) = (crop_w / width as f64, crop_h / height as f64);
         let mut pixels = Vec::with_capacity(width * height * 3);
@@ -106,10 +107,7 @@ impl RgbImage {
 
     /// Luma (ITU-R 601, as PIL's "L" conversion), one byte per pixel.
     pub fn to_gray(&self) -> Vec<u8> {
-        self.pixels
-            .chunks_exact(3)
-            .map(|p| ((p[0] as u32 * 299 + p[1] as u32 * 587 + p[2] as u32 * 114 + 500) / 1000) as u8)
-            .collect()
+        self.pixels.chunks_exact(3).map(|p| ((p[0] as u32 * 299 + p[1] as u32 * 587 + p[2] as u32 * 114 + 500) / 1000) as u8).collect()
     }
 
     /// A PNG with each `(keyword, text)` stored as an iTXt chunk (UTF-8), so the parameters

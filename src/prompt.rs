@@ -129,8 +129,7 @@ impl Vendor {
 }
 
 impl Priority {
-    pub const ALL: [Priority; 4] =
-        [Priority::Area, Priority::Density, Priority::OnlyArea, Priority::OnlyDensity];
+    pub const ALL: [Priority; 4] = [Priority::Area, Priority::Density, Priority::OnlyArea, Priority::OnlyDensity];
     /// A short label for menus.
     pub fn label(self) -> &'static str {
         match self {
@@ -196,14 +195,7 @@ pub struct PromptSpec {
 
 impl Default for PromptSpec {
     fn default() -> Self {
-        Self {
-            template: Template::Fusion,
-            vendor: Vendor::Siemens,
-            view: View::Mlo,
-            density: Density::C,
-            area: Area::Small,
-            priority: Priority::Density,
-        }
+        Self { template: Template::Fusion, vendor: Vendor::Siemens, view: View::Mlo, density: Density::C, area: Area::Small, priority: Priority::Density }
     }
 }
 
@@ -249,14 +241,8 @@ mod tests {
 
     #[test]
     fn every_priority_template() {
-        let base = PromptSpec {
-            template: Template::Fusion,
-            vendor: Vendor::Hologic,
-            view: View::Cc,
-            density: Density::A,
-            area: Area::Big,
-            priority: Priority::Area,
-        };
+        let base =
+            PromptSpec { template: Template::Fusion, vendor: Vendor::Hologic, view: View::Cc, density: Density::A, area: Area::Big, priority: Priority::Area };
         let with = |priority| PromptSpec { priority, ..base }.to_string();
         assert_eq!(with(Priority::Area), "a hologic mammogram in CC view with big area and very low density");
         assert_eq!(with(Priority::Density), "a hologic mammogram in CC view with very low density and big area");
@@ -269,17 +255,15 @@ mod tests {
         let (view, area) = (View::Mlo, Area::Small);
         assert_eq!(caption(Template::OmiH, "hologic", view, Some(Density::C), area), "a mammogram in MLO view with small area");
         assert_eq!(caption(Template::Vindr, "siemens", View::Cc, Some(Density::C), area), "a mammogram in CC view with high density");
-        assert_eq!(
-            caption(Template::Fusion, "siemens", view, Some(Density::C), area),
-            "a siemens mammogram in MLO view with high density and small area"
-        );
+        assert_eq!(caption(Template::Fusion, "siemens", view, Some(Density::C), area), "a siemens mammogram in MLO view with high density and small area");
         assert_eq!(caption(Template::Fusion, "hologic", view, None, Area::Big), "a hologic mammogram in MLO view with big area");
     }
 
     /// The OMI-H and VinDr models' prompts are their training captions: no vendor, no priority.
     #[test]
     fn omi_h_and_vindr_prompts_are_their_captions() {
-        let spec = PromptSpec { vendor: Vendor::Hologic, view: View::Cc, density: Density::D, area: Area::Big, priority: Priority::Area, template: Template::OmiH };
+        let spec =
+            PromptSpec { vendor: Vendor::Hologic, view: View::Cc, density: Density::D, area: Area::Big, priority: Priority::Area, template: Template::OmiH };
         assert_eq!(spec.to_string(), "a mammogram in CC view with big area");
         assert_eq!(PromptSpec { template: Template::Vindr, ..spec }.to_string(), "a mammogram in CC view with very high density");
     }

@@ -10,10 +10,10 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::Result;
 use crate::device::read_f32;
 use crate::model::ops::{group_norm, scaled_dot_product_attention};
 use crate::rng::NoiseRng;
-use crate::Result;
 
 /// Largest accepted `max |got - want| / max |want|` for f32 against f64.
 pub const TOLERANCE: f64 = 1e-4;
@@ -74,9 +74,7 @@ async fn check_matmul(device: &Device, rng: &mut NoiseRng, [b, m, k, n]: [usize;
     for bi in 0..b {
         for i in 0..m {
             for j in 0..n {
-                want[(bi * m + i) * n + j] = (0..k)
-                    .map(|l| a[(bi * m + i) * k + l] as f64 * c[(bi * k + l) * n + j] as f64)
-                    .sum();
+                want[(bi * m + i) * n + j] = (0..k).map(|l| a[(bi * m + i) * k + l] as f64 * c[(bi * k + l) * n + j] as f64).sum();
             }
         }
     }
@@ -84,13 +82,7 @@ async fn check_matmul(device: &Device, rng: &mut NoiseRng, [b, m, k, n]: [usize;
 }
 
 /// 3×3 convolution with padding 1, as every SD conv but the 1×1 shortcuts.
-async fn check_conv2d(
-    device: &Device,
-    rng: &mut NoiseRng,
-    [n, c, h, w]: [usize; 4],
-    out: usize,
-    stride: usize,
-) -> Result<OpCheck> {
+async fn check_conv2d(device: &Device, rng: &mut NoiseRng, [n, c, h, w]: [usize; 4], out: usize, stride: usize) -> Result<OpCheck> {
     let (x, wt, bias) = (rng.randn(n * c * h * w), rng.randn(out * c * 9), rng.randn(out));
     let options = ConvOptions::new([stride, stride], [1, 1], [1, 1], 1);
     let y = conv2d(tensor(&x, [n, c, h, w], device), tensor(&wt, [out, c, 3, 3], device), Some(tensor(&bias, [out], device)), options);
@@ -163,9 +155,8 @@ async fn check_attention(device: &Device, rng: &mut NoiseRng, [b, heads, sq, sk,
     for bh in 0..b * heads {
         for i in 0..sq {
             let visible = if causal { i + 1 } else { sk };
-            let scores: Vec<f64> = (0..visible)
-                .map(|j| (0..d).map(|l| q[(bh * sq + i) * d + l] as f64 * k[(bh * sk + j) * d + l] as f64).sum::<f64>() * scale)
-                .collect();
+            let scores: Vec<f64> =
+                (0..visible).map(|j| (0..d).map(|l| q[(bh * sq + i) * d + l] as f64 * k[(bh * sk + j) * d + l] as f64).sum::<f64>() * scale).collect();
             let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
             let total: f64 = exps.iter().sum();

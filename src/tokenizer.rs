@@ -50,9 +50,7 @@ impl ClipTokenizer {
         if let Some(bad) = merges.iter().find(|l| l.split(' ').count() != 2) {
             return Err(config_error("merges.txt", format!("a merge must be two tokens separated by one space, got {bad:?}")));
         }
-        let special = |id: &serde_json::Value, content: &str| {
-            json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": true, "special": true})
-        };
+        let special = |id: &serde_json::Value, content: &str| json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": true, "special": true});
         let (bos, eos) = ("<|startoftext|>", "<|endoftext|>");
         let (bos_id, eos_id) = (vocab.get(bos).cloned(), vocab.get(eos).cloned());
         let (Some(bos_id), Some(eos_id)) = (bos_id, eos_id) else {
@@ -87,9 +85,7 @@ impl ClipTokenizer {
     }
 
     fn new(inner: Tokenizer) -> Result<Self> {
-        let id = |token: &str| {
-            inner.token_to_id(token).ok_or_else(|| config_error("tokenizer", format!("the vocabulary has no {token}")))
-        };
+        let id = |token: &str| inner.token_to_id(token).ok_or_else(|| config_error("tokenizer", format!("the vocabulary has no {token}")));
         let (bos, eos) = (id("<|startoftext|>")?, id("<|endoftext|>")?);
         Ok(Self { inner, bos, eos, pad: eos, max_length: MAX_LENGTH })
     }

@@ -24,11 +24,27 @@ fn generate_reproduces_diffusers_from_its_noise() {
     mam_e::weights::write_latents(&noise_path, noise.shape.clone().try_into().unwrap(), &noise.f32).unwrap();
     let model = fixtures::path("tiny-sd");
     let out = mam_e(&[
-        "generate", "--model", model.to_str().unwrap(),
-        "--prompt", "a siemens mammogram in MLO view with high density and small area",
-        "--steps", "10", "--guidance", "6", "--scheduler", "euler", "--height", "64", "--width", "64",
-        "--init-noise", noise_path.to_str().unwrap(), "--save-latents", latents_path.to_str().unwrap(),
-        "--output", png_path.to_str().unwrap(),
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "a siemens mammogram in MLO view with high density and small area",
+        "--steps",
+        "10",
+        "--guidance",
+        "6",
+        "--scheduler",
+        "euler",
+        "--height",
+        "64",
+        "--width",
+        "64",
+        "--init-noise",
+        noise_path.to_str().unwrap(),
+        "--save-latents",
+        latents_path.to_str().unwrap(),
+        "--output",
+        png_path.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
@@ -77,9 +93,21 @@ fn inpaint_reproduces_diffusers_and_refuses_bad_masks() {
     mam_e::weights::write_latents(&noise_path, noise.shape.clone().try_into().unwrap(), &noise.f32).unwrap();
     let (model, image, mask) = (fixtures::path("tiny-sd-inpaint"), fixtures::path("reference/inpaint_image.png"), fixtures::path("reference/inpaint_mask.png"));
     let out = mam_e(&[
-        "inpaint", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--mask", mask.to_str().unwrap(),
-        "--steps", "10", "--init-noise", noise_path.to_str().unwrap(), "--save-latents", latents_path.to_str().unwrap(),
-        "--output", png_path.to_str().unwrap(),
+        "inpaint",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--mask",
+        mask.to_str().unwrap(),
+        "--steps",
+        "10",
+        "--init-noise",
+        noise_path.to_str().unwrap(),
+        "--save-latents",
+        latents_path.to_str().unwrap(),
+        "--output",
+        png_path.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (_, latents) = mam_e::weights::read_latents(&latents_path).unwrap();
@@ -89,8 +117,20 @@ fn inpaint_reproduces_diffusers_and_refuses_bad_masks() {
     // --keep-outside: inside the mask the painted image, outside exactly the original.
     let kept = temp("inpaint-kept.png");
     let out = mam_e(&[
-        "inpaint", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--mask", mask.to_str().unwrap(),
-        "--steps", "10", "--init-noise", noise_path.to_str().unwrap(), "--keep-outside", "--output", kept.to_str().unwrap(),
+        "inpaint",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--mask",
+        mask.to_str().unwrap(),
+        "--steps",
+        "10",
+        "--init-noise",
+        noise_path.to_str().unwrap(),
+        "--keep-outside",
+        "--output",
+        kept.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let read = |p: &std::path::Path| mam_e::imaging::RgbImage::from_png(&std::fs::read(p).unwrap()).unwrap();
@@ -106,8 +146,20 @@ fn inpaint_reproduces_diffusers_and_refuses_bad_masks() {
     std::fs::write(&right_image, original.mirrored().to_png(&[]).unwrap()).unwrap();
     std::fs::write(&right_mask, read(&mask).mirrored().to_png(&[]).unwrap()).unwrap();
     let out = mam_e(&[
-        "inpaint", "--model", model.to_str().unwrap(), "--image", right_image.to_str().unwrap(), "--mask", right_mask.to_str().unwrap(),
-        "--steps", "10", "--init-noise", noise_path.to_str().unwrap(), "--right", "--output", right_out.to_str().unwrap(),
+        "inpaint",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        right_image.to_str().unwrap(),
+        "--mask",
+        right_mask.to_str().unwrap(),
+        "--steps",
+        "10",
+        "--init-noise",
+        noise_path.to_str().unwrap(),
+        "--right",
+        "--output",
+        right_out.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(read(&right_out) == painted.mirrored(), "the right breast was not painted as the mirrored left one");
@@ -118,7 +170,17 @@ fn inpaint_reproduces_diffusers_and_refuses_bad_masks() {
     let empty = temp("empty-mask.png");
     let black = mam_e::imaging::RgbImage { width: 64, height: 64, pixels: vec![0; 64 * 64 * 3] };
     std::fs::write(&empty, black.to_png(&[]).unwrap()).unwrap();
-    let out = mam_e(&["inpaint", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--mask", empty.to_str().unwrap(), "--output", temp("x.png").to_str().unwrap()]);
+    let out = mam_e(&[
+        "inpaint",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--mask",
+        empty.to_str().unwrap(),
+        "--output",
+        temp("x.png").to_str().unwrap(),
+    ]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("empty"));
 }
 
@@ -128,7 +190,17 @@ fn inpaint_reproduces_diffusers_and_refuses_bad_masks() {
 fn generate_defaults_to_the_models_size() {
     let out_png = temp("demo-size.png");
     let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static/models/demo");
-    let out = mam_e(&["generate", "--model", demo.to_str().unwrap(), "--prompt", "a siemens mammogram in CC view", "--steps", "2", "--output", out_png.to_str().unwrap()]);
+    let out = mam_e(&[
+        "generate",
+        "--model",
+        demo.to_str().unwrap(),
+        "--prompt",
+        "a siemens mammogram in CC view",
+        "--steps",
+        "2",
+        "--output",
+        out_png.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let image = mam_e::imaging::RgbImage::from_png(&std::fs::read(&out_png).unwrap()).unwrap();
     assert_eq!((image.width, image.height), (128, 128));
@@ -174,14 +246,19 @@ fn generate_follows_the_packages_defaults() {
     assert_eq!(params["prompt"], "a hologic mammogram in CC view");
     assert_eq!(params["negative_prompt"], "blurry");
     assert_eq!((params["steps"].clone(), params["guidance"].clone()), (serde_json::json!(3), serde_json::json!(2.5)));
-    assert_eq!((params["scheduler"].clone(), params["seed"].clone(), params["noise"].clone()), (serde_json::json!("ddim"), serde_json::json!(7), serde_json::json!("torch")));
+    assert_eq!(
+        (params["scheduler"].clone(), params["seed"].clone(), params["noise"].clone()),
+        (serde_json::json!("ddim"), serde_json::json!(7), serde_json::json!("torch"))
+    );
 
     let out = run(&["--steps", "2", "--seed", "9", "--scheduler", "euler", "--noise", "ours", "--prompt", "x", "--height", "64", "--width", "64"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (params, size) = support::cli::png_parameters(&png);
     assert_eq!(size, (64, 64));
-    assert_eq!((params["steps"].clone(), params["seed"].clone(), params["scheduler"].clone(), params["noise"].clone(), params["prompt"].clone()),
-        (serde_json::json!(2), serde_json::json!(9), serde_json::json!("euler"), serde_json::json!("ours"), serde_json::json!("x")));
+    assert_eq!(
+        (params["steps"].clone(), params["seed"].clone(), params["scheduler"].clone(), params["noise"].clone(), params["prompt"].clone()),
+        (serde_json::json!(2), serde_json::json!(9), serde_json::json!("euler"), serde_json::json!("ours"), serde_json::json!("x"))
+    );
 
     write_defaults(serde_json::json!({
         "prompt": "", "negative_prompt": "", "steps": 3, "guidance": 2.5, "scheduler": "heun", "seed": 7, "height": 32, "width": 32,

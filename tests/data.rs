@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use mam_e::data::Laterality;
 use mam_e::data::dicom;
 use mam_e::data::phantom::{self, PhantomSpec, render};
 use mam_e::data::prepare::SourcePixels;
 use mam_e::data::texture::spectrum_exponent;
-use mam_e::data::Laterality;
 use mam_e::imaging::RgbImage;
 use mam_e::prompt::{Area, Density, Vendor, View};
 use serde_json::Value;
@@ -114,7 +114,15 @@ fn phantom_texture_has_the_mammographic_power_law() {
     // from the skin, over the band where anatomy (not detector noise) dominates.
     let mut exponents = Vec::new();
     for (i, density) in [Density::B, Density::C, Density::B, Density::C].into_iter().enumerate() {
-        let spec = PhantomSpec { seed: 900 + i as u64, view: View::Cc, laterality: Laterality::L, density, vendor: Vendor::Hologic, target_area: Area::Big, lesions: 0 };
+        let spec = PhantomSpec {
+            seed: 900 + i as u64,
+            view: View::Cc,
+            laterality: Laterality::L,
+            density,
+            vendor: Vendor::Hologic,
+            target_area: Area::Big,
+            lesions: 0,
+        };
         let p = render(&spec, 512);
         let (r0, c0) = (p.rows / 2 - 64, 40);
         let patch: Vec<f32> = (r0..r0 + 128).flat_map(|r| (c0..c0 + 128).map(move |c| (r, c))).map(|(r, c)| p.pixels[r * p.cols + c] as f32).collect();
@@ -198,7 +206,12 @@ fn fusion_caption(truth: &Value) -> String {
         "C" => "high",
         _ => "very high",
     };
-    format!("a {} mammogram in {} view with {density} density and {} area", truth["vendor"].as_str().unwrap(), truth["view"].as_str().unwrap(), truth["area"].as_str().unwrap())
+    format!(
+        "a {} mammogram in {} view with {density} density and {} area",
+        truth["vendor"].as_str().unwrap(),
+        truth["view"].as_str().unwrap(),
+        truth["area"].as_str().unwrap()
+    )
 }
 
 /// Where a source box lands: mirrored for R, scaled so the width is `size`, shifted by the
@@ -290,10 +303,13 @@ fn phantom_vindr(name: &str, count: usize, seed: u64) -> (PathBuf, Vec<String>, 
     let (count, seed) = (count.to_string(), seed.to_string());
     mam_e(&["phantom", "--out", raw.to_str().unwrap(), "--count", &count, "--width", "256", "--seed", &seed, "--lesion-fraction", "0"]);
     let rows: Vec<String> = std::fs::read_to_string(raw.join("breast-level_annotations.csv")).unwrap().lines().map(String::from).collect();
-    let ids = rows[1..].iter().map(|r| {
-        let f: Vec<&str> = r.split(',').collect();
-        (f[0].to_string(), f[2].to_string())
-    }).collect();
+    let ids = rows[1..]
+        .iter()
+        .map(|r| {
+            let f: Vec<&str> = r.split(',').collect();
+            (f[0].to_string(), f[2].to_string())
+        })
+        .collect();
     (raw, rows, ids)
 }
 
@@ -354,7 +370,9 @@ fn prepare_reports_odd_inputs_per_file() {
     assert_eq!(skipped.len(), 1, "{skipped:#?}");
     assert!(skipped[0]["reason"].as_str().unwrap().contains("JPEG-LS"), "{skipped:#?}");
     // 80×64 at size 64: no resize, rows 8..72 kept. Prepared = round(v / divisor · 255), clipped.
-    for (name, divisor, monochrome1) in [("eight_bit", 255.0 * 3500.0 / 4095.0, false), ("monochrome1", 4095.0, true), ("jpeg2000_lossless", 4095.0, false), ("rle_lossless", 4095.0, false)] {
+    for (name, divisor, monochrome1) in
+        [("eight_bit", 255.0 * 3500.0 / 4095.0, false), ("monochrome1", 4095.0, true), ("jpeg2000_lossless", 4095.0, false), ("rle_lossless", 4095.0, false)]
+    {
         let bytes = std::fs::read(fixture(&format!("{name}.expected.f32"))).unwrap();
         let source: Vec<f64> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect();
         let max = if name == "eight_bit" { 255.0 } else { 4095.0 };
@@ -446,17 +464,16 @@ fn measurements_agree_with_phantom_labels() {
         area[idx(truth_area)][idx(m.area)] += 1;
         view[(entry.spec.view == View::Mlo) as usize][(m.view == View::Mlo) as usize] += 1;
         if std::env::var("MEASURE_DEBUG").is_ok() {
-            println!("{:?} {:?} muscle {:.3} dense {:.3} truth {:.3} {:?}", entry.spec.view, entry.spec.vendor, m.pectoral_share, m.dense_fraction, p.dense_fraction, entry.spec.density);
+            println!(
+                "{:?} {:?} muscle {:.3} dense {:.3} truth {:.3} {:?}",
+                entry.spec.view, entry.spec.vendor, m.pectoral_share, m.dense_fraction, p.dense_fraction, entry.spec.density
+            );
         }
         let d = |d: Density| Density::ALL.iter().position(|&x| x == d).unwrap();
         density[d(entry.spec.density)][d(m.density)] += 1;
     }
     let accuracy = |diag: usize| diag as f64 / n as f64;
-    let (a, v, d) = (
-        accuracy((0..3).map(|i| area[i][i]).sum()),
-        accuracy((0..2).map(|i| view[i][i]).sum()),
-        accuracy((0..4).map(|i| density[i][i]).sum()),
-    );
+    let (a, v, d) = (accuracy((0..3).map(|i| area[i][i]).sum()), accuracy((0..2).map(|i| view[i][i]).sum()), accuracy((0..4).map(|i| density[i][i]).sum()));
     println!("area {a:.3} {area:?}\nview {v:.3} {view:?}\ndensity {d:.3} {density:?}");
     assert!(a >= 0.98 && v >= 0.98 && d >= 0.98, "area {a} {area:?}, view {v} {view:?}, density {d} {density:?}");
 }

@@ -73,10 +73,8 @@ fn page_without_webgpu_generates_on_the_cpu() {
     let browser = Browser::start(false, &server.origin);
     let started = std::time::Instant::now();
     browser.goto(&format!("{}/", server.origin));
-    let text = browser.wait_for(
-        "const e = document.querySelector('[data-test=no-webgpu], [data-test=no-adapter]'); return e && e.innerText",
-        Duration::from_secs(60),
-    );
+    let text =
+        browser.wait_for("const e = document.querySelector('[data-test=no-webgpu], [data-test=no-adapter]'); return e && e.innerText", Duration::from_secs(60));
     assert!(text.as_str().unwrap().contains("computes on the CPU"), "{text}");
     let (backend, why) = compute_backend(&browser);
     eprintln!("page open to both packages loaded on the CPU path: {:.1} s", started.elapsed().as_secs_f64());

@@ -50,7 +50,18 @@ fn eval_fidelity_reports_diversity_and_distributions() {
     let report = temp_dir("fidelity", "report.json");
     let err = fails(&["eval", "fidelity", "--real", real.to_str().unwrap(), "--synthetic", synthetic.to_str().unwrap()]);
     assert!(err.contains("images of different sizes") && err.contains("--size"), "{err}");
-    let out = ok(&["eval", "fidelity", "--real", real.to_str().unwrap(), "--synthetic", synthetic.to_str().unwrap(), "--size", "192", "--json", report.to_str().unwrap()]);
+    let out = ok(&[
+        "eval",
+        "fidelity",
+        "--real",
+        real.to_str().unwrap(),
+        "--synthetic",
+        synthetic.to_str().unwrap(),
+        "--size",
+        "192",
+        "--json",
+        report.to_str().unwrap(),
+    ]);
     assert!(out.contains("skipped") && out.contains("broken.png"), "{out}");
     let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["real"]["images"], 5);

@@ -78,10 +78,24 @@ fn mutate_bytes(rng: &mut NoiseRng, bytes: &mut Vec<u8>) {
 /// Extreme values for a JSON leaf.
 fn extreme(rng: &mut NoiseRng) -> Value {
     let choices = [
-        serde_json::json!(0), serde_json::json!(-1), serde_json::json!(1), serde_json::json!(3), serde_json::json!(1e308), serde_json::json!(-1e308),
-        serde_json::json!(4_294_967_296u64), serde_json::json!(u64::MAX), serde_json::json!(i64::MIN), serde_json::json!(0.5),
-        serde_json::json!([]), serde_json::json!([0]), serde_json::json!({}), serde_json::json!(null), serde_json::json!(""),
-        serde_json::json!("../../etc/passwd"), serde_json::json!(true), serde_json::json!("x".repeat(300)),
+        serde_json::json!(0),
+        serde_json::json!(-1),
+        serde_json::json!(1),
+        serde_json::json!(3),
+        serde_json::json!(1e308),
+        serde_json::json!(-1e308),
+        serde_json::json!(4_294_967_296u64),
+        serde_json::json!(u64::MAX),
+        serde_json::json!(i64::MIN),
+        serde_json::json!(0.5),
+        serde_json::json!([]),
+        serde_json::json!([0]),
+        serde_json::json!({}),
+        serde_json::json!(null),
+        serde_json::json!(""),
+        serde_json::json!("../../etc/passwd"),
+        serde_json::json!(true),
+        serde_json::json!("x".repeat(300)),
     ];
     choices[below(rng, choices.len())].clone()
 }
@@ -111,13 +125,22 @@ fn mutate_json(rng: &mut NoiseRng, value: &mut Value) {
     match value.pointer_mut(parent) {
         Some(Value::Object(map)) => {
             let key = key.replace("~1", "/").replace("~0", "~");
-            if remove { map.remove(&key); } else { map.insert(key, replacement); }
+            if remove {
+                map.remove(&key);
+            } else {
+                map.insert(key, replacement);
+            }
         }
         Some(Value::Array(items)) => {
             let i: usize = key.parse().unwrap();
             match below(rng, 3) {
-                0 => { items.remove(i); }
-                1 => { let copy = items[i].clone(); items.extend(std::iter::repeat_n(copy, 1 + below(rng, 40))); }
+                0 => {
+                    items.remove(i);
+                }
+                1 => {
+                    let copy = items[i].clone();
+                    items.extend(std::iter::repeat_n(copy, 1 + below(rng, 40)));
+                }
                 _ => items[i] = replacement,
             }
         }
@@ -237,9 +260,7 @@ fn safetensors_files() {
 #[test]
 fn png_uploads() {
     let seeds = vec![read("tests/fixtures/reference/inpaint_image.png"), read("tests/fixtures/reference/inpaint_mask.png")];
-    fuzz("png", seeds, false, |bytes| {
-        mam_e::imaging::RgbImage::from_png(bytes).is_ok()
-    });
+    fuzz("png", seeds, false, |bytes| mam_e::imaging::RgbImage::from_png(bytes).is_ok());
 }
 
 /// Each case is written to a file first: the readers take paths, as `prepare` gives them.
@@ -260,9 +281,7 @@ fn dicom_files() {
     names.sort();
     let seeds = names.iter().map(|p| std::fs::read(p).unwrap()).collect();
     let write = through_file("dicom", "case.dcm");
-    fuzz_cases("dicom", cases() / 10, seeds, false, |bytes| {
-        mam_e::data::dicom::read(&write(bytes)).is_ok()
-    });
+    fuzz_cases("dicom", cases() / 10, seeds, false, |bytes| mam_e::data::dicom::read(&write(bytes)).is_ok());
 }
 
 #[test]
@@ -272,7 +291,5 @@ fn dataset_csvs() {
         b"path,view,laterality\nx/y.dcm,MLO,L\n".to_vec(),
     ];
     let write = through_file("csv", "dataset.csv");
-    fuzz("generic-csv", seeds, false, |bytes| {
-        mam_e::data::vindr::read_generic_csv(&write(bytes)).is_ok()
-    });
+    fuzz("generic-csv", seeds, false, |bytes| mam_e::data::vindr::read_generic_csv(&write(bytes)).is_ok());
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
+use mam_e::Error;
 use mam_e::package::quant::{self, Decoded, Storage};
 use mam_e::package::{ConvertOptions, Manifest, ModelKind, StorageDtype, convert, export_diffusers, load_package};
 use mam_e::pipeline::StableDiffusion;
@@ -16,7 +17,6 @@ use mam_e::pipeline::text_to_image::GenerateParams;
 use mam_e::schedulers::SchedulerKind;
 use mam_e::weights::load_diffusers;
 use mam_e::weights::safetensors::{self, Owned};
-use mam_e::Error;
 use support::fixtures;
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -34,7 +34,16 @@ fn make_package(model: &str, dtype: StorageDtype, name: &str) -> PathBuf {
 
 /// Final latents and the decoded image (values in [0, 1]) of a 10-step guided run.
 fn generate(sd: &StableDiffusion) -> (Vec<f32>, Vec<f32>) {
-    let params = GenerateParams { prompt: "a hologic mammogram in CC view".into(), steps: 10, guidance: 6.0, scheduler: SchedulerKind::Dpm, height: 64, width: 64, seed: 7, ..Default::default() };
+    let params = GenerateParams {
+        prompt: "a hologic mammogram in CC view".into(),
+        steps: 10,
+        guidance: 6.0,
+        scheduler: SchedulerKind::Dpm,
+        height: 64,
+        width: 64,
+        seed: 7,
+        ..Default::default()
+    };
     let mut run = sd.start(&params, None).unwrap();
     while run.step() {}
     let latents = run.latents();
@@ -157,7 +166,10 @@ fn convolutions_are_blocked_along_input_channels_and_version_1_layouts_still_dec
 
 #[test]
 fn our_safetensors_writer_is_read_by_the_reference_implementation() {
-    let entries = vec![Owned::f32("a.weight", vec![2, 3], &[1.0, -2.0, 3.5, 0.0, 1e-8, -7.25]), Owned { name: "b".into(), dtype: safetensors::Dtype::I8, shape: vec![3], data: vec![255, 0, 7] }];
+    let entries = vec![
+        Owned::f32("a.weight", vec![2, 3], &[1.0, -2.0, 3.5, 0.0, 1e-8, -7.25]),
+        Owned { name: "b".into(), dtype: safetensors::Dtype::I8, shape: vec![3], data: vec![255, 0, 7] },
+    ];
     let metadata = BTreeMap::from([("k".to_string(), "v".to_string())]);
     let bytes = safetensors::serialize(&entries, &metadata);
     let (_, reference_meta) = ::safetensors::SafeTensors::read_metadata(&bytes).unwrap();
@@ -233,7 +245,16 @@ fn file_names_outside_the_package_and_oversized_files_are_refused_before_reading
     std::fs::copy(package.join("model-00001.safetensors"), &secret).unwrap();
     let original = std::fs::read_to_string(package.join("manifest.json")).unwrap();
     let device = Device::flex();
-    for name in ["../secret.safetensors", "/etc/passwd", "https://example.com/x.safetensors", "a//b", "./model-00001.safetensors", "tokenizer/../../secret.safetensors", "x?y=1", ""] {
+    for name in [
+        "../secret.safetensors",
+        "/etc/passwd",
+        "https://example.com/x.safetensors",
+        "a//b",
+        "./model-00001.safetensors",
+        "tokenizer/../../secret.safetensors",
+        "x?y=1",
+        "",
+    ] {
         std::fs::write(package.join("manifest.json"), &original).unwrap();
         edit_manifest(&package, |m| m["shards"][0]["file"] = name.into());
         let error = load_package(&package, &device).err().unwrap_or_else(|| panic!("{name:?} was read"));
@@ -407,7 +428,8 @@ fn largest_gpu_buffer_of_sd15() {
 
 #[test]
 fn the_cpu_path_takes_the_demo_packages_and_refuses_sd15_before_downloading() {
-    let demo = |dir: &str| Manifest::parse(&std::fs::read_to_string(format!("{}/static/models/{dir}/manifest.json", env!("CARGO_MANIFEST_DIR"))).unwrap()).unwrap();
+    let demo =
+        |dir: &str| Manifest::parse(&std::fs::read_to_string(format!("{}/static/models/{dir}/manifest.json", env!("CARGO_MANIFEST_DIR"))).unwrap()).unwrap();
     for dir in ["demo", "demo-inpaint"] {
         demo(dir).check_fits_the_cpu_path().unwrap();
     }
@@ -416,7 +438,8 @@ fn the_cpu_path_takes_the_demo_packages_and_refuses_sd15_before_downloading() {
     let mut sd15 = demo("demo");
     sd15.name = "sd15-q8".into();
     sd15.dtype = StorageDtype::Q8;
-    sd15.shards = (1..=9).map(|i| mam_e::package::FileRef { file: format!("model-{i:05}.safetensors"), bytes: (1017 << 20) / 9, sha256: "0".repeat(64) }).collect();
+    sd15.shards =
+        (1..=9).map(|i| mam_e::package::FileRef { file: format!("model-{i:05}.safetensors"), bytes: (1017 << 20) / 9, sha256: "0".repeat(64) }).collect();
     let error = sd15.check_fits_the_cpu_path().unwrap_err().to_string();
     // 4 × (1017 MiB of shards + 1.4 MB of tokenizer) = 3.98 GiB.
     assert!(error.contains("sd15-q8 is too large for the CPU path: its weights take about 3.98 GiB in f32"), "{error}");
@@ -523,12 +546,10 @@ fn impossible_default_settings_are_refused_by_name() {
 #[test]
 fn a_package_says_which_mam_e_model_it_is() {
     use mam_e::prompt::Template;
-    for (template, prompt) in [
-        (Template::OmiH, "a mammogram in MLO view with small area"),
-        (Template::Vindr, "a mammogram in MLO view with high density"),
-    ] {
+    for (template, prompt) in [(Template::OmiH, "a mammogram in MLO view with small area"), (Template::Vindr, "a mammogram in MLO view with high density")] {
         let out = temp_dir(&format!("template-{template:?}"));
-        let options = ConvertOptions { dtype: StorageDtype::F16, name: "t".into(), description: String::new(), trained: false, size: None, template: Some(template) };
+        let options =
+            ConvertOptions { dtype: StorageDtype::F16, name: "t".into(), description: String::new(), trained: false, size: None, template: Some(template) };
         convert(&fixtures::path("tiny-sd"), &out, &options, &mut |_, _, _| {}).unwrap();
         let text = std::fs::read_to_string(out.join("manifest.json")).unwrap();
         let defaults = Manifest::parse(&text).unwrap().defaults;

@@ -8,7 +8,7 @@ mod support;
 
 use burn::tensor::Device;
 use mam_e::pipeline::text_to_image::GenerateParams;
-use mam_e::pipeline::{to_rgb8, StableDiffusion};
+use mam_e::pipeline::{StableDiffusion, to_rgb8};
 use mam_e::schedulers::SchedulerKind;
 use mam_e::weights::load_diffusers;
 use support::fixtures;

@@ -33,11 +33,7 @@ fn rel_err(a: &[f64], b: &[f64]) -> f64 {
 #[test]
 fn alphas_cumprod_match_diffusers() {
     let fx = fixture();
-    for (schedule, extra) in [
-        ("scaled_linear", None),
-        ("linear", Some((0.0001, 0.02))),
-        ("squaredcos_cap_v2", None),
-    ] {
+    for (schedule, extra) in [("scaled_linear", None), ("linear", Some((0.0001, 0.02))), ("squaredcos_cap_v2", None)] {
         let mut config = SchedulerConfig::sd15();
         config.beta_schedule = schedule.into();
         if let Some((start, end)) = extra {
@@ -120,7 +116,10 @@ fn unimplemented_scheduler_settings_are_refused_by_name() {
         assert!(err.contains(want), "{} {extra}: {err}", kind.name());
     }
     let accepted = [
-        (SchedulerKind::Dpm, r#""algorithm_type": "dpmsolver++", "solver_order": 2, "solver_type": "midpoint", "lower_order_final": true, "final_sigmas_type": "zero", "use_karras_sigmas": false, "thresholding": false"#),
+        (
+            SchedulerKind::Dpm,
+            r#""algorithm_type": "dpmsolver++", "solver_order": 2, "solver_type": "midpoint", "lower_order_final": true, "final_sigmas_type": "zero", "use_karras_sigmas": false, "thresholding": false"#,
+        ),
         (SchedulerKind::Pndm, r#""use_karras_sigmas": true, "thresholding": true"#),
         (SchedulerKind::Ddim, r#""solver_order": 3, "use_karras_sigmas": true"#),
     ];

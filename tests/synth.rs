@@ -50,7 +50,9 @@ fn strs(args: &[String]) -> Vec<&str> {
 fn records(root: &Path) -> Vec<Value> {
     ["healthy", "lesions"]
         .iter()
-        .flat_map(|f| std::fs::read_to_string(root.join(f).join("metadata.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<Value>>())
+        .flat_map(|f| {
+            std::fs::read_to_string(root.join(f).join("metadata.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<Value>>()
+        })
         .collect()
 }
 
@@ -217,11 +219,29 @@ fn dicom_output_round_trips_through_prepare() {
 #[test]
 fn like_copies_a_prepared_sets_labels() {
     let (set, out) = (temp("like-set"), temp("like-out"));
-    ok(&["phantom", "--format", "prepared", "--out", set.to_str().unwrap(), "--count", "12", "--width", "256", "--size", "128", "--lesion-fraction", "0.5", "--seed", "3"]);
+    ok(&[
+        "phantom",
+        "--format",
+        "prepared",
+        "--out",
+        set.to_str().unwrap(),
+        "--count",
+        "12",
+        "--width",
+        "256",
+        "--size",
+        "128",
+        "--lesion-fraction",
+        "0.5",
+        "--seed",
+        "3",
+    ]);
     let real = records(&set);
-    let key = |r: &Value| ["vendor", "view", "density", "area", "laterality"].map(|k| r[k].to_string()).join(" ") + &r.get("mask_file_name").is_some().to_string();
+    let key =
+        |r: &Value| ["vendor", "view", "density", "area", "laterality"].map(|k| r[k].to_string()).join(" ") + &r.get("mask_file_name").is_some().to_string();
     let real_keys: Vec<String> = real.iter().map(key).collect();
-    let mut sides: Vec<u64> = real.iter().flat_map(|r| r["boxes"].as_array().cloned().unwrap_or_default()).map(|b| b["x1"].as_u64().unwrap() - b["x0"].as_u64().unwrap()).collect();
+    let mut sides: Vec<u64> =
+        real.iter().flat_map(|r| r["boxes"].as_array().cloned().unwrap_or_default()).map(|b| b["x1"].as_u64().unwrap() - b["x0"].as_u64().unwrap()).collect();
     sides.sort();
     ok(&strs(&like_args(&out, 10, &set)));
     for r in records(&out) {

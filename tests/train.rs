@@ -86,9 +86,32 @@ fn adamw_is_pytorchs_update_rule() {
 
 fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
     vec![
-        "train", "--data", data, "--model", Box::leak(fixture("tiny-sd").into_boxed_str()), "--out", out, "--resolution", "32",
-        "--batch-size", "2", "--gradient-accumulation", "2", "--max-steps", steps, "--checkpoint-every", "2", "--validate-every", "0",
-        "--learning-rate", "1e-3", "--lr-warmup", "2", "--cosine", "--seed", "5",
+        "train",
+        "--data",
+        data,
+        "--model",
+        Box::leak(fixture("tiny-sd").into_boxed_str()),
+        "--out",
+        out,
+        "--resolution",
+        "32",
+        "--batch-size",
+        "2",
+        "--gradient-accumulation",
+        "2",
+        "--max-steps",
+        steps,
+        "--checkpoint-every",
+        "2",
+        "--validate-every",
+        "0",
+        "--learning-rate",
+        "1e-3",
+        "--lr-warmup",
+        "2",
+        "--cosine",
+        "--seed",
+        "5",
     ]
 }
 
@@ -115,7 +138,10 @@ fn a_killed_run_resumes_to_the_same_weights() {
     let out = ok(&[&train_args(d, k, "6")[..], &["--resume"]].concat());
     assert!(out.contains("trained 6 steps"), "{out}");
     for file in ["unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"] {
-        assert!(std::fs::read(whole.join("model").join(file)).unwrap() == std::fs::read(killed.join("model").join(file)).unwrap(), "{file} differs after resume");
+        assert!(
+            std::fs::read(whole.join("model").join(file)).unwrap() == std::fs::read(killed.join("model").join(file)).unwrap(),
+            "{file} differs after resume"
+        );
     }
     let losses = |dir: &Path| -> Vec<String> {
         std::fs::read_to_string(dir.join("log.csv")).unwrap().lines().map(|l| l.split(',').take(4).collect::<Vec<_>>().join(",")).collect()
@@ -123,10 +149,25 @@ fn a_killed_run_resumes_to_the_same_weights() {
     assert_eq!(losses(&whole), losses(&killed));
     assert_eq!(losses(&whole).len(), 7);
     // Only the newest two checkpoints are kept; each is a loadable diffusers folder.
-    let names: Vec<String> = std::fs::read_dir(&whole).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("checkpoint-")).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(&whole).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("checkpoint-")).collect();
     assert_eq!(names.len(), 2, "{names:?}");
     let png = whole.join("generated.png");
-    ok(&["generate", "--model", whole.join("checkpoint-000006").to_str().unwrap(), "--prompt", "a siemens mammogram in CC view", "--steps", "2", "--height", "32", "--width", "32", "--output", png.to_str().unwrap()]);
+    ok(&[
+        "generate",
+        "--model",
+        whole.join("checkpoint-000006").to_str().unwrap(),
+        "--prompt",
+        "a siemens mammogram in CC view",
+        "--steps",
+        "2",
+        "--height",
+        "32",
+        "--width",
+        "32",
+        "--output",
+        png.to_str().unwrap(),
+    ]);
     ok(&["train", "--plot", whole.join("log.csv").to_str().unwrap()]);
     assert!(whole.join("log.png").exists());
 }
@@ -137,8 +178,27 @@ fn vae_and_inpainting_training_run_and_their_models_load() {
     let d = data.to_str().unwrap();
     let vae_out = temp("vae");
     let out = ok(&[
-        "train", "--component", "vae", "--data", d, "--model", &fixture("tiny-sd"), "--out", vae_out.to_str().unwrap(), "--resolution", "32",
-        "--batch-size", "2", "--max-steps", "8", "--learning-rate", "1e-3", "--checkpoint-every", "8", "--validate-every", "8",
+        "train",
+        "--component",
+        "vae",
+        "--data",
+        d,
+        "--model",
+        &fixture("tiny-sd"),
+        "--out",
+        vae_out.to_str().unwrap(),
+        "--resolution",
+        "32",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "8",
+        "--learning-rate",
+        "1e-3",
+        "--checkpoint-every",
+        "8",
+        "--validate-every",
+        "8",
     ]);
     assert!(out.contains("trained 8 steps"), "{out}");
     assert!(vae_out.join("validation/step-000008.png").exists());
@@ -148,8 +208,28 @@ fn vae_and_inpainting_training_run_and_their_models_load() {
 
     let inpaint_out = temp("inpaint");
     ok(&[
-        "train", "--inpainting", "--data", d, "--model", &fixture("tiny-sd-inpaint"), "--out", inpaint_out.to_str().unwrap(), "--resolution", "32",
-        "--batch-size", "2", "--max-steps", "2", "--learning-rate", "1e-4", "--checkpoint-every", "2", "--validate-every", "2", "--validation-steps", "2",
+        "train",
+        "--inpainting",
+        "--data",
+        d,
+        "--model",
+        &fixture("tiny-sd-inpaint"),
+        "--out",
+        inpaint_out.to_str().unwrap(),
+        "--resolution",
+        "32",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "2",
+        "--learning-rate",
+        "1e-4",
+        "--checkpoint-every",
+        "2",
+        "--validate-every",
+        "2",
+        "--validation-steps",
+        "2",
     ]);
     assert!(inpaint_out.join("validation/step-000002.png").exists());
     // The trained inpainting model paints a prepared lesion case.
@@ -158,11 +238,36 @@ fn vae_and_inpainting_training_run_and_their_models_load() {
     let image = lesions.join(first["file_name"].as_str().unwrap());
     let mask = lesions.join(first["mask_file_name"].as_str().unwrap());
     let png = inpaint_out.join("painted.png");
-    ok(&["inpaint", "--model", inpaint_out.join("model").to_str().unwrap(), "--image", image.to_str().unwrap(), "--mask", mask.to_str().unwrap(), "--steps", "2", "--output", png.to_str().unwrap()]);
+    ok(&[
+        "inpaint",
+        "--model",
+        inpaint_out.join("model").to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--mask",
+        mask.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--output",
+        png.to_str().unwrap(),
+    ]);
 
     // With --keep-outside the painted image is the input outside the mask, exactly, and differs inside.
     let kept = inpaint_out.join("kept.png");
-    ok(&["inpaint", "--model", inpaint_out.join("model").to_str().unwrap(), "--image", image.to_str().unwrap(), "--mask", mask.to_str().unwrap(), "--steps", "2", "--keep-outside", "--output", kept.to_str().unwrap()]);
+    ok(&[
+        "inpaint",
+        "--model",
+        inpaint_out.join("model").to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--mask",
+        mask.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--keep-outside",
+        "--output",
+        kept.to_str().unwrap(),
+    ]);
     let read = |p: &std::path::Path| mam_e::imaging::RgbImage::from_png(&std::fs::read(p).unwrap()).unwrap();
     let (input, kept, mask_pixels) = (read(&image), read(&kept), read(&mask).to_gray());
     let (mut inside_changed, mut outside_changed) = (0, 0);
@@ -183,13 +288,44 @@ fn vae_and_inpainting_training_run_and_their_models_load() {
     // widened start reused when the run resumes.
     let widened_out = temp("inpaint-from-t2i");
     let (t2i, w) = (fixture("tiny-sd"), widened_out.to_str().unwrap());
-    let run_args = ["train", "--inpainting", "--data", d, "--model", &t2i, "--out", w, "--resolution", "32", "--batch-size", "2", "--checkpoint-every", "2", "--validate-every", "0", "--max-steps", "2"];
+    let run_args = [
+        "train",
+        "--inpainting",
+        "--data",
+        d,
+        "--model",
+        &t2i,
+        "--out",
+        w,
+        "--resolution",
+        "32",
+        "--batch-size",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--validate-every",
+        "0",
+        "--max-steps",
+        "2",
+    ];
     assert!(ok(&run_args).contains("5 zero-initialised input channels"));
     let out = ok(&[&run_args[..run_args.len() - 1], &["3", "--resume"]].concat());
     assert!(!out.contains("zero-initialised"), "{out}");
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(widened_out.join("model/unet/config.json")).unwrap()).unwrap();
     assert_eq!(config["in_channels"], 9);
-    ok(&["inpaint", "--model", widened_out.join("model").to_str().unwrap(), "--image", image.to_str().unwrap(), "--mask", mask.to_str().unwrap(), "--steps", "2", "--output", png.to_str().unwrap()]);
+    ok(&[
+        "inpaint",
+        "--model",
+        widened_out.join("model").to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--mask",
+        mask.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--output",
+        png.to_str().unwrap(),
+    ]);
 }
 
 /// The tensors of a safetensors file, by name (attention layers under diffusers' current names:
@@ -205,8 +341,28 @@ fn decoder_only_vae_training_keeps_the_encoder_and_its_latents() {
     let data = phantom_set("phantoms-decoder");
     let out = temp("decoder-only");
     ok(&[
-        "train", "--component", "vae", "--decoder-only", "--data", data.to_str().unwrap(), "--model", &fixture("tiny-sd"), "--out", out.to_str().unwrap(),
-        "--resolution", "32", "--batch-size", "2", "--max-steps", "4", "--learning-rate", "1e-3", "--checkpoint-every", "4", "--validate-every", "0",
+        "train",
+        "--component",
+        "vae",
+        "--decoder-only",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        &fixture("tiny-sd"),
+        "--out",
+        out.to_str().unwrap(),
+        "--resolution",
+        "32",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "4",
+        "--learning-rate",
+        "1e-3",
+        "--checkpoint-every",
+        "4",
+        "--validate-every",
+        "0",
     ]);
     let file = "vae/diffusion_pytorch_model.safetensors";
     let (before, after) = (tensors(&Path::new(&fixture("tiny-sd")).join(file)), tensors(&out.join("model").join(file)));
@@ -223,9 +379,12 @@ fn decoder_only_vae_training_keeps_the_encoder_and_its_latents() {
     }
     assert!(frozen > 0 && changed > 0, "frozen {frozen}, changed {changed}");
     // The latent scale the diffusion model was trained with is kept.
-    let scale = |dir: &Path| -> serde_json::Value { serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(dir.join("vae/config.json")).unwrap()).unwrap()["scaling_factor"].clone() };
+    let scale = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(dir.join("vae/config.json")).unwrap()).unwrap()["scaling_factor"].clone()
+    };
     assert_eq!(scale(Path::new(&fixture("tiny-sd"))), scale(&out.join("model")));
-    let refused = run(&["train", "--decoder-only", "--data", data.to_str().unwrap(), "--model", &fixture("tiny-sd"), "--out", temp("decoder-unet").to_str().unwrap()]);
+    let refused =
+        run(&["train", "--decoder-only", "--data", data.to_str().unwrap(), "--model", &fixture("tiny-sd"), "--out", temp("decoder-unet").to_str().unwrap()]);
     assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("--decoder-only is for --component vae"));
 }
 
@@ -246,7 +405,9 @@ fn bad_training_setups_fail_clearly() {
     assert!(err(&[&["train", "--data", d, "--inpainting", "--from-scratch"][..], &base[..]].concat()).contains("inpainting training needs 9"));
     ok(&[&["train", "--data", d, "--validate-every", "0"][..], &base[..]].concat());
     assert!(err(&[&["train", "--data", d][..], &base[..]].concat()).contains("--resume"));
-    assert!(err(&[&["train", "--data", d, "--caption-dropout", "1.5", "--resume"][..], &base[..]].concat()).contains("--caption-dropout 1.5 must be in [0, 1)"));
+    assert!(
+        err(&[&["train", "--data", d, "--caption-dropout", "1.5", "--resume"][..], &base[..]].concat()).contains("--caption-dropout 1.5 must be in [0, 1)")
+    );
 }
 
 #[test]
@@ -258,8 +419,27 @@ fn gradient_checkpointing_trains_the_same_model() {
     let losses = |checkpointing: bool| -> Vec<f64> {
         let out = temp(&format!("checkpointing-{checkpointing}"));
         let mut args = vec![
-            "train", "--data", d, "--model", Box::leak(fixture("tiny-sd").into_boxed_str()), "--out", out.to_str().unwrap(), "--resolution", "32",
-            "--batch-size", "4", "--max-steps", "3", "--learning-rate", "1e-3", "--checkpoint-every", "3", "--validate-every", "0", "--caption-dropout", "0.5",
+            "train",
+            "--data",
+            d,
+            "--model",
+            Box::leak(fixture("tiny-sd").into_boxed_str()),
+            "--out",
+            out.to_str().unwrap(),
+            "--resolution",
+            "32",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "3",
+            "--learning-rate",
+            "1e-3",
+            "--checkpoint-every",
+            "3",
+            "--validate-every",
+            "0",
+            "--caption-dropout",
+            "0.5",
         ];
         if checkpointing {
             args.push("--gradient-checkpointing");
@@ -282,8 +462,27 @@ fn training_on_the_gpu_backend_matches_the_cpu() {
     let losses = |backend: &str| -> Vec<f64> {
         let out = temp(&format!("backend-{backend}"));
         ok(&[
-            "train", "--backend", backend, "--data", d, "--model", &fixture("tiny-sd"), "--out", out.to_str().unwrap(), "--resolution", "32",
-            "--batch-size", "2", "--max-steps", "3", "--learning-rate", "1e-3", "--checkpoint-every", "3", "--validate-every", "0",
+            "train",
+            "--backend",
+            backend,
+            "--data",
+            d,
+            "--model",
+            &fixture("tiny-sd"),
+            "--out",
+            out.to_str().unwrap(),
+            "--resolution",
+            "32",
+            "--batch-size",
+            "2",
+            "--max-steps",
+            "3",
+            "--learning-rate",
+            "1e-3",
+            "--checkpoint-every",
+            "3",
+            "--validate-every",
+            "0",
         ]);
         std::fs::read_to_string(out.join("log.csv")).unwrap().lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect()
     };
@@ -300,8 +499,27 @@ fn vae_training_resumes_with_its_optimizer_state() {
     let d = data.to_str().unwrap();
     let run_to = |out: &Path, steps: &str, resume: bool| {
         let mut args = vec![
-            "train", "--component", "vae", "--data", d, "--model", Box::leak(fixture("tiny-sd").into_boxed_str()), "--out", out.to_str().unwrap(),
-            "--resolution", "32", "--batch-size", "2", "--max-steps", steps, "--learning-rate", "1e-3", "--checkpoint-every", "2", "--validate-every", "0",
+            "train",
+            "--component",
+            "vae",
+            "--data",
+            d,
+            "--model",
+            Box::leak(fixture("tiny-sd").into_boxed_str()),
+            "--out",
+            out.to_str().unwrap(),
+            "--resolution",
+            "32",
+            "--batch-size",
+            "2",
+            "--max-steps",
+            steps,
+            "--learning-rate",
+            "1e-3",
+            "--checkpoint-every",
+            "2",
+            "--validate-every",
+            "0",
         ];
         if resume {
             args.push("--resume");

@@ -71,7 +71,11 @@ fn a_widened_text_to_image_unet_starts_as_the_original() {
     let sample: Tensor<4> = fixtures::burn_tensor(&reference, "t2i.sample", &device);
     let [b, _, h, w] = sample.dims();
     let extra = Tensor::<4>::random([b, 5, h, w], Distribution::Normal(0.0, 1.0), &device);
-    let out = model.forward(Tensor::cat(vec![sample, extra], 1), &fixtures::tensor(&reference, "t2i.timesteps").f64, fixtures::burn_tensor(&reference, "t2i.context", &device));
+    let out = model.forward(
+        Tensor::cat(vec![sample, extra], 1),
+        &fixtures::tensor(&reference, "t2i.timesteps").f64,
+        fixtures::burn_tensor(&reference, "t2i.context", &device),
+    );
     fixtures::assert_close(out, &reference, "t2i.out", 1e-5);
     // A UNet that already has 9 channels is not widened again.
     let err = write_inpainting_start(&dir, &dir.with_extension("again")).unwrap_err().to_string();

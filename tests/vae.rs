@@ -30,9 +30,7 @@ fn encode_and_decode_match_diffusers() {
 
 #[test]
 fn unsupported_vae_configs_are_refused() {
-    let err = AutoencoderKlConfig::from_json(r#"{"block_out_channels": [32, 64], "down_block_types": ["DownEncoderBlock2D"]}"#)
-        .unwrap_err()
-        .to_string();
+    let err = AutoencoderKlConfig::from_json(r#"{"block_out_channels": [32, 64], "down_block_types": ["DownEncoderBlock2D"]}"#).unwrap_err().to_string();
     assert!(err.contains("vae/config.json"), "{err}");
     let err = AutoencoderKlConfig::from_json(r#"{"block_out_channels": [30]}"#).unwrap_err().to_string();
     assert!(err.contains("norm_num_groups"), "{err}");

@@ -8,10 +8,10 @@
 mod scene;
 
 use leptos::prelude::*;
-use mam_e::web::gpu::{GpuNotice, GpuStatus, probe};
-use mam_e::web::mask_panel::{InpaintRequest, MaskPanel, SourceImage};
 use mam_e::package::{Defaults, ModelKind};
 use mam_e::prompt::Template;
+use mam_e::web::gpu::{GpuNotice, GpuStatus, probe};
+use mam_e::web::mask_panel::{InpaintRequest, MaskPanel, SourceImage};
 use mam_e::web::prompt_panel::PromptPanel;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
@@ -63,7 +63,11 @@ async fn the_prompt_panel_takes_the_packages_defaults() {
     let value = |selector: &str| query::<web_sys::HtmlInputElement>(&root, selector).value();
     assert_eq!((value("input[name=steps]"), value("input[name=seed]")), ("24".to_string(), "1338".to_string()));
     defaults.set(Some(Defaults {
-        prompt: "a hologic mammogram in CC view".into(), steps: 40, guidance: 4.5, scheduler: "ddim".into(), seed: 99,
+        prompt: "a hologic mammogram in CC view".into(),
+        steps: 40,
+        guidance: 4.5,
+        scheduler: "ddim".into(),
+        seed: 99,
         ..Defaults::mam_e(ModelKind::TextToImage, 128)
     }));
     // One turn runs the panel's effect, the next the views it updates.

@@ -30,7 +30,15 @@ async fn bench(compute: ComputePreference) {
     let started = now_ms();
     let sd = embedded::load(package!("demo"), compute).await;
     say(format!("{compute:?}: loaded in {:.0} ms", now_ms() - started));
-    let params = GenerateParams { prompt: "a siemens mammogram in MLO view with high density and small area".into(), steps: 10, guidance: 6.0, height: 128, width: 128, seed: 1338, ..Default::default() };
+    let params = GenerateParams {
+        prompt: "a siemens mammogram in MLO view with high density and small area".into(),
+        steps: 10,
+        guidance: 6.0,
+        height: 128,
+        width: 128,
+        seed: 1338,
+        ..Default::default()
+    };
     let mut wholes = Vec::new();
     // SwiftShader takes minutes a round: one warm-up and one measured round there.
     let rounds = if compute == ComputePreference::Cpu { 4 } else { 2 };
@@ -58,7 +66,11 @@ async fn bench(compute: ComputePreference) {
         // Round 0 includes shader compilation on WebGPU: reported, left out of the medians.
         say(format!(
             "{compute:?} round {round}: text encoder {:.1} ms, UNet CFG step median {:.1} ms (first {:.1}), VAE decode {:.1} ms, whole generation {:.0} ms",
-            text[0], median(steps.clone()), steps[0], decode, whole
+            text[0],
+            median(steps.clone()),
+            steps[0],
+            decode,
+            whole
         ));
         if round > 0 {
             wholes.push(whole);

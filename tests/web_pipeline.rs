@@ -19,8 +19,8 @@ mod embedded;
 use embedded::load;
 
 use mam_e::Error;
-use mam_e::device::{ComputeBackend, ComputePreference};
 use mam_e::device::read_f32;
+use mam_e::device::{ComputeBackend, ComputePreference};
 use mam_e::package::{FileRef, Manifest, PackageLoader};
 use mam_e::web::download::{allow_package, fetch_text, fetch_verified};
 use mam_e::web::scope::now_ms;
@@ -155,7 +155,11 @@ async fn the_worker_fetches_only_its_origin_and_the_chosen_packages() {
     let error = fetch_text("https://elsewhere.invalid/pkg/manifest.json").await.err().expect("no network to .invalid");
     assert!(!refused(&error), "{error}");
     // ... but not a path that climbs out of it, nor a sibling folder.
-    for url in ["https://elsewhere.invalid/pkg/../secret/manifest.json", "https://elsewhere.invalid/pkg2/manifest.json", "https://elsewhere.invalid.attacker.example/pkg/x"] {
+    for url in [
+        "https://elsewhere.invalid/pkg/../secret/manifest.json",
+        "https://elsewhere.invalid/pkg2/manifest.json",
+        "https://elsewhere.invalid.attacker.example/pkg/x",
+    ] {
         let error = fetch_text(url).await.err().expect("fetched outside the chosen folder");
         assert!(refused(&error), "{url}: {error}");
     }

@@ -9,9 +9,9 @@ use burn::tensor::{Device, Distribution, Tensor};
 use super::BackendArg;
 use crate::device::{Backend, read_f32};
 use crate::model::clip::ClipTextConfig;
+use crate::model::precision::Precision;
 use crate::model::unet::UNet2DConditionConfig;
 use crate::model::vae::AutoencoderKlConfig;
-use crate::model::precision::Precision;
 use crate::package::load_model;
 use crate::pipeline::StableDiffusion;
 

@@ -64,7 +64,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return to_diffusers(&args);
     }
     let name = args.name.clone().unwrap_or_else(|| args.from.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()));
-    let options = ConvertOptions { dtype: args.dtype.unwrap_or(DtypeArg::Q8).into(), name, description: args.description.clone(), trained: !args.untrained, size: args.size, template: args.template.map(Into::into) };
+    let options = ConvertOptions {
+        dtype: args.dtype.unwrap_or(DtypeArg::Q8).into(),
+        name,
+        description: args.description.clone(),
+        trained: !args.untrained,
+        size: args.size,
+        template: args.template.map(Into::into),
+    };
     let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} tensors").expect("template"));
     let report = convert(&args.from, &args.out, &options, &mut |component, done, total| {
         bar.set_message(component.to_string());

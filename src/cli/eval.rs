@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use burn::tensor::{Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::cli::BackendArg;
@@ -172,7 +172,8 @@ fn random_spec(rng: &mut NoiseRng) -> PromptSpec {
 /// The model's image side: a package's default height, or a diffusers folder's UNet
 /// `sample_size` times the VAE factor.
 fn default_size(model: &std::path::Path) -> anyhow::Result<usize> {
-    let read = |p: PathBuf| -> anyhow::Result<serde_json::Value> { Ok(serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| p.display().to_string())?)?) };
+    let read =
+        |p: PathBuf| -> anyhow::Result<serde_json::Value> { Ok(serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| p.display().to_string())?)?) };
     if model.join("manifest.json").exists() {
         return read(model.join("manifest.json"))?["defaults"]["height"].as_u64().map(|v| v as usize).context("manifest without defaults.height");
     }
@@ -210,7 +211,10 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
     };
     if let (true, Some(sd), Some(model)) = (args.phantoms, &sd, &args.model) {
         if sd.vae.encoder.is_none() {
-            bail!("{} has no VAE encoder (text-to-image packages ship the decoder only): with --phantoms, pass a model whose VAE has both halves (an inpainting package or a diffusers folder)", model.display());
+            bail!(
+                "{} has no VAE encoder (text-to-image packages ship the decoder only): with --phantoms, pass a model whose VAE has both halves (an inpainting package or a diffusers folder)",
+                model.display()
+            );
         }
     }
     if args.phantoms {
@@ -219,7 +223,18 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
         use crate::data::prepare::{Scaling, SourcePixels, prepare_pixels};
         for i in 0..args.count {
             let mut spec = random_spec(&mut rng);
-            let phantom = render(&PhantomSpec { seed: rng.next_u64(), view: spec.view, laterality: Laterality::L, density: spec.density, vendor: spec.vendor, target_area: spec.area, lesions: 0 }, size);
+            let phantom = render(
+                &PhantomSpec {
+                    seed: rng.next_u64(),
+                    view: spec.view,
+                    laterality: Laterality::L,
+                    density: spec.density,
+                    vendor: spec.vendor,
+                    target_area: spec.area,
+                    lesions: 0,
+                },
+                size,
+            );
             let prepared = prepare_pixels(&SourcePixels::from_phantom(&phantom), Laterality::L, &[], size, Scaling::Vendor);
             // A phantom's area is whatever was measured when it was made (its label).
             spec.area = Area::from_ratio(prepared.area_ratio);
@@ -265,7 +280,15 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
         for (vendor, view, density, area) in GRID_PROMPTS {
             let prompt = PromptSpec { vendor, view, density, area, priority: Priority::Density, template: Template::Fusion }.to_string();
             for seed in 0..4 {
-                let params = GenerateParams { prompt: prompt.clone(), steps: args.steps, guidance: args.guidance, height: size, width: size, seed: 1338 + seed, ..GenerateParams::default() };
+                let params = GenerateParams {
+                    prompt: prompt.clone(),
+                    steps: args.steps,
+                    guidance: args.guidance,
+                    height: size,
+                    width: size,
+                    seed: 1338 + seed,
+                    ..GenerateParams::default()
+                };
                 tiles.push(sd.start(&params, None)?.finish_image()?);
             }
             rows.push_str(&prompt);

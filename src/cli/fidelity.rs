@@ -59,7 +59,8 @@ fn load_set(root: &Path, size: Option<usize>) -> anyhow::Result<ImageSet> {
     }
     if !labelled {
         let entries = std::fs::read_dir(root).with_context(|| format!("reading {}", root.display()))?;
-        let mut pngs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"))).collect();
+        let mut pngs: Vec<PathBuf> =
+            entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"))).collect();
         pngs.sort();
         files = pngs.into_iter().map(|p| (p, None)).collect();
     }
@@ -75,18 +76,31 @@ fn load_set(root: &Path, size: Option<usize>) -> anyhow::Result<ImageSet> {
         };
         let gray: Vec<f32> = image.to_gray().iter().map(|&g| g as f32).collect();
         let (width, height, values) = match size {
-            Some(s) if (image.width, image.height) != (s, s) => (s, s, resize(&gray, image.width, image.height, s, s).iter().map(|&v| v.clamp(0.0, 255.0).round() as f64).collect()),
+            Some(s) if (image.width, image.height) != (s, s) => {
+                (s, s, resize(&gray, image.width, image.height, s, s).iter().map(|&v| v.clamp(0.0, 255.0).round() as f64).collect())
+            }
             _ => (image.width, image.height, gray.iter().map(|&v| v as f64).collect()),
         };
         set.images.push(Plane { width, height, values });
         set.prompts.push(prompt);
     }
     if set.images.is_empty() {
-        bail!("{}: no readable images (a prepared set, or a folder of PNGs){}", root.display(), if set.skipped.is_empty() { String::new() } else { format!("; skipped: {}", set.skipped.join("; ")) });
+        bail!(
+            "{}: no readable images (a prepared set, or a folder of PNGs){}",
+            root.display(),
+            if set.skipped.is_empty() { String::new() } else { format!("; skipped: {}", set.skipped.join("; ")) }
+        );
     }
     let first = (set.images[0].width, set.images[0].height);
     if let Some(other) = set.images.iter().find(|p| (p.width, p.height) != first) {
-        bail!("{}: images of different sizes ({}×{} and {}×{}): give --size N to resize them all to N×N", root.display(), first.0, first.1, other.width, other.height);
+        bail!(
+            "{}: images of different sizes ({}×{} and {}×{}): give --size N to resize them all to N×N",
+            root.display(),
+            first.0,
+            first.1,
+            other.width,
+            other.height
+        );
     }
     if first.0.min(first.1) < MIN_SIDE {
         bail!("{}: {}×{} images are below MS-SSIM's {MIN_SIDE} pixels: give --size N (≥ {MIN_SIDE}) to resize them", root.display(), first.0, first.1);
@@ -136,11 +150,14 @@ pub fn fidelity(args: FidelityArgs) -> anyhow::Result<()> {
         let area: AreaSummary = area_summary(&set.images);
         let histogram = breast_histogram(&set.images);
         let mean_level: f64 = histogram.iter().enumerate().map(|(l, p)| l as f64 * p).sum();
-        report.insert(name.into(), json!({
-            "folder": path.display().to_string(), "images": set.images.len(), "skipped": set.skipped,
-            "ms_ssim": overall, "ms_ssim_per_prompt": per_prompt, "area": area,
-            "breast_mean_gray": mean_level, "breast_gray_wasserstein_to_real": wasserstein(&histogram, &real_histogram),
-        }));
+        report.insert(
+            name.into(),
+            json!({
+                "folder": path.display().to_string(), "images": set.images.len(), "skipped": set.skipped,
+                "ms_ssim": overall, "ms_ssim_per_prompt": per_prompt, "area": area,
+                "breast_mean_gray": mean_level, "breast_gray_wasserstein_to_real": wasserstein(&histogram, &real_histogram),
+            }),
+        );
     }
     bar.finish_and_clear();
     println!("{:<10} {:>7} {:>28} {:>10} {:>12} {:>16}", "set", "images", "MS-SSIM mean ± sd (pairs)", "area", "breast gray", "gray W1 to real");
@@ -152,7 +169,9 @@ pub fn fidelity(args: FidelityArgs) -> anyhow::Result<()> {
         };
         println!(
             "{name:<10} {:>7} {ms:>28} {:>10.3} {:>12.1} {:>16.2}",
-            r["images"].as_u64().unwrap_or(0), r["area"]["mean_ratio"].as_f64().unwrap_or(f64::NAN), r["breast_mean_gray"].as_f64().unwrap_or(f64::NAN),
+            r["images"].as_u64().unwrap_or(0),
+            r["area"]["mean_ratio"].as_f64().unwrap_or(f64::NAN),
+            r["breast_mean_gray"].as_f64().unwrap_or(f64::NAN),
             r["breast_gray_wasserstein_to_real"].as_f64().unwrap_or(f64::NAN)
         );
         for skipped in r["skipped"].as_array().into_iter().flatten() {

@@ -11,8 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{BackendArg, NoiseArg, PrecisionArg, SchedulerArg};
 use crate::device::{Backend, GpuMemory, read_f32};
 use crate::imaging::RgbImage;
-use crate::pipeline::text_to_image::{Denoising, GenerateParams};
 use crate::package::{Defaults, MANIFEST, Manifest, ModelKind, load_model};
+use crate::pipeline::text_to_image::{Denoising, GenerateParams};
 use crate::pipeline::{StableDiffusion, to_rgb8};
 use crate::weights::{read_latents, write_atomically, write_latents};
 
@@ -158,9 +158,8 @@ impl SamplingArgs {
         if run.truncated_tokens > 0 {
             eprintln!("warning: the prompt is longer than 77 tokens; the last {} were dropped", run.truncated_tokens);
         }
-        let bar = ProgressBar::new(run.progress().1 as u64).with_style(
-            ProgressStyle::with_template("{spinner} denoising {bar:30} {pos}/{len} steps  {elapsed} (eta {eta})").context("progress template")?,
-        );
+        let bar = ProgressBar::new(run.progress().1 as u64)
+            .with_style(ProgressStyle::with_template("{spinner} denoising {bar:30} {pos}/{len} steps  {elapsed} (eta {eta})").context("progress template")?);
         let mut memory = GpuMemory::after_load(&sd.device);
         while run.step() {
             bar.inc(1);

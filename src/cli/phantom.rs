@@ -180,8 +180,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.format == Format::Vindr {
         std::fs::create_dir_all(args.out.join("lesion_masks"))?;
     }
-    let bar = ProgressBar::new(args.count as u64)
-        .with_style(ProgressStyle::with_template("phantoms [{bar:30}] {pos}/{len} {per_sec} eta {eta}").expect("template"));
+    let bar =
+        ProgressBar::new(args.count as u64).with_style(ProgressStyle::with_template("phantoms [{bar:30}] {pos}/{len} {per_sec} eta {eta}").expect("template"));
     let started = Instant::now();
     type Made = (VindrRow, GroundTruth, Option<Record>);
     let made: Vec<Made> = (0..args.count)
@@ -276,7 +276,8 @@ fn contact_sheet(path: &Path, seed: u64) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .into_par_iter()
         .map(|(row, col, density, vendor, view)| {
-            let spec = PhantomSpec { seed: seed ^ (row * 4 + col) as u64, view, laterality: Laterality::L, density, vendor, target_area: Area::Medium, lesions: 0 };
+            let spec =
+                PhantomSpec { seed: seed ^ (row * 4 + col) as u64, view, laterality: Laterality::L, density, vendor, target_area: Area::Medium, lesions: 0 };
             let phantom = render(&spec, 512);
             let prepared = prepare_pixels(&SourcePixels::from_phantom(&phantom), Laterality::L, &[], CELL, Scaling::Vendor);
             (row, col, prepared.gray)

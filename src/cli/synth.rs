@@ -10,16 +10,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::generate::{load_with_spinner, model_defaults};
 use super::phantom::TemplateArg;
 use super::{BackendArg, NoiseArg, PrecisionArg, SchedulerArg};
+use crate::imaging::RgbImage;
 use crate::package::{Defaults, ModelKind};
 use crate::pipeline::StableDiffusion;
 use crate::pipeline::text_to_image::GenerateParams;
 use crate::prompt::{Template, Vendor};
 use crate::schedulers::SchedulerKind;
 use crate::synth::labels::{BoxSize, LabelSource, Proportions};
-use crate::imaging::RgbImage;
 use crate::synth::output::{Output, SynthRecord, merge};
-use crate::train::grid;
 use crate::synth::{Format, ModelRef, Sampling, Settings, Shard, Synthesizer};
+use crate::train::grid;
 
 /// Latent channels + mask + masked-image latents: what an inpainting UNet takes.
 const INPAINT_CHANNELS: usize = 9;
@@ -203,7 +203,13 @@ fn sampling(model: &Path, params: &GenerateParams, prompt: Option<String>) -> an
     })
 }
 
-fn params_from(defaults: &Defaults, steps: Option<u32>, guidance: Option<f64>, scheduler: Option<SchedulerArg>, noise: NoiseArg) -> anyhow::Result<GenerateParams> {
+fn params_from(
+    defaults: &Defaults,
+    steps: Option<u32>,
+    guidance: Option<f64>,
+    scheduler: Option<SchedulerArg>,
+    noise: NoiseArg,
+) -> anyhow::Result<GenerateParams> {
     Ok(GenerateParams {
         prompt: defaults.prompt.clone(),
         negative_prompt: defaults.negative_prompt.clone(),

@@ -181,8 +181,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if trainer.step > 0 {
         println!("resuming at step {}", trainer.step);
     }
-    let bar = ProgressBar::new(o.max_steps)
-        .with_style(ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {msg} eta {eta}").context("progress template")?);
+    let bar =
+        ProgressBar::new(o.max_steps).with_style(ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {msg} eta {eta}").context("progress template")?);
     bar.set_position(trainer.step);
     while trainer.step < o.max_steps {
         let report = trainer.train_step()?;

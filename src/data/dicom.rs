@@ -122,10 +122,8 @@ fn read_unguarded(path: &Path) -> Result<DicomImage, String> {
     let obj = OpenFileOptions::new().open_file(path).map_err(|e| format!("not a readable DICOM file: {e}"))?;
     let transfer_syntax = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
     use dicom_encoding::TransferSyntaxIndex;
-    let ts_name = dicom_transfer_syntax_registry::TransferSyntaxRegistry
-        .get(&transfer_syntax)
-        .map(|ts| ts.name().to_string())
-        .unwrap_or_else(|| "unknown".into());
+    let ts_name =
+        dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(&transfer_syntax).map(|ts| ts.name().to_string()).unwrap_or_else(|| "unknown".into());
     if obj.get(tags::PIXEL_DATA).is_none() {
         return Err("no pixel data".into());
     }
@@ -135,9 +133,7 @@ fn read_unguarded(path: &Path) -> Result<DicomImage, String> {
     if rows.max(cols) > MAX_SIDE || (rows * cols).saturating_mul(frames.max(1)) > MAX_PIXELS {
         return Err(format!("{rows}×{cols} pixels in {frames} frame(s): more than a mammogram has (at most {MAX_SIDE} a side, {MAX_PIXELS} pixels)"));
     }
-    let decoded = obj
-        .decode_pixel_data()
-        .map_err(|e| format!("cannot decode pixel data in transfer syntax {ts_name} ({transfer_syntax}): {e}"))?;
+    let decoded = obj.decode_pixel_data().map_err(|e| format!("cannot decode pixel data in transfer syntax {ts_name} ({transfer_syntax}): {e}"))?;
     if decoded.samples_per_pixel() != 1 {
         return Err(format!("{} samples per pixel: a mammogram is grayscale", decoded.samples_per_pixel()));
     }
@@ -150,11 +146,8 @@ fn read_unguarded(path: &Path) -> Result<DicomImage, String> {
     let modality: Vec<f32> = decoded.to_vec_frame_with_options(0, &options).map_err(|e| format!("cannot convert pixel data: {e}"))?;
     let bits_stored = decoded.bits_stored();
     let signed = matches!(decoded.pixel_representation(), dicom_pixeldata::PixelRepresentation::Signed);
-    let (mut y_min, mut y_max) = if signed {
-        (-(2f64.powi(bits_stored as i32 - 1)), 2f64.powi(bits_stored as i32 - 1) - 1.0)
-    } else {
-        (0.0, 2f64.powi(bits_stored as i32) - 1.0)
-    };
+    let (mut y_min, mut y_max) =
+        if signed { (-(2f64.powi(bits_stored as i32 - 1)), 2f64.powi(bits_stored as i32 - 1) - 1.0) } else { (0.0, 2f64.powi(bits_stored as i32) - 1.0) };
     if let Ok(rescale) = decoded.rescale()
         && let Some(r) = rescale.first()
     {

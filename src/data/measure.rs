@@ -68,10 +68,18 @@ pub fn measure(gray: &[u8], size: usize, vendor: Option<Vendor>) -> Measured {
         }
         muscle[i] = true;
         let (x, y) = (i % size, i / size);
-        if x + 1 < size { stack.push(i + 1); }
-        if x > 0 { stack.push(i - 1); }
-        if y + 1 < size { stack.push(i + size); }
-        if y > 0 { stack.push(i - size); }
+        if x + 1 < size {
+            stack.push(i + 1);
+        }
+        if x > 0 {
+            stack.push(i - 1);
+        }
+        if y + 1 < size {
+            stack.push(i + size);
+        }
+        if y > 0 {
+            stack.push(i - size);
+        }
     }
     let muscle_share = muscle.iter().filter(|&&m| m).count() as f64 / (size * size) as f64;
     let view = if muscle_share > 0.01 { View::Mlo } else { View::Cc };

@@ -36,8 +36,8 @@
 
 use std::f64::consts::PI;
 
-use crate::data::{BoundingBox, Finding, Laterality, hex_id, prepare};
 use crate::data::texture::power_law_noise;
+use crate::data::{BoundingBox, Finding, Laterality, hex_id, prepare};
 use crate::prompt::{Area, Density, Vendor, View};
 use crate::rng::NoiseRng;
 
@@ -583,17 +583,7 @@ pub fn render(spec: &PhantomSpec, cols: usize) -> Phantom {
     }
     let dense_fraction = if dense.1 == 0 { 0.0 } else { dense.0 as f64 / dense.1 as f64 };
 
-    let mut phantom = Phantom {
-        spec: *spec,
-        rows,
-        cols,
-        pixel_spacing_mm: 1.0 / mm,
-        pixels,
-        window: style.window,
-        lesions,
-        lesion_mask,
-        dense_fraction,
-    };
+    let mut phantom = Phantom { spec: *spec, rows, cols, pixel_spacing_mm: 1.0 / mm, pixels, window: style.window, lesions, lesion_mask, dense_fraction };
     if spec.laterality == Laterality::R {
         mirror_in_place(&mut phantom.pixels, cols);
         mirror_in_place(&mut phantom.lesion_mask, cols);

@@ -130,7 +130,8 @@ pub fn transform_box(b: &BoundingBox, cols: usize, mirror: bool, scale: f64, off
 /// The geometry of the resize and crop: scale, resized width and height, crop offset (x, y).
 pub fn geometry(rows: usize, cols: usize, size: usize) -> (f64, usize, usize, (usize, usize)) {
     let scale = size as f64 / rows.min(cols) as f64;
-    let (w, h) = if cols <= rows { (size, ((rows as f64 * scale).round() as usize).max(size)) } else { (((cols as f64 * scale).round() as usize).max(size), size) };
+    let (w, h) =
+        if cols <= rows { (size, ((rows as f64 * scale).round() as usize).max(size)) } else { (((cols as f64 * scale).round() as usize).max(size), size) };
     (scale, w, h, ((w - size) / 2, (h - size) / 2))
 }
 
@@ -160,7 +161,12 @@ pub fn prepare_pixels(source: &SourcePixels, laterality: Laterality, boxes: &[Bo
     for b in boxes {
         let t = transform_box(b, cols, mirror, scale, offset);
         let clip = |v: f64| v.clamp(0.0, size as f64);
-        let pixel = PixelBox { x0: clip(t.xmin).floor() as usize, y0: clip(t.ymin).floor() as usize, x1: clip(t.xmax).ceil() as usize, y1: clip(t.ymax).ceil() as usize };
+        let pixel = PixelBox {
+            x0: clip(t.xmin).floor() as usize,
+            y0: clip(t.ymin).floor() as usize,
+            x1: clip(t.xmax).ceil() as usize,
+            y1: clip(t.ymax).ceil() as usize,
+        };
         if pixel.x0 < pixel.x1 && pixel.y0 < pixel.y1 {
             kept.push(pixel);
         } else {

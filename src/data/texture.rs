@@ -40,9 +40,8 @@ pub fn spectrum_exponent(patch: &[f32], size: usize, f_min: f64, f_max: f64) -> 
     assert_eq!(patch.len(), size * size, "spectrum_exponent: patch is not size×size");
     let mean = patch.iter().map(|&v| v as f64).sum::<f64>() / patch.len() as f64;
     let hann = |i: usize| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / (size - 1) as f64).cos();
-    let mut field: Vec<Complex32> = (0..size * size)
-        .map(|i| Complex32::new(((patch[i] as f64 - mean) * hann(i / size) * hann(i % size)) as f32, 0.0))
-        .collect();
+    let mut field: Vec<Complex32> =
+        (0..size * size).map(|i| Complex32::new(((patch[i] as f64 - mean) * hann(i / size) * hann(i % size)) as f32, 0.0)).collect();
     fft_2d(&mut field, size, size, false);
     // Radial bins one frequency step wide; fit log P against log f by least squares.
     let bins = size / 2;

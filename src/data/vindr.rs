@@ -109,10 +109,7 @@ fn is_plain_name(id: &str) -> bool {
 }
 
 fn column(headers: &[String], name: &str, file: &Path) -> Result<usize, String> {
-    headers
-        .iter()
-        .position(|h| h == name)
-        .ok_or_else(|| format!("{}: no column {name:?} (columns: {})", file.display(), headers.join(", ")))
+    headers.iter().position(|h| h == name).ok_or_else(|| format!("{}: no column {name:?} (columns: {})", file.display(), headers.join(", ")))
 }
 
 /// Reads a VinDr-Mammo folder: every image the breast-level CSV lists, with its findings.
@@ -211,7 +208,10 @@ pub fn read_vindr(root: &Path) -> Result<(Vec<ImageRecord>, Vec<Skipped>), Strin
         if seen_findings.contains(&image) {
             out.push(record);
         } else {
-            skipped.push(Skipped { file: record.path.strip_prefix(root).unwrap_or(&record.path).display().to_string(), reason: format!("no row in {FINDING_CSV}") });
+            skipped.push(Skipped {
+                file: record.path.strip_prefix(root).unwrap_or(&record.path).display().to_string(),
+                reason: format!("no row in {FINDING_CSV}"),
+            });
         }
     }
     // DICOM files that no CSV row names.
@@ -220,8 +220,14 @@ pub fn read_vindr(root: &Path) -> Result<(Vec<ImageRecord>, Vec<Skipped>), Strin
         for study in studies.flatten() {
             for file in std::fs::read_dir(study.path()).into_iter().flatten().flatten() {
                 let path = file.path();
-                if path.extension().is_some_and(|e| e == "dicom" || e == "dcm") && !listed.contains(&path) && !skipped.iter().any(|s| s.file.contains(&*path.file_stem().unwrap_or_default().to_string_lossy())) {
-                    skipped.push(Skipped { file: path.strip_prefix(root).unwrap_or(&path).display().to_string(), reason: format!("not listed in {BREAST_LEVEL_CSV}") });
+                if path.extension().is_some_and(|e| e == "dicom" || e == "dcm")
+                    && !listed.contains(&path)
+                    && !skipped.iter().any(|s| s.file.contains(&*path.file_stem().unwrap_or_default().to_string_lossy()))
+                {
+                    skipped.push(Skipped {
+                        file: path.strip_prefix(root).unwrap_or(&path).display().to_string(),
+                        reason: format!("not listed in {BREAST_LEVEL_CSV}"),
+                    });
                 }
             }
         }
@@ -282,7 +288,10 @@ pub fn read_generic_csv(csv_path: &Path) -> Result<(Vec<ImageRecord>, Vec<Skippe
         // Two paths that flatten to one id would write the same output files.
         match owners.entry(id.clone()) {
             Entry::Occupied(owner) if *owner.get() != rel => {
-                skipped.push(Skipped { file: format!("{where_} ({rel})"), reason: format!("its output name {id:?} is also {:?}'s; the first is used", owner.get()) });
+                skipped.push(Skipped {
+                    file: format!("{where_} ({rel})"),
+                    reason: format!("its output name {id:?} is also {:?}'s; the first is used", owner.get()),
+                });
                 continue;
             }
             Entry::Occupied(_) => {}

@@ -85,7 +85,8 @@ pub struct AreaSummary {
 }
 
 pub fn area_summary(images: &[Plane]) -> AreaSummary {
-    let ratios: Vec<f64> = images.iter().map(|p| p.values.iter().filter(|&&v| v.round() > BREAST_LEVEL as f64).count() as f64 / p.values.len() as f64).collect();
+    let ratios: Vec<f64> =
+        images.iter().map(|p| p.values.iter().filter(|&&v| v.round() > BREAST_LEVEL as f64).count() as f64 / p.values.len() as f64).collect();
     let n = ratios.len().max(1) as f64;
     let share = |class: Area| ratios.iter().filter(|&&r| Area::from_ratio(r) == class).count() as f64 / n;
     AreaSummary { mean_ratio: ratios.iter().sum::<f64>() / n, small: share(Area::Small), medium: share(Area::Medium), big: share(Area::Big) }

@@ -45,7 +45,11 @@ fn check(ratings: &[Rating]) -> Result<(usize, usize), String> {
         return Err("no ratings".into());
     }
     if real == 0 || synthetic == 0 {
-        return Err(format!("only {} images were rated ({} of them): a ROC curve needs both real and synthetic ones", if real == 0 { "synthetic" } else { "real" }, ratings.len()));
+        return Err(format!(
+            "only {} images were rated ({} of them): a ROC curve needs both real and synthetic ones",
+            if real == 0 { "synthetic" } else { "real" },
+            ratings.len()
+        ));
     }
     if let Some(r) = ratings.iter().find(|r| !r.score.is_finite()) {
         return Err(format!("rating {} is not a number", r.score));
@@ -75,7 +79,8 @@ pub fn roc_curve(ratings: &[Rating]) -> Result<RocCurve, String> {
         let keep: Vec<usize> = (0..fps.len())
             .filter(|&i| i == 0 || i + 1 == fps.len() || fps[i + 1] - 2.0 * fps[i] + fps[i - 1] != 0.0 || tps[i + 1] - 2.0 * tps[i] + tps[i - 1] != 0.0)
             .collect();
-        (fps, tps, thresholds) = (keep.iter().map(|&i| fps[i]).collect(), keep.iter().map(|&i| tps[i]).collect(), keep.iter().map(|&i| thresholds[i]).collect());
+        (fps, tps, thresholds) =
+            (keep.iter().map(|&i| fps[i]).collect(), keep.iter().map(|&i| tps[i]).collect(), keep.iter().map(|&i| thresholds[i]).collect());
     }
     let (negatives, positives) = (*fps.last().unwrap(), *tps.last().unwrap());
     Ok(RocCurve {

@@ -80,8 +80,7 @@ impl ClipTextConfig {
 
     /// Parses `text_encoder/config.json`.
     pub fn from_json(text: &str) -> Result<Self> {
-        let config: Self = serde_json::from_str(text)
-            .map_err(|e| Error::Config { file: "text_encoder/config.json".into(), reason: e.to_string() })?;
+        let config: Self = serde_json::from_str(text).map_err(|e| Error::Config { file: "text_encoder/config.json".into(), reason: e.to_string() })?;
         config.activation()?;
         if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
             return Err(Error::Config {

@@ -47,11 +47,25 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> Vec<f32> {
             // SAFETY: every pointer and stride below describes the slice it comes from.
             unsafe {
                 gemm::gemm(
-                    rows, seq_k, head_dim,
-                    scores.as_mut_ptr(), 1, seq_k as isize, false,
-                    q.as_ptr(), 1, head_dim as isize,
-                    k.as_ptr(), head_dim as isize, 1,
-                    0.0, scale, false, false, false, gemm::Parallelism::None,
+                    rows,
+                    seq_k,
+                    head_dim,
+                    scores.as_mut_ptr(),
+                    1,
+                    seq_k as isize,
+                    false,
+                    q.as_ptr(),
+                    1,
+                    head_dim as isize,
+                    k.as_ptr(),
+                    head_dim as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
                 );
             }
             let mut inverse_sums = [0.0f32; QUERY_BLOCK];
@@ -62,11 +76,25 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> Vec<f32> {
             // SAFETY: as above.
             unsafe {
                 gemm::gemm(
-                    rows, v_dim, seq_k,
-                    out.as_mut_ptr(), 1, v_dim as isize, false,
-                    scores.as_ptr(), 1, seq_k as isize,
-                    v.as_ptr(), 1, v_dim as isize,
-                    0.0, 1.0, false, false, false, gemm::Parallelism::None,
+                    rows,
+                    v_dim,
+                    seq_k,
+                    out.as_mut_ptr(),
+                    1,
+                    v_dim as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    seq_k as isize,
+                    v.as_ptr(),
+                    1,
+                    v_dim as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
                 );
             }
             for (row, inverse) in out.chunks_exact_mut(v_dim).zip(inverse_sums) {
@@ -255,7 +283,10 @@ mod tests {
         for h in 0..heads {
             for i in 0..seq_q {
                 let scores: Vec<f64> = (0..seq_k)
-                    .map(|j| (0..head_dim).map(|c| q[(h * seq_q + i) * head_dim + c] as f64 * k[(h * seq_k + j) * head_dim + c] as f64).sum::<f64>() / (head_dim as f64).sqrt())
+                    .map(|j| {
+                        (0..head_dim).map(|c| q[(h * seq_q + i) * head_dim + c] as f64 * k[(h * seq_k + j) * head_dim + c] as f64).sum::<f64>()
+                            / (head_dim as f64).sqrt()
+                    })
                     .collect();
                 let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
@@ -269,4 +300,3 @@ mod tests {
         assert!(worst < 1e-5, "max |Δ| {worst:e}");
     }
 }
-

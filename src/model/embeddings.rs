@@ -37,10 +37,7 @@ pub struct TimestepEmbedding {
 
 impl TimestepEmbedding {
     pub fn new(in_channels: usize, time_embed_dim: usize, device: &Device) -> Self {
-        Self {
-            linear_1: LinearConfig::new(in_channels, time_embed_dim).init(device),
-            linear_2: LinearConfig::new(time_embed_dim, time_embed_dim).init(device),
-        }
+        Self { linear_1: LinearConfig::new(in_channels, time_embed_dim).init(device), linear_2: LinearConfig::new(time_embed_dim, time_embed_dim).init(device) }
     }
 
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {

@@ -14,9 +14,7 @@ use burn::tensor::{Device, Tensor};
 /// A k×k convolution with "same" padding for odd k.
 pub fn conv(in_channels: usize, out_channels: usize, kernel: usize, device: &Device) -> Conv2d {
     let pad = kernel / 2;
-    Conv2dConfig::new([in_channels, out_channels], [kernel, kernel])
-        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-        .init(device)
+    Conv2dConfig::new([in_channels, out_channels], [kernel, kernel]).with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad)).init(device)
 }
 
 pub fn group_norm(groups: usize, channels: usize, eps: f64, device: &Device) -> GroupNorm {

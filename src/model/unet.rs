@@ -5,16 +5,16 @@
 
 use super::ops;
 use burn::module::Module;
-use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
+use burn::nn::conv::Conv2d;
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, FloatDType, Tensor};
 use serde::Deserialize;
 
 use super::attention::Transformer2DModel;
-use super::embeddings::{timestep_embedding, TimestepEmbedding};
+use super::embeddings::{TimestepEmbedding, timestep_embedding};
 use super::precision::compute_dtype;
-use super::resnet::{conv, group_norm, Downsample2D, ResnetBlock2D, Upsample2D};
+use super::resnet::{Downsample2D, ResnetBlock2D, Upsample2D, conv, group_norm};
 use crate::{Error, Result};
 
 /// Widest layer a config may ask for (SD1.5's is 1280; SDXL's 1280 too): a larger one is a
@@ -156,7 +156,12 @@ impl UNet2DConditionConfig {
     fn validate(&self) -> Result<()> {
         let n = self.block_out_channels.len();
         if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
-            return Err(bad_config(format!("{} block_out_channels but {} down and {} up block types", n, self.down_block_types.len(), self.up_block_types.len())));
+            return Err(bad_config(format!(
+                "{} block_out_channels but {} down and {} up block types",
+                n,
+                self.down_block_types.len(),
+                self.up_block_types.len()
+            )));
         }
         for t in &self.down_block_types {
             if t != "CrossAttnDownBlock2D" && t != "DownBlock2D" {
@@ -178,7 +183,10 @@ impl UNet2DConditionConfig {
             return Err(bad_config("norm_num_groups is 0; group norms need at least one group".into()));
         }
         if let Some(c) = self.block_out_channels.iter().find(|c| **c == 0 || **c > MAX_CHANNELS || *c % self.norm_num_groups != 0) {
-            return Err(bad_config(format!("block_out_channels entry {c} must be a multiple of norm_num_groups {} from 1 to {MAX_CHANNELS}", self.norm_num_groups)));
+            return Err(bad_config(format!(
+                "block_out_channels entry {c} must be a multiple of norm_num_groups {} from 1 to {MAX_CHANNELS}",
+                self.norm_num_groups
+            )));
         }
         let zero = [("in_channels", self.in_channels), ("out_channels", self.out_channels), ("cross_attention_dim", self.cross_attention_dim)];
         if let Some((name, _)) = zero.iter().find(|(_, v)| *v == 0 || *v > MAX_CHANNELS) {

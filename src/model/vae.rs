@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor};
 use serde::Deserialize;
 
 use super::ops::{self, scaled_dot_product_attention};
-use super::resnet::{conv, group_norm, Downsample2D, ResnetBlock2D, Upsample2D};
+use super::resnet::{Downsample2D, ResnetBlock2D, Upsample2D, conv, group_norm};
 use crate::{Error, Result};
 
 /// `vae/config.json`.
@@ -116,7 +116,10 @@ impl AutoencoderKlConfig {
             )));
         }
         if blocks == 0 || config.block_out_channels.iter().any(|&c| c == 0 || c > 16384 || c % config.norm_num_groups != 0) {
-            return Err(bad_config(format!("block_out_channels {:?} must be multiples of norm_num_groups {}", config.block_out_channels, config.norm_num_groups)));
+            return Err(bad_config(format!(
+                "block_out_channels {:?} must be multiples of norm_num_groups {}",
+                config.block_out_channels, config.norm_num_groups
+            )));
         }
         Ok(config)
     }
@@ -138,17 +141,15 @@ impl AutoencoderKlConfig {
         let last = *ch.last().unwrap_or(&64);
         let down_blocks = || {
             ch.iter()
-            .enumerate()
-            .map(|(i, &out)| {
-                let input = if i == 0 { ch[0] } else { ch[i - 1] };
-                EncoderBlock {
-                    resnets: (0..self.layers_per_block)
-                        .map(|j| ResnetBlock2D::new(if j == 0 { input } else { out }, out, None, g, EPS, device))
-                        .collect(),
-                    downsamplers: (i + 1 < ch.len()).then(|| Downsample2D::new(out, true, device)).into_iter().collect(),
-                }
-            })
-            .collect()
+                .enumerate()
+                .map(|(i, &out)| {
+                    let input = if i == 0 { ch[0] } else { ch[i - 1] };
+                    EncoderBlock {
+                        resnets: (0..self.layers_per_block).map(|j| ResnetBlock2D::new(if j == 0 { input } else { out }, out, None, g, EPS, device)).collect(),
+                        downsamplers: (i + 1 < ch.len()).then(|| Downsample2D::new(out, true, device)).into_iter().collect(),
+                    }
+                })
+                .collect()
         };
         let reversed: Vec<usize> = ch.iter().rev().copied().collect();
         let up_blocks = reversed
@@ -157,9 +158,7 @@ impl AutoencoderKlConfig {
             .map(|(i, &out)| {
                 let input = if i == 0 { reversed[0] } else { reversed[i - 1] };
                 DecoderBlock {
-                    resnets: (0..=self.layers_per_block)
-                        .map(|j| ResnetBlock2D::new(if j == 0 { input } else { out }, out, None, g, EPS, device))
-                        .collect(),
+                    resnets: (0..=self.layers_per_block).map(|j| ResnetBlock2D::new(if j == 0 { input } else { out }, out, None, g, EPS, device)).collect(),
                     upsamplers: (i + 1 < ch.len()).then(|| Upsample2D::new(out, device)).into_iter().collect(),
                 }
             })

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::quant::{self, Storage};
-use super::{Configs, Defaults, FileRef, MANIFEST, MAX_SHARD_BYTES, Manifest, ModelKind, StorageDtype, FORMAT, VERSION};
+use super::{Configs, Defaults, FORMAT, FileRef, MANIFEST, MAX_SHARD_BYTES, Manifest, ModelKind, StorageDtype, VERSION};
 use crate::weights::diffusers::{read, read_text, weights_file};
 use crate::weights::safetensors::{self, Owned};
 use crate::weights::{IGNORED_BUFFERS, canonical_key, write_atomically};

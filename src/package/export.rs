@@ -81,7 +81,8 @@ pub fn export_diffusers(package: &Path, out: &Path) -> Result<ExportReport> {
         let path = tmp.join(component).join(format!("{stem}.safetensors"));
         std::fs::write(&path, &bytes).map_err(io(&path))?;
     }
-    let parameters = burn::module::Module::num_params(&sd.text_encoder) + burn::module::Module::num_params(&sd.unet) + burn::module::Module::num_params(&sd.vae);
+    let parameters =
+        burn::module::Module::num_params(&sd.text_encoder) + burn::module::Module::num_params(&sd.unet) + burn::module::Module::num_params(&sd.vae);
     std::fs::create_dir_all(tmp.join("tokenizer")).map_err(io(&tmp))?;
     for file in &manifest.tokenizer {
         let path = tmp.join(&file.file);

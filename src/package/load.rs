@@ -9,13 +9,13 @@ use burn::tensor::Device;
 use super::quant::{self, Decoded};
 use super::{Manifest, ModelKind, StorageDtype};
 use crate::model::clip::{ClipTextConfig, ClipTextModel};
+use crate::model::precision::Precision;
 use crate::model::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::model::vae::{AutoencoderKl, AutoencoderKlConfig};
 use crate::pipeline::StableDiffusion;
 use crate::schedulers::SchedulerConfig;
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::on_device::{PACK_ABOVE_F32_BYTES, Placement, QuantizedWeight};
-use crate::model::precision::Precision;
 use crate::weights::{ComponentLoad, PlainWeight, safetensors};
 use crate::{Error, Result};
 
@@ -55,7 +55,10 @@ impl PackageLoader {
             return Err(Error::Package(format!("a {} package cannot have a UNet with {} input and {} output channels", manifest.kind, channels.0, channels.1)));
         }
         if text_config.hidden_size != unet_config.cross_attention_dim {
-            return Err(Error::Package(format!("text encoder width {} ≠ UNet cross_attention_dim {}", text_config.hidden_size, unet_config.cross_attention_dim)));
+            return Err(Error::Package(format!(
+                "text encoder width {} ≠ UNet cross_attention_dim {}",
+                text_config.hidden_size, unet_config.cross_attention_dim
+            )));
         }
         let vae = match manifest.kind {
             ModelKind::TextToImage => vae_config.init_decoder(device),
@@ -138,7 +141,14 @@ impl PackageLoader {
     }
 
     /// Stores one part of a split tensor; the whole tensor once every part is in.
-    fn add_part(&mut self, key: String, index: usize, count: usize, shape: Vec<usize>, values: Vec<f32>) -> Result<Option<(String, Vec<usize>, Vec<f32>)>, String> {
+    fn add_part(
+        &mut self,
+        key: String,
+        index: usize,
+        count: usize,
+        shape: Vec<usize>,
+        values: Vec<f32>,
+    ) -> Result<Option<(String, Vec<usize>, Vec<f32>)>, String> {
         let slots = self.parts.entry(key.clone()).or_insert_with(|| vec![None; count]);
         if slots.len() != count || index >= count {
             return Err(format!("part {index} of {count} of {key} does not fit the parts seen before"));
@@ -221,7 +231,11 @@ pub fn load_package_as(dir: &std::path::Path, device: &Device, precision: Precis
     let manifest_path = dir.join(super::MANIFEST);
     let manifest_bytes = std::fs::metadata(&manifest_path).map(|m| m.len()).unwrap_or(0);
     if manifest_bytes > super::MAX_MANIFEST_BYTES {
-        return Err(Error::Package(format!("{} has {manifest_bytes} bytes, more than a manifest may have ({})", manifest_path.display(), super::MAX_MANIFEST_BYTES)));
+        return Err(Error::Package(format!(
+            "{} has {manifest_bytes} bytes, more than a manifest may have ({})",
+            manifest_path.display(),
+            super::MAX_MANIFEST_BYTES
+        )));
     }
     let manifest = Manifest::parse(&String::from_utf8_lossy(&crate::weights::diffusers::read(&manifest_path)?))?;
     let files = manifest.tokenizer.clone();

@@ -174,7 +174,17 @@ impl Defaults {
             ModelKind::TextToImage => (crate::prompt::PromptSpec::default().to_string(), 6.0),
             ModelKind::Inpainting => (crate::prompt::LESION_PROMPT.to_string(), 3.0),
         };
-        Defaults { prompt, negative_prompt: String::new(), steps: 24, guidance, scheduler: "dpm".into(), seed: 1338, height: pixels, width: pixels, template: None }
+        Defaults {
+            prompt,
+            negative_prompt: String::new(),
+            steps: 24,
+            guidance,
+            scheduler: "dpm".into(),
+            seed: 1338,
+            height: pixels,
+            width: pixels,
+            template: None,
+        }
     }
 
     /// A text-to-image model's defaults said to be `template`'s: its prompt in that template.
@@ -214,7 +224,9 @@ impl Manifest {
             // Version 1 differs only in how q8/q4 convolutions are laid out; it still loads.
             Some(v) if (1..=VERSION as u64).contains(&v) => {}
             Some(v) => {
-                return Err(Error::Package(format!("format version {v}; this build reads versions 1 to {VERSION} (convert the model again with this mam-e, or update mam-e)")));
+                return Err(Error::Package(format!(
+                    "format version {v}; this build reads versions 1 to {VERSION} (convert the model again with this mam-e, or update mam-e)"
+                )));
             }
             None => return Err(Error::Package(format!("{MANIFEST} has no format version"))),
         }

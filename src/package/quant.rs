@@ -54,7 +54,14 @@ pub fn encode(key: &str, shape: &[usize], values: &[f32], storage: Storage, meta
 }
 
 /// [`encode`] with unquantized tensors over `max_part_bytes` split into row-wise parts.
-pub fn encode_with_part_limit(key: &str, shape: &[usize], values: &[f32], storage: Storage, max_part_bytes: usize, metadata: &mut BTreeMap<String, String>) -> Vec<Owned> {
+pub fn encode_with_part_limit(
+    key: &str,
+    shape: &[usize],
+    values: &[f32],
+    storage: Storage,
+    max_part_bytes: usize,
+    metadata: &mut BTreeMap<String, String>,
+) -> Vec<Owned> {
     if let Some((max_q, block)) = storage.bits().filter(|_| shape.len() >= 2) {
         // Convolutions are blocked along their input channels (see `in_channels_last`).
         let swapped;
@@ -81,7 +88,8 @@ pub fn encode_with_part_limit(key: &str, shape: &[usize], values: &[f32], storag
         let (dtype, stored_cols, data) = if storage == Storage::Q8 {
             (Dtype::I8, cols, quantized.iter().map(|&q| q as u8).collect())
         } else {
-            let packed = quantized.chunks_exact(cols).flat_map(|row| row.chunks(2).map(|p| ((p[0] + 8) as u8) | (((p.get(1).copied().unwrap_or(0) + 8) as u8) << 4)));
+            let packed =
+                quantized.chunks_exact(cols).flat_map(|row| row.chunks(2).map(|p| ((p[0] + 8) as u8) | (((p.get(1).copied().unwrap_or(0) + 8) as u8) << 4)));
             (Dtype::U8, cols.div_ceil(2), packed.collect())
         };
         let kind = if storage == Storage::Q8 { "q8" } else { "q4" };
@@ -90,7 +98,12 @@ pub fn encode_with_part_limit(key: &str, shape: &[usize], values: &[f32], storag
         metadata.insert(format!("quant.{key}"), format!("{kind} {block} {dims}{layout}"));
         return vec![
             Owned { name: key.to_string(), dtype, shape: vec![rows, stored_cols], data },
-            Owned { name: format!("{key}.__scales"), dtype: Dtype::F16, shape: vec![rows, blocks], data: scales.iter().flat_map(|s| s.to_le_bytes()).collect() },
+            Owned {
+                name: format!("{key}.__scales"),
+                dtype: Dtype::F16,
+                shape: vec![rows, blocks],
+                data: scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+            },
         ];
     }
     let (dtype, data): (Dtype, Vec<u8>) = match storage {
@@ -129,7 +142,8 @@ pub fn decode(file: &SafeTensors) -> Result<Vec<Decoded>, String> {
             let (shape, values) = dequantize(view, scales, info).map_err(|e| format!("{name}: {e}"))?;
             out.push(Decoded::Whole { key: name.to_string(), shape, values, quantized: true });
         } else if let Some((key, part)) = name.split_once('@') {
-            let (index, count) = part.split_once('/').and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?))).ok_or_else(|| format!("{name}: bad part name"))?;
+            let (index, count) =
+                part.split_once('/').and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?))).ok_or_else(|| format!("{name}: bad part name"))?;
             out.push(Decoded::Part { key: key.to_string(), index, count, shape: view.shape.clone(), values: view.to_f32()? });
         } else {
             out.push(Decoded::Whole { key: name.to_string(), shape: view.shape.clone(), values: view.to_f32()?, quantized: false });

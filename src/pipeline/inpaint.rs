@@ -13,8 +13,8 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, TensorData};
 
-use super::text_to_image::{Denoising, GenerateParams};
 use super::StableDiffusion;
+use super::text_to_image::{Denoising, GenerateParams};
 use crate::imaging::RgbImage;
 use crate::{Error, Result};
 
@@ -36,7 +36,10 @@ impl StableDiffusion {
         if channels != INPAINT_CHANNELS && channels != self.unet.out_channels() {
             return Err(Error::InvalidInput {
                 what: "model",
-                reason: format!("its UNet takes {channels} input channels: inpainting needs {INPAINT_CHANNELS} (an inpainting model) or {} (latent blending)", self.unet.out_channels()),
+                reason: format!(
+                    "its UNet takes {channels} input channels: inpainting needs {INPAINT_CHANNELS} (an inpainting model) or {} (latent blending)",
+                    self.unet.out_channels()
+                ),
             });
         }
         if items.len() != params.len() {

@@ -251,9 +251,7 @@ impl SchedulerConfig {
         let betas: Vec<f32> = match (&self.trained_betas, self.beta_schedule.as_str()) {
             (Some(betas), _) => betas.iter().map(|b| *b as f32).collect(),
             (None, "linear") => linspace(self.beta_start, self.beta_end, n).map(|b| b as f32).collect(),
-            (None, "scaled_linear") => {
-                linspace(self.beta_start.sqrt(), self.beta_end.sqrt(), n).map(|b| (b as f32) * (b as f32)).collect()
-            }
+            (None, "scaled_linear") => linspace(self.beta_start.sqrt(), self.beta_end.sqrt(), n).map(|b| (b as f32) * (b as f32)).collect(),
             (None, "squaredcos_cap_v2") => (0..n)
                 .map(|i| {
                     // betas_for_alpha_bar with the cosine schedule (Nichol & Dhariwal), max beta 0.999.
@@ -265,10 +263,13 @@ impl SchedulerConfig {
             (None, other) => return Err(self.unsupported("beta_schedule", other)),
         };
         let mut product = 1.0f32;
-        Ok(betas.iter().map(|b| {
-            product *= 1.0 - b;
-            product as f64
-        }).collect())
+        Ok(betas
+            .iter()
+            .map(|b| {
+                product *= 1.0 - b;
+                product as f64
+            })
+            .collect())
     }
 
     fn unsupported(&self, key: &str, value: &str) -> Error {

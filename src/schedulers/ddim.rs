@@ -3,8 +3,8 @@
 
 use burn::tensor::Tensor;
 
-use super::config::{spaced_timesteps, PredictionType, SchedulerConfig, TimestepSpacing};
 use super::Scheduler;
+use super::config::{PredictionType, SchedulerConfig, TimestepSpacing, spaced_timesteps};
 use crate::Result;
 
 pub struct Ddim {
@@ -51,13 +51,10 @@ impl Scheduler for Ddim {
         let alpha_prev = if prev >= 0 { self.alphas_cumprod[prev as usize] } else { self.final_alpha_cumprod };
         let beta_t = 1.0 - alpha_t;
         let (pred_x0, pred_eps) = match self.prediction {
-            PredictionType::Epsilon => {
-                ((sample - model_output.clone() * beta_t.sqrt()) / alpha_t.sqrt(), model_output)
+            PredictionType::Epsilon => ((sample - model_output.clone() * beta_t.sqrt()) / alpha_t.sqrt(), model_output),
+            PredictionType::VPrediction => {
+                (sample.clone() * alpha_t.sqrt() - model_output.clone() * beta_t.sqrt(), model_output * alpha_t.sqrt() + sample * beta_t.sqrt())
             }
-            PredictionType::VPrediction => (
-                sample.clone() * alpha_t.sqrt() - model_output.clone() * beta_t.sqrt(),
-                model_output * alpha_t.sqrt() + sample * beta_t.sqrt(),
-            ),
         };
         // diffusers clips the x0 prediction only; the noise prediction stays the model's.
         let pred_x0 = match self.clip {

@@ -4,8 +4,8 @@
 
 use burn::tensor::Tensor;
 
-use super::config::{interp, linspace, round_half_even, PredictionType, SchedulerConfig, TimestepSpacing};
-use super::{train_sigmas, Scheduler};
+use super::config::{PredictionType, SchedulerConfig, TimestepSpacing, interp, linspace, round_half_even};
+use super::{Scheduler, train_sigmas};
 use crate::Result;
 
 pub struct DpmSolverMultistep {

@@ -3,8 +3,8 @@
 
 use burn::tensor::Tensor;
 
-use super::config::{interp, linspace, spaced_timesteps, PredictionType, SchedulerConfig, TimestepSpacing};
-use super::{train_sigmas, Scheduler};
+use super::config::{PredictionType, SchedulerConfig, TimestepSpacing, interp, linspace, spaced_timesteps};
+use super::{Scheduler, train_sigmas};
 use crate::Result;
 
 pub struct EulerDiscrete {

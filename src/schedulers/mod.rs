@@ -80,10 +80,7 @@ impl SchedulerKind {
     /// Builds this scheduler from a diffusers config for `steps` inference steps.
     pub fn build(self, config: &SchedulerConfig, steps: usize) -> Result<Box<dyn Scheduler>> {
         if steps == 0 || steps > config.num_train_timesteps {
-            return Err(Error::InvalidInput {
-                what: "steps",
-                reason: format!("{steps} is outside 1..={}", config.num_train_timesteps),
-            });
+            return Err(Error::InvalidInput { what: "steps", reason: format!("{steps} is outside 1..={}", config.num_train_timesteps) });
         }
         config.check_supported(self)?;
         Ok(match self {
@@ -98,10 +95,10 @@ impl SchedulerKind {
 impl std::str::FromStr for SchedulerKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        SchedulerKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| Error::InvalidInput {
-            what: "scheduler",
-            reason: format!("{s:?} is not one of dpm, ddim, pndm, euler"),
-        })
+        SchedulerKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| Error::InvalidInput { what: "scheduler", reason: format!("{s:?} is not one of dpm, ddim, pndm, euler") })
     }
 }
 

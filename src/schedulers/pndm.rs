@@ -4,8 +4,8 @@
 
 use burn::tensor::Tensor;
 
-use super::config::{linspace, round_half_even, PredictionType, SchedulerConfig, TimestepSpacing};
 use super::Scheduler;
+use super::config::{PredictionType, SchedulerConfig, TimestepSpacing, linspace, round_half_even};
 use crate::Result;
 
 pub struct Pndm {
@@ -24,9 +24,7 @@ pub struct Pndm {
 impl Pndm {
     pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
         if config.skip_prk_steps == Some(false) {
-            return Err(super::config::config_error(
-                "PNDM with Runge-Kutta (PRK) warm-up steps is not implemented; set skip_prk_steps to true".into(),
-            ));
+            return Err(super::config::config_error("PNDM with Runge-Kutta (PRK) warm-up steps is not implemented; set skip_prk_steps to true".into()));
         }
         let alphas_cumprod = config.alphas_cumprod()?;
         let final_alpha_cumprod = if config.set_alpha_to_one.unwrap_or(false) { 1.0 } else { alphas_cumprod[0] };

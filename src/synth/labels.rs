@@ -87,7 +87,8 @@ impl<T: LabelValue> Proportions<T> {
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, share) = part.split_once('=').ok_or_else(|| format!("--{} {spec:?}: {part:?} is not NAME=SHARE", T::LABEL))?;
             let name = name.trim().to_ascii_lowercase();
-            let value = T::ALL.iter().copied().find(|v| v.name() == name).ok_or_else(|| format!("--{}: unknown value {name:?} (known: {})", T::LABEL, names()))?;
+            let value =
+                T::ALL.iter().copied().find(|v| v.name() == name).ok_or_else(|| format!("--{}: unknown value {name:?} (known: {})", T::LABEL, names()))?;
             let share: f64 = share.trim().parse().map_err(|_| format!("--{}: share {share:?} of {name} is not a number", T::LABEL))?;
             if !share.is_finite() || share < 0.0 {
                 return Err(format!("--{}: share {share} of {name} must be a number ≥ 0", T::LABEL));
@@ -227,7 +228,10 @@ impl LabelSource {
             }
         }
         if !found {
-            return Err(format!("--like {}: no healthy/metadata.jsonl or lesions/metadata.jsonl (a folder made by `mam-e prepare` or `mam-e synth`)", root.display()));
+            return Err(format!(
+                "--like {}: no healthy/metadata.jsonl or lesions/metadata.jsonl (a folder made by `mam-e prepare` or `mam-e synth`)",
+                root.display()
+            ));
         }
         if images.is_empty() {
             return Err(format!("--like {}: its metadata.jsonl files list no images", root.display()));

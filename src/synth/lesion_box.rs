@@ -48,7 +48,8 @@ pub fn place_box(region: &[bool], width: usize, height: usize, (box_w, box_h): (
     let mut sums = vec![0u32; (width + 1) * (height + 1)];
     for y in 0..height {
         for x in 0..width {
-            sums[(y + 1) * (width + 1) + x + 1] = region[y * width + x] as u32 + sums[y * (width + 1) + x + 1] + sums[(y + 1) * (width + 1) + x] - sums[y * (width + 1) + x];
+            sums[(y + 1) * (width + 1) + x + 1] =
+                region[y * width + x] as u32 + sums[y * (width + 1) + x + 1] + sums[(y + 1) * (width + 1) + x] - sums[y * (width + 1) + x];
         }
     }
     let inside = |x0: usize, y0: usize| {

@@ -73,7 +73,10 @@ impl Shard {
             let count = shards.ok_or("JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job): give --shards N, the Job's completions")?;
             return Shard::new(index, count).map(Some).map_err(|e| format!("from JOB_COMPLETION_INDEX: {e}"));
         }
-        Ok(shards.map(|_| Err("--shards needs JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID in the environment; or give --shard K/N".to_string())).transpose()?.flatten())
+        Ok(shards
+            .map(|_| Err("--shards needs JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID in the environment; or give --shard K/N".to_string()))
+            .transpose()?
+            .flatten())
     }
 
     /// This shard's image indices among `count`.

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 fn io(path: &Path) -> impl Fn(std::io::Error) -> String + '_ {
     move |e| format!("{}: {e}", path.display())
 }

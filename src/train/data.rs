@@ -49,11 +49,7 @@ impl TrainingData {
         if crop == 0 || crop > resolution {
             return Err(format!("crop {crop} must be in 1..={resolution} (the resolution)"));
         }
-        let folder = if dir.join("metadata.jsonl").exists() {
-            dir.to_path_buf()
-        } else {
-            dir.join(if inpainting { "lesions" } else { "healthy" })
-        };
+        let folder = if dir.join("metadata.jsonl").exists() { dir.to_path_buf() } else { dir.join(if inpainting { "lesions" } else { "healthy" }) };
         let path = folder.join("metadata.jsonl");
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e} (expected a folder made by mam-e prepare)", path.display()))?;
         let mut lines = Vec::new();

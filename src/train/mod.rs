@@ -253,12 +253,17 @@ impl Trainer {
             bail!("{} already has checkpoints: pass --resume to continue that run, or choose another --out", options.out.display());
         }
         let data = TrainingData::open(&options.data, options.inpainting, options.resolution, options.crop).map_err(anyhow::Error::msg)?;
-        if options.inpainting && !options.from_scratch && options.component == Component::Diffusion && inpainting_start::unet_in_channels(&options.model)? == 4 {
+        if options.inpainting && !options.from_scratch && options.component == Component::Diffusion && inpainting_start::unet_in_channels(&options.model)? == 4
+        {
             // A text-to-image model fine-tuned into an inpainting one: its 9-channel copy (extra
             // conv_in weights zero) is the run's base, made once and reused on --resume.
             let start = options.out.join(INPAINTING_START);
             if !start.join("unet/config.json").exists() {
-                println!("{}: 4-channel UNet; starting inpainting from it with 5 zero-initialised input channels ({})", options.model.display(), start.display());
+                println!(
+                    "{}: 4-channel UNet; starting inpainting from it with 5 zero-initialised input channels ({})",
+                    options.model.display(),
+                    start.display()
+                );
                 inpainting_start::write_inpainting_start(&options.model, &start)?;
             }
             options.model = start;
@@ -276,14 +281,18 @@ impl Trainer {
                 Models::new(None, None, vae, &config)
             }
             Component::Diffusion => {
-                let (vae, vae_config) = load_vae(&weights_dir, false, &plain, &plain)
-                    .context("the frozen VAE needs weights (train one first with --component vae)")?;
+                let (vae, vae_config) =
+                    load_vae(&weights_dir, false, &plain, &plain).context("the frozen VAE needs weights (train one first with --component vae)")?;
                 let unet = load_unet(&weights_dir, scratch, &plain, &device)?;
                 let text_device = if options.train_text_encoder { &device } else { &plain };
                 let text_encoder = load_text_encoder(&weights_dir, scratch, &plain, text_device)?;
                 let want = if options.inpainting { 9 } else { 4 };
                 if unet.in_channels() != want {
-                    bail!("the UNet has {} input channels; {} training needs {want}", unet.in_channels(), if options.inpainting { "inpainting" } else { "text-to-image" });
+                    bail!(
+                        "the UNet has {} input channels; {} training needs {want}",
+                        unet.in_channels(),
+                        if options.inpainting { "inpainting" } else { "text-to-image" }
+                    );
                 }
                 Models::new(Some(unet), Some(text_encoder), vae, &vae_config)
             }
@@ -396,7 +405,8 @@ impl Trainer {
     pub fn train_step(&mut self) -> anyhow::Result<StepReport> {
         let started = Instant::now();
         let o = &self.options;
-        let schedule = if o.cosine { LrSchedule::Cosine { warmup: o.lr_warmup, total: o.max_steps as usize } } else { LrSchedule::Constant { warmup: o.lr_warmup } };
+        let schedule =
+            if o.cosine { LrSchedule::Cosine { warmup: o.lr_warmup, total: o.max_steps as usize } } else { LrSchedule::Constant { warmup: o.lr_warmup } };
         let lr = o.learning_rate * schedule.factor(self.step as usize);
         let (accum, batch) = (o.gradient_accumulation as u64, o.batch_size);
         let (mut unet_grads, mut text_grads, mut vae_grads) = (NamedGrads::new(), NamedGrads::new(), NamedGrads::new());
@@ -445,7 +455,8 @@ impl Trainer {
     /// Writes `checkpoint-<step>` (diffusers layout + optimizer moments + state) and prunes old ones.
     pub fn save_checkpoint(&self) -> anyhow::Result<PathBuf> {
         let dir = self.options.out.join(format!("checkpoint-{:06}", self.step));
-        let mut extra: checkpoint::Extra = vec![("training_state.json".into(), serde_json::to_vec_pretty(&State { step: self.step, options: self.options.clone() })?)];
+        let mut extra: checkpoint::Extra =
+            vec![("training_state.json".into(), serde_json::to_vec_pretty(&State { step: self.step, options: self.options.clone() })?)];
         extra.push((main_optimizer_file(self.options.component).into(), self.main_opt.to_safetensors()));
         if self.options.component == Component::Diffusion && self.options.train_text_encoder {
             extra.push((TEXT_OPTIMIZER_FILE.into(), self.text_opt.to_safetensors()));

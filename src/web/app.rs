@@ -9,16 +9,16 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use super::canvas::{draw, png_url};
+use super::engine;
 use super::gallery::{Gallery, GalleryItem};
 use super::gpu::{GpuNotice, GpuStatus, probe};
 use super::mask_panel::{InpaintRequest, MaskPanel, SourceImage};
 use super::model_panel::ModelPanel;
-use super::engine;
 use super::models::{DEFAULT_INPAINTING, DEFAULT_TEXT_TO_IMAGE, SlotStatus};
-use super::protocol::Reply;
-use super::scope::now_ms;
 use super::prompt_panel::{GenerateRequest, PromptPanel};
+use super::protocol::Reply;
 use super::run::Job;
+use super::scope::now_ms;
 use crate::device::ComputePreference;
 use crate::imaging::RgbImage;
 use crate::package::ModelKind;
@@ -128,9 +128,7 @@ pub fn App() -> impl IntoView {
                     ModelKind::Inpainting => inpainting_url.set(info.url.clone()),
                 }
             }
-            Reply::Loading { done, total, started_ms, now_ms } => {
-                target().set(SlotStatus::Loading { url: loading.clone(), done, total, started_ms, now_ms })
-            }
+            Reply::Loading { done, total, started_ms, now_ms } => target().set(SlotStatus::Loading { url: loading.clone(), done, total, started_ms, now_ms }),
             Reply::Loaded { info } => target().set(SlotStatus::Ready(info)),
             Reply::Failed { reason } => target().set(SlotStatus::Failed(reason)),
             _ => {}

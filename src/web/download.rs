@@ -115,10 +115,8 @@ fn check_allowed(url: &str) -> Result<()> {
 async fn fetch(url: &str) -> Result<Response> {
     check_allowed(url)?;
     let request = super::scope::fetch(url).map_err(|e| js_error(url, "fetch", e))?;
-    let response: Response = JsFuture::from(request)
-        .await
-        .map_err(|e| js_error(url, "network failure (offline, or the server refused the request)", e))?
-        .unchecked_into();
+    let response: Response =
+        JsFuture::from(request).await.map_err(|e| js_error(url, "network failure (offline, or the server refused the request)", e))?.unchecked_into();
     if !response.ok() {
         return Err(Error::Io { path: url.into(), reason: format!("the server answered HTTP {} {}", response.status(), response.status_text()) });
     }

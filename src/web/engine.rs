@@ -200,8 +200,10 @@ pub async fn run(kind: ModelKind, params: &GenerateParams, job: Job, on_step: im
 
 /// Asks the current run to stop after its step.
 pub fn cancel() {
-    let _ = ENGINE.with(|e| e.borrow().as_ref().map(|engine| {
-        let (data, transfer) = Message::new(0, Request::Cancel).to_js();
-        engine.worker.post_message_with_transfer(&data, &transfer)
-    }));
+    let _ = ENGINE.with(|e| {
+        e.borrow().as_ref().map(|engine| {
+            let (data, transfer) = Message::new(0, Request::Cancel).to_js();
+            engine.worker.post_message_with_transfer(&data, &transfer)
+        })
+    });
 }

@@ -27,8 +27,7 @@ async fn request_adapter(navigator: &JsValue) -> Result<JsValue, GpuStatus> {
     if gpu.is_undefined() || gpu.is_null() {
         return Err(GpuStatus::Unsupported);
     }
-    let Some(request) = Reflect::get(&gpu, &"requestAdapter".into()).ok().and_then(|f| f.dyn_into::<Function>().ok())
-    else {
+    let Some(request) = Reflect::get(&gpu, &"requestAdapter".into()).ok().and_then(|f| f.dyn_into::<Function>().ok()) else {
         return Err(GpuStatus::Unsupported);
     };
     let Ok(promise) = request.call0(&gpu).map(Promise::from) else {
@@ -75,8 +74,7 @@ pub async fn storage_binding_limit() -> Option<u64> {
 fn describe(adapter: &JsValue) -> String {
     let info = Reflect::get(adapter, &"info".into()).unwrap_or(JsValue::UNDEFINED);
     let field = |name: &str| Reflect::get(&info, &name.into()).ok().and_then(|v| v.as_string()).unwrap_or_default();
-    let text: Vec<String> =
-        ["vendor", "architecture", "description"].iter().map(|f| field(f)).filter(|s| !s.is_empty()).collect();
+    let text: Vec<String> = ["vendor", "architecture", "description"].iter().map(|f| field(f)).filter(|s| !s.is_empty()).collect();
     if text.is_empty() { "WebGPU adapter".to_string() } else { text.join(" ") }
 }
 
@@ -85,9 +83,7 @@ fn describe(adapter: &JsValue) -> String {
 pub fn GpuNotice(#[prop(into)] status: Signal<GpuStatus>) -> impl IntoView {
     move || match status.get() {
         GpuStatus::Checking => view! { <p class="notice">"Checking for WebGPU…"</p> }.into_any(),
-        GpuStatus::Ready(adapter) => {
-            view! { <p class="notice ok" data-test="gpu-ready">"WebGPU ready: " {adapter}</p> }.into_any()
-        }
+        GpuStatus::Ready(adapter) => view! { <p class="notice ok" data-test="gpu-ready">"WebGPU ready: " {adapter}</p> }.into_any(),
         GpuStatus::Unsupported => view! {
             <div class="notice" data-test="no-webgpu" role="status">
                 <strong>"This browser has no WebGPU: mam-e computes on the CPU (WebAssembly) instead."</strong>

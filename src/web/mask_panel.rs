@@ -13,8 +13,8 @@ use super::canvas::draw;
 use super::prompt_panel::on_new_defaults;
 use crate::imaging::RgbImage;
 use crate::mask::{History, Mask};
-use crate::prompt::LESION_PROMPT;
 use crate::package::Defaults;
+use crate::prompt::LESION_PROMPT;
 use crate::rng::NoiseSource;
 use crate::schedulers::SchedulerKind;
 

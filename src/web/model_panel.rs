@@ -33,7 +33,12 @@ fn compute_line(slots: [SlotStatus; 2]) -> Option<(ComputeBackend, String)> {
 
 /// "Compute: automatic / GPU / CPU", and which one runs and why.
 #[component]
-fn ComputeSelect(text_to_image: RwSignal<SlotStatus>, inpainting: RwSignal<SlotStatus>, compute: Signal<ComputePreference>, on_compute: Callback<ComputePreference>) -> impl IntoView {
+fn ComputeSelect(
+    text_to_image: RwSignal<SlotStatus>,
+    inpainting: RwSignal<SlotStatus>,
+    compute: Signal<ComputePreference>,
+    on_compute: Callback<ComputePreference>,
+) -> impl IntoView {
     let label = |p: ComputePreference| match p {
         ComputePreference::Automatic => "automatic (GPU if it is a hardware one)",
         ComputePreference::Gpu => "GPU (WebGPU)",

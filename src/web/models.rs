@@ -10,11 +10,11 @@ use futures::StreamExt;
 
 use super::download::{fetch_text, fetch_verified};
 use super::scope::now_ms;
+use crate::Result;
 use crate::device::{ComputeBackend, ComputeChoice, ComputePreference, webgpu_device};
 use crate::model::precision::Precision;
 use crate::package::{Defaults, MANIFEST, Manifest, ModelKind, PackageLoader, StorageDtype};
 use crate::pipeline::StableDiffusion;
-use crate::Result;
 
 /// Shards downloading at once.
 const PARALLEL_SHARDS: usize = 3;
@@ -156,7 +156,9 @@ pub async fn load(package: Opened, preference: ComputePreference, progress: impl
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         return Err(crate::Error::NoGpu(format!(
             "this GPU's WebGPU limits are too small for {}: it needs storage buffers of at least {:.0} MiB and the adapter allows {:.0} MiB (try a smaller package, another browser or GPU)",
-            info.name, mib(needed), mib(limit)
+            info.name,
+            mib(needed),
+            mib(limit)
         )));
     }
     let tokenizer = manifest.tokenizer.clone();

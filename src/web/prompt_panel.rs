@@ -3,8 +3,8 @@
 
 use leptos::prelude::*;
 
-use crate::prompt::{Area, Density, Priority, PromptSpec, Template, Vendor, View};
 use crate::package::Defaults;
+use crate::prompt::{Area, Density, Priority, PromptSpec, Template, Vendor, View};
 use crate::rng::NoiseSource;
 use crate::schedulers::SchedulerKind;
 
@@ -30,7 +30,16 @@ pub struct SamplingSettings {
 
 impl Default for SamplingSettings {
     fn default() -> Self {
-        Self { negative_prompt: String::new(), steps: 24, guidance: 6.0, scheduler: SchedulerKind::Dpm, seed: 1338, noise: NoiseSource::Torch, random_seed: false, right_breast: false }
+        Self {
+            negative_prompt: String::new(),
+            steps: 24,
+            guidance: 6.0,
+            scheduler: SchedulerKind::Dpm,
+            seed: 1338,
+            noise: NoiseSource::Torch,
+            random_seed: false,
+            right_breast: false,
+        }
     }
 }
 
@@ -96,7 +105,8 @@ pub fn PromptPanel(
     #[prop(into, default = Signal::stored(false))] ready: Signal<bool>,
     #[prop(into, default = Signal::stored(false))] busy: Signal<bool>,
     /// The loaded package's settings: applied when a package with other defaults loads.
-    #[prop(into, optional)] defaults: Option<Signal<Option<Defaults>>>,
+    #[prop(into, optional)]
+    defaults: Option<Signal<Option<Defaults>>>,
     #[prop(optional)] on_generate: Option<Callback<GenerateRequest>>,
     #[prop(optional)] children: Option<Children>,
 ) -> impl IntoView {

@@ -2,8 +2,8 @@
 //! arrays (pixels, masks) beside it, transferred rather than copied.
 
 use js_sys::{Array, Reflect, Uint8Array};
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
 
 use super::models::ModelInfo;
@@ -30,19 +30,40 @@ pub enum Reply {
     /// The worker is listening.
     Ready,
     /// The package's manifest was read (its kind says which slot it goes to).
-    Opened { info: ModelInfo },
+    Opened {
+        info: ModelInfo,
+    },
     /// Download progress, with the worker's clock.
-    Loading { done: u64, total: u64, started_ms: f64, now_ms: f64 },
-    Loaded { info: ModelInfo },
+    Loading {
+        done: u64,
+        total: u64,
+        started_ms: f64,
+        now_ms: f64,
+    },
+    Loaded {
+        info: ModelInfo,
+    },
     /// A denoising step finished; parts: the latent preview's RGB pixels.
-    Step { done: usize, total: usize, width: usize, height: usize },
+    Step {
+        done: usize,
+        total: usize,
+        width: usize,
+        height: usize,
+    },
     /// The run's image; parts: its RGB pixels.
-    Finished { width: usize, height: usize },
+    Finished {
+        width: usize,
+        height: usize,
+    },
     Cancelled,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     /// The GPU device failed under the worker (lost, reset, out of memory) and the worker is
     /// closing itself: the page starts a new one and loads its models again.
-    DeviceLost { reason: String },
+    DeviceLost {
+        reason: String,
+    },
 }
 
 /// A request or reply with its id and byte parts.

@@ -5,11 +5,11 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use crate::Result;
 use crate::device::read_f32;
 use crate::imaging::RgbImage;
 use crate::pipeline::text_to_image::GenerateParams;
 use crate::pipeline::{StableDiffusion, to_rgb8};
-use crate::Result;
 
 /// How SD1.5 latent channels roughly map to RGB: the widely used linear approximation for
 /// previews (no VAE decode).
@@ -32,11 +32,20 @@ pub fn latent_preview(latents: &[f32], height: usize, width: usize) -> RgbImage 
 pub enum Job {
     TextToImage,
     /// The image (at the model's size) and its mask (255 = repaint).
-    Inpaint { image: RgbImage, mask: Vec<u8> },
+    Inpaint {
+        image: RgbImage,
+        mask: Vec<u8>,
+    },
 }
 
 /// Runs `job` on `sd`; `on_step(done, total, preview)` after every step. `None` when cancelled.
-pub async fn run(sd: &StableDiffusion, job: &Job, params: &GenerateParams, cancel: Rc<Cell<bool>>, on_step: impl Fn(usize, usize, RgbImage)) -> Result<Option<RgbImage>> {
+pub async fn run(
+    sd: &StableDiffusion,
+    job: &Job,
+    params: &GenerateParams,
+    cancel: Rc<Cell<bool>>,
+    on_step: impl Fn(usize, usize, RgbImage),
+) -> Result<Option<RgbImage>> {
     let mut denoising = match job {
         Job::TextToImage => sd.start(params, None)?,
         Job::Inpaint { image, mask } => sd.start_inpaint(params, image, mask, None)?,

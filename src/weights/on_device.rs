@@ -76,10 +76,7 @@ fn quantize(values: &[f32]) -> (Vec<i8>, Vec<f32>) {
 }
 
 fn scheme(packed_axis_from_inner: usize, block: &[u8]) -> QuantScheme {
-    QuantScheme::default()
-        .with_value(QuantValue::Q8S)
-        .with_store(QuantStore::PackedU32(packed_axis_from_inner))
-        .per_block(block, ScaleDtype::F16)
+    QuantScheme::default().with_value(QuantValue::Q8S).with_store(QuantStore::PackedU32(packed_axis_from_inner)).per_block(block, ScaleDtype::F16)
 }
 
 /// A linear weight (PyTorch `[out, in]`) as the `[in, out]` tensor burn's `Linear` holds.

@@ -76,8 +76,7 @@ pub fn parse(bytes: &[u8]) -> Result<SafeTensors<'_>, String> {
     if header_len > data.len() {
         return Err(format!("header of {header_len} bytes does not fit in a {} byte file (truncated?)", bytes.len()));
     }
-    let header: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(&data[..header_len]).map_err(|e| format!("header is not JSON: {e}"))?;
+    let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&data[..header_len]).map_err(|e| format!("header is not JSON: {e}"))?;
     let data = &data[header_len..];
     let mut metadata = BTreeMap::new();
     let mut tensors = Vec::new();

@@ -9,7 +9,16 @@ use mam_e::schedulers::SchedulerKind;
 pub const SIZE: usize = 64;
 
 pub fn text_to_image_params() -> GenerateParams {
-    GenerateParams { prompt: "a siemens mammogram in MLO view with high density and small area".into(), steps: 4, guidance: 6.0, scheduler: SchedulerKind::Dpm, height: SIZE, width: SIZE, seed: 1338, ..Default::default() }
+    GenerateParams {
+        prompt: "a siemens mammogram in MLO view with high density and small area".into(),
+        steps: 4,
+        guidance: 6.0,
+        scheduler: SchedulerKind::Dpm,
+        height: SIZE,
+        width: SIZE,
+        seed: 1338,
+        ..Default::default()
+    }
 }
 
 pub fn inpaint_params() -> GenerateParams {

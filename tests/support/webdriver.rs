@@ -29,8 +29,15 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot start {chromedriver}: {e} (scripts/test installs chromium-driver)"));
         let mut browser = Browser { driver, port, session: String::new() };
         let mut args = vec![
-            "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1280,900",
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+            "--window-size=1280,900",
         ];
         let proxy = format!("--proxy-server={proxy}");
         args.extend([proxy.as_str(), "--proxy-bypass-list=<-loopback>"]);
@@ -101,7 +108,8 @@ impl Browser {
     /// pixels from the centre of the element matching `selector`).
     pub fn drag(&self, selector: &str, from: (i64, i64), to: (i64, i64), steps: i64) {
         let element = json!({ "element-6066-11e4-a52e-4f735466cecf": self.element(selector) });
-        let mut actions = vec![json!({ "type": "pointerMove", "origin": element, "x": from.0, "y": from.1, "duration": 0 }), json!({ "type": "pointerDown", "button": 0 })];
+        let mut actions =
+            vec![json!({ "type": "pointerMove", "origin": element, "x": from.0, "y": from.1, "duration": 0 }), json!({ "type": "pointerDown", "button": 0 })];
         for i in 1..=steps {
             let (x, y) = (from.0 + (to.0 - from.0) * i / steps, from.1 + (to.1 - from.1) * i / steps);
             actions.push(json!({ "type": "pointerMove", "origin": element, "x": x, "y": y, "duration": 20 }));
@@ -185,10 +193,7 @@ fn read_response(stream: &mut TcpStream) -> Result<(String, String), String> {
         let text = String::from_utf8_lossy(&buf).to_string();
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             let lower = head.to_ascii_lowercase();
-            let length = lower
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok());
+            let length = lower.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
             match length {
                 Some(n) if body.len() >= n => return Ok((head.to_string(), body[..n].to_string())),
                 None if lower.contains("transfer-encoding: chunked") && body.ends_with("0\r\n\r\n") => {
