@@ -13,6 +13,7 @@ use super::{BackendArg, NoiseArg, PrecisionArg, SchedulerArg};
 use crate::imaging::RgbImage;
 use crate::package::{Defaults, ModelKind};
 use crate::pipeline::StableDiffusion;
+use crate::pipeline::inpaint::INPAINT_CHANNELS;
 use crate::pipeline::text_to_image::GenerateParams;
 use crate::prompt::{Template, Vendor};
 use crate::schedulers::SchedulerKind;
@@ -20,9 +21,6 @@ use crate::synth::labels::{BoxSize, LabelSource, Proportions};
 use crate::synth::output::{Output, SynthRecord, merge};
 use crate::synth::{Format, ModelRef, Sampling, Settings, Shard, Synthesizer};
 use crate::train::grid;
-
-/// Latent channels + mask + masked-image latents: what an inpainting UNet takes.
-const INPAINT_CHANNELS: usize = 9;
 
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -123,7 +121,7 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = NoiseArg::Torch)]
     noise: NoiseArg,
     /// Also write a contact sheet PNG (PNG format only): lesion cases as healthy original |
-    /// with the lesion | its box in red, two per row; then healthy images, six per row.
+    /// with the lesion | its mask | its box in red, two per row; then healthy images, eight per row.
     #[arg(long)]
     contact_sheet: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
@@ -295,8 +293,8 @@ fn synthesize(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Up to 4 lesion cases (original | with the lesion | its box in red), two per row, then up to
-/// 12 healthy images, six per row, from the files written.
+/// Up to 4 lesion cases (original | with the lesion | its mask | its box in red), two per row,
+/// then up to 16 healthy images, eight per row, from the files written.
 fn contact_sheet(root: &Path, records: &[SynthRecord], path: &Path) -> anyhow::Result<()> {
     let read = |folder: &str, name: &str| -> anyhow::Result<RgbImage> {
         let file = root.join(folder).join(name);
@@ -317,20 +315,22 @@ fn contact_sheet(root: &Path, records: &[SynthRecord], path: &Path) -> anyhow::R
                 }
             }
         }
-        tiles.extend([read("lesions", r.original_file_name.as_deref().unwrap_or_default())?, lesion, outlined]);
+        let mask = read("lesions", r.record.mask_file_name.as_deref().unwrap_or_default())?;
+        tiles.extend([read("lesions", r.original_file_name.as_deref().unwrap_or_default())?, lesion, mask, outlined]);
     }
     let blank = |like: &RgbImage| RgbImage { width: like.width, height: like.height, pixels: vec![30; like.pixels.len()] };
-    while tiles.len() % 6 != 0 {
+    while tiles.len() % 8 != 0 {
         tiles.push(blank(&tiles[0]));
     }
-    for r in sorted.iter().filter(|r| !r.record.is_lesion()).take(12) {
+    for r in sorted.iter().filter(|r| !r.record.is_lesion()).take(16) {
         tiles.push(read("healthy", &r.record.file_name)?);
     }
     if tiles.is_empty() {
         bail!("no images for the contact sheet");
     }
-    let legend = "MAM-E synthetic dataset (mam-e synth): lesion cases as healthy original | with the inpainted lesion | its box; then healthy images";
-    crate::atomic::write(path, &grid(&tiles, 6).to_png(&[("Description", legend.to_string())])?)?;
+    let legend =
+        "MAM-E synthetic dataset (mam-e synth): lesion cases as healthy original | with the inpainted lesion | its mask | its box; then healthy images";
+    crate::atomic::write(path, &grid(&tiles, 8).to_png(&[("Description", legend.to_string())])?)?;
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use crate::imaging::RgbImage;
 use crate::{Error, Result};
 
 /// Latent channels + mask + masked-image latents.
-const INPAINT_CHANNELS: usize = 4 + 1 + 4;
+pub const INPAINT_CHANNELS: usize = 4 + 1 + 4;
 
 impl StableDiffusion {
     /// Starts inpainting `image` where `mask` (8-bit gray, one byte per pixel; ≥ 128 means
