@@ -310,6 +310,35 @@ pub struct Merged {
 /// share the settings, that each is complete, and that every index 0..count-1 is present exactly
 /// once; then copies the files and writes the dataset's metadata as a single run would.
 pub fn merge(parts: &[PathBuf], out: &Path) -> Result<Merged, String> {
+    let (settings, records) = read_parts(parts)?;
+    if out.exists() && std::fs::read_dir(out).map_err(|e| e.to_string())?.next().is_some() {
+        return Err(format!("{} is not empty: merge into a new folder", out.display()));
+    }
+    let output = Output::create(out, &settings)?;
+    let copy = |from: &Path, to: PathBuf| -> Result<(), String> {
+        let bytes = std::fs::read(from).map_err(|e| format!("{}: {e}", from.display()))?;
+        write_atomic(&to, &bytes).map_err(|e| format!("cannot write {}: {e}", to.display()))
+    };
+    let mut all = Vec::new();
+    for (record, part) in records.into_values() {
+        let folder = if record.record.is_lesion() { "lesions" } else { "healthy" };
+        let names = [Some(&record.record.file_name), record.record.mask_file_name.as_ref(), record.original_file_name.as_ref()];
+        for name in names.into_iter().flatten() {
+            copy(&part.join(folder).join(name), out.join(folder).join(name))?;
+        }
+        output.write_record(&record).map_err(|e| format!("cannot write a record in {}: {e}", out.display()))?;
+        all.push(record);
+    }
+    let summary = output.finish(&all, None).map_err(|e| format!("cannot write {}'s metadata: {e}", out.display()))?;
+    Ok(Merged { parts: parts.len(), images: all.len(), summary })
+}
+
+/// Every record of a merge by image index, with the part it is in.
+type PartRecords<'a> = BTreeMap<usize, (SynthRecord, &'a PathBuf)>;
+
+/// The parts' shared settings and every record by index (with its part), once each part is
+/// found finished, of the same dataset and shard count, and every index is there exactly once.
+fn read_parts(parts: &[PathBuf]) -> Result<(Settings, PartRecords<'_>), String> {
     let Some(first) = parts.first() else { return Err("give the parts' folders to merge".into()) };
     let read_json = |path: PathBuf| -> Result<serde_json::Value, String> {
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -317,7 +346,7 @@ pub fn merge(parts: &[PathBuf], out: &Path) -> Result<Merged, String> {
     };
     let settings: Settings = serde_json::from_value(read_json(first.join(SETTINGS_FILE))?).map_err(|e| format!("{}: {e}", first.display()))?;
     let mut shards: BTreeMap<usize, &PathBuf> = BTreeMap::new();
-    let mut records: BTreeMap<usize, (SynthRecord, &PathBuf)> = BTreeMap::new();
+    let mut records: PartRecords = BTreeMap::new();
     let mut shard_count = None;
     for part in parts {
         let theirs: Settings = serde_json::from_value(read_json(part.join(SETTINGS_FILE))?).map_err(|e| format!("{}: {e}", part.display()))?;
@@ -374,24 +403,5 @@ pub fn merge(parts: &[PathBuf], out: &Path) -> Result<Merged, String> {
     if let Some(extra) = records.keys().find(|&&i| i >= settings.count) {
         return Err(format!("image index {extra} is beyond the dataset's count {}", settings.count));
     }
-    if out.exists() && std::fs::read_dir(out).map_err(|e| e.to_string())?.next().is_some() {
-        return Err(format!("{} is not empty: merge into a new folder", out.display()));
-    }
-    let output = Output::create(out, &settings)?;
-    let copy = |from: &Path, to: PathBuf| -> Result<(), String> {
-        let bytes = std::fs::read(from).map_err(|e| format!("{}: {e}", from.display()))?;
-        write_atomic(&to, &bytes).map_err(|e| format!("cannot write {}: {e}", to.display()))
-    };
-    let mut all = Vec::new();
-    for (record, part) in records.into_values() {
-        let folder = if record.record.is_lesion() { "lesions" } else { "healthy" };
-        let names = [Some(&record.record.file_name), record.record.mask_file_name.as_ref(), record.original_file_name.as_ref()];
-        for name in names.into_iter().flatten() {
-            copy(&part.join(folder).join(name), out.join(folder).join(name))?;
-        }
-        output.write_record(&record).map_err(|e| format!("cannot write a record in {}: {e}", out.display()))?;
-        all.push(record);
-    }
-    let summary = output.finish(&all, None).map_err(|e| format!("cannot write {}'s metadata: {e}", out.display()))?;
-    Ok(Merged { parts: parts.len(), images: all.len(), summary })
+    Ok((settings, records))
 }
