@@ -10,7 +10,6 @@ use std::process::Command;
 use mam_e::data::Laterality;
 use mam_e::data::dicom;
 use mam_e::data::phantom::{self, PhantomSpec, render};
-use mam_e::data::prepare::SourcePixels;
 use mam_e::data::texture::spectrum_exponent;
 use mam_e::imaging::RgbImage;
 use mam_e::prompt::{Area, Density, Vendor, View};
@@ -181,9 +180,9 @@ fn phantom_dicom_round_trips_with_mammography_tags() {
     let entry = phantom::dataset_entry(&options, 3); // R-MLO
     let p = render(&entry.spec, 128);
     let path = temp("round-trip.dicom");
-    dicom::write_phantom(&path, &p, &entry).unwrap();
+    phantom::write_phantom(&path, &p, &entry).unwrap();
     let image = dicom::read(&path).unwrap();
-    assert_eq!(image.values, SourcePixels::from_phantom(&p).values);
+    assert_eq!(image.values, p.source_pixels().values);
     assert_eq!((image.laterality, image.view), (Some(Laterality::R), Some(View::Mlo)));
     let obj = dicom_object::open_file(&path).unwrap();
     let tag = |name: &str| obj.element_by_name(name).unwrap().to_str().unwrap().trim().to_string();
@@ -457,7 +456,7 @@ fn measurements_agree_with_phantom_labels() {
     for index in 0..n {
         let entry = phantom::dataset_entry(&options, index);
         let p = render(&entry.spec, 256);
-        let prepared = prepare_pixels(&SourcePixels::from_phantom(&p), entry.spec.laterality, &[], 256, Scaling::Vendor);
+        let prepared = prepare_pixels(&p.source_pixels(), entry.spec.laterality, &[], 256, Scaling::Vendor);
         let m = measure(&prepared.gray, 256, Some(entry.spec.vendor));
         let truth_area = Area::from_ratio(prepared.area_ratio);
         let idx = |a: Area| Area::ALL.iter().position(|&x| x == a).unwrap();
@@ -492,7 +491,7 @@ fn the_pectoral_muscle_is_found_behind_a_dark_image_border() {
             continue;
         }
         let size = 128;
-        let prepared = prepare_pixels(&SourcePixels::from_phantom(&render(&entry.spec, size)), entry.spec.laterality, &[], size, Scaling::Vendor);
+        let prepared = prepare_pixels(&render(&entry.spec, size).source_pixels(), entry.spec.laterality, &[], size, Scaling::Vendor);
         let clean = measure(&prepared.gray, size, Some(entry.spec.vendor));
         if clean.view != View::Mlo {
             continue; // the measurement's own misses are counted by the test above

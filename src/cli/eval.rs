@@ -220,7 +220,7 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
     if args.phantoms {
         use crate::data::Laterality;
         use crate::data::phantom::{PhantomSpec, render};
-        use crate::data::prepare::{Scaling, SourcePixels, prepare_pixels};
+        use crate::data::prepare::{Scaling, prepare_pixels};
         for i in 0..args.count {
             let mut spec = random_spec(&mut rng);
             let phantom = render(
@@ -235,7 +235,7 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
                 },
                 size,
             );
-            let prepared = prepare_pixels(&SourcePixels::from_phantom(&phantom), Laterality::L, &[], size, Scaling::Vendor);
+            let prepared = prepare_pixels(&phantom.source_pixels(), Laterality::L, &[], size, Scaling::Vendor);
             // A phantom's area is whatever was measured when it was made (its label).
             spec.area = Area::from_ratio(prepared.area_ratio);
             let image = RgbImage { width: size, height: size, pixels: prepared.gray.iter().flat_map(|&g| [g, g, g]).collect() };

@@ -9,11 +9,11 @@ use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
-use crate::data::phantom::{DatasetEntry, DatasetOptions, Phantom, PhantomSpec, dataset_entry, measured_area, render};
-use crate::data::prepare::{Scaling, SourcePixels, prepare_pixels};
+use crate::data::phantom::{DatasetEntry, DatasetOptions, Phantom, PhantomSpec, dataset_entry, measured_area, render, write_phantom};
+use crate::data::prepare::{Scaling, prepare_pixels};
 use crate::data::training_set::{Labels, Record, TrainingSet, gray_png};
 use crate::data::vindr::{VindrRow, write_vindr_csvs};
-use crate::data::{Laterality, dicom, write_atomic};
+use crate::data::{Laterality, write_atomic};
 use crate::imaging::RgbImage;
 use crate::prompt::{Area, Density, Template, Vendor, View};
 
@@ -195,7 +195,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 None => {
                     let dir = args.out.join("images").join(&entry.study_id);
                     std::fs::create_dir_all(&dir)?;
-                    dicom::write_phantom(&args.out.join(&file), &phantom, &entry)?;
+                    write_phantom(&args.out.join(&file), &phantom, &entry)?;
                     if !phantom.lesions.is_empty() {
                         let mask = gray_png(&phantom.lesion_mask, phantom.cols, phantom.rows)?;
                         write_atomic(&args.out.join("lesion_masks").join(format!("{}.png", entry.image_id)), &mask)?;
@@ -204,7 +204,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
                 Some(set) => {
                     let boxes: Vec<_> = phantom.lesions.iter().map(|l| l.finding.bbox).collect();
-                    let prepared = prepare_pixels(&SourcePixels::from_phantom(&phantom), entry.spec.laterality, &boxes, args.size, Scaling::Vendor);
+                    let prepared = prepare_pixels(&phantom.source_pixels(), entry.spec.laterality, &boxes, args.size, Scaling::Vendor);
                     let labels = Labels {
                         id: entry.image_id.clone(),
                         laterality: entry.spec.laterality,
@@ -279,7 +279,7 @@ fn contact_sheet(path: &Path, seed: u64) -> anyhow::Result<()> {
             let spec =
                 PhantomSpec { seed: seed ^ (row * 4 + col) as u64, view, laterality: Laterality::L, density, vendor, target_area: Area::Medium, lesions: 0 };
             let phantom = render(&spec, 512);
-            let prepared = prepare_pixels(&SourcePixels::from_phantom(&phantom), Laterality::L, &[], CELL, Scaling::Vendor);
+            let prepared = prepare_pixels(&phantom.source_pixels(), Laterality::L, &[], CELL, Scaling::Vendor);
             (row, col, prepared.gray)
         })
         .collect();

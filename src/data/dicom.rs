@@ -11,7 +11,6 @@ use dicom_object::{FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder, VoiLutFunction, VoiLutOption};
 
 use crate::data::Laterality;
-use crate::data::phantom::{BITS_STORED, DatasetEntry, Phantom};
 use crate::prompt::{Vendor, View};
 
 /// A VOI LUT (DICOM PS3.3 C.11.2): a window with its function, a LUT table, or none.
@@ -220,8 +219,8 @@ fn read_unguarded(path: &Path) -> Result<DicomImage, String> {
     })
 }
 
-/// A DICOM UID under the 2.25 root made from a 128-bit hex id.
-fn uid(hex: &str) -> String {
+/// A DICOM UID under the 2.25 root made from a 128-bit hex id (its first 32 digits).
+pub fn uid(hex: &str) -> String {
     format!("2.25.{}", u128::from_str_radix(&hex[..32.min(hex.len())], 16).unwrap_or(0))
 }
 
@@ -236,30 +235,34 @@ fn patient_orientation(laterality: Laterality, view: View) -> &'static str {
     }
 }
 
+/// Stored bits of the MG files we write (phantoms and synthetic images): 12, as most
+/// full-field digital mammograms.
+pub const BITS_STORED: u16 = 12;
+
 /// What a written MG file says (everything but its pixels).
-struct MammogramHeader<'a> {
-    sop_instance: String,
-    study: String,
-    series: String,
-    manufacturer: &'a str,
-    model: &'a str,
-    patient_id: &'a str,
-    patient_name: &'a str,
-    laterality: Laterality,
-    view: View,
-    image_type: &'a str,
-    series_description: String,
+pub struct MammogramHeader<'a> {
+    pub sop_instance: String,
+    pub study: String,
+    pub series: String,
+    pub manufacturer: &'a str,
+    pub model: &'a str,
+    pub patient_id: &'a str,
+    pub patient_name: &'a str,
+    pub laterality: Laterality,
+    pub view: View,
+    pub image_type: &'a str,
+    pub series_description: String,
     /// Derivation Description (0008,2111), for derived images.
-    derivation: Option<String>,
-    pixel_spacing_mm: Option<f64>,
-    rows: usize,
-    cols: usize,
-    window: (f64, f64),
+    pub derivation: Option<String>,
+    pub pixel_spacing_mm: Option<f64>,
+    pub rows: usize,
+    pub cols: usize,
+    pub window: (f64, f64),
 }
 
 /// Writes a 16-bit (`BITS_STORED` bits used) "for presentation" digital mammogram (explicit VR
 /// little endian), through a temporary file and a rename.
-fn write_mammogram(path: &Path, h: &MammogramHeader, pixels: Vec<u16>) -> std::io::Result<()> {
+pub fn write_mammogram(path: &Path, h: &MammogramHeader, pixels: Vec<u16>) -> std::io::Result<()> {
     let el = |tag, vr, value: PrimitiveValue| DataElement::new(tag, vr, value);
     let s = |v: &str| PrimitiveValue::from(v);
     let mut elements = vec![
@@ -306,34 +309,6 @@ fn write_mammogram(path: &Path, h: &MammogramHeader, pixels: Vec<u16>) -> std::i
         .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
         .map_err(std::io::Error::other)?;
     crate::atomic::write_with(path, |tmp| file.write_to_file(tmp).map_err(std::io::Error::other))
-}
-
-/// Writes `phantom` as a 16-bit "for presentation" digital mammogram.
-pub fn write_phantom(path: &Path, phantom: &Phantom, entry: &DatasetEntry) -> std::io::Result<()> {
-    let spec = &phantom.spec;
-    let (manufacturer, model) = match spec.vendor {
-        Vendor::Hologic => ("HOLOGIC, Inc.", "Selenia Dimensions"),
-        Vendor::Siemens => ("SIEMENS", "Mammomat Inspiration"),
-    };
-    let header = MammogramHeader {
-        sop_instance: uid(&entry.image_id),
-        study: uid(&entry.study_id),
-        series: uid(&entry.series_id),
-        manufacturer,
-        model,
-        patient_id: &entry.study_id[..16],
-        patient_name: "PHANTOM^MAM-E",
-        laterality: spec.laterality,
-        view: spec.view,
-        image_type: "DERIVED\\PRIMARY",
-        series_description: format!("{} {} (MAM-E phantom, seed {})", spec.laterality, spec.view.word(), spec.seed),
-        derivation: None,
-        pixel_spacing_mm: Some(phantom.pixel_spacing_mm),
-        rows: phantom.rows,
-        cols: phantom.cols,
-        window: phantom.window,
-    };
-    write_mammogram(path, &header, phantom.pixels.clone())
 }
 
 /// The 12-bit value `prepare`'s vendor scaling maps to 8-bit `gray` (Siemens images are

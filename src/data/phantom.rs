@@ -36,6 +36,8 @@
 
 use std::f64::consts::PI;
 
+use crate::data::dicom::{MammogramHeader, Voi, uid, write_mammogram};
+use crate::data::prepare::SourcePixels;
 use crate::data::texture::power_law_noise;
 use crate::data::{BoundingBox, Finding, Laterality, hex_id, prepare};
 use crate::prompt::{Area, Density, Vendor, View};
@@ -43,8 +45,7 @@ use crate::rng::NoiseRng;
 
 /// Physical height of the phantom's detector in millimetres (a 24 × 30 cm detector, portrait).
 pub const FIELD_HEIGHT_MM: f64 = 240.0;
-/// Stored bits of the phantom's DICOM pixels.
-pub const BITS_STORED: u16 = 12;
+pub use crate::data::dicom::BITS_STORED;
 
 /// What one phantom shows; everything else follows from `seed`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -172,7 +173,7 @@ impl Style {
 pub fn gray_level(vendor: Vendor, intensity: f64) -> f64 {
     let style = Style::of(vendor);
     let stored = intensity.clamp(0.0, 1.0).powf(style.gamma as f64) * style.stored_max as f64;
-    let voi = crate::data::dicom::Voi::Window { center: style.window.0, width: style.window.1, function: dicom_pixeldata::VoiLutFunction::Linear };
+    let voi = Voi::Window { center: style.window.0, width: style.window.1, function: dicom_pixeldata::VoiLutFunction::Linear };
     let windowed = voi.apply(stored, 0.0, ((1u32 << BITS_STORED) - 1) as f64);
     let divisor = match vendor {
         Vendor::Hologic => 4095.0,
@@ -762,6 +763,50 @@ pub fn dataset_entry(options: &DatasetOptions, index: usize) -> DatasetEntry {
 /// A phantom's labels as the prepared 512 image shows them (the ground truth `prepare` must
 /// reproduce): the measured breast/image ratio and its class.
 pub fn measured_area(phantom: &Phantom, size: usize) -> (f64, Area) {
-    let prepared = prepare::prepare_pixels(&prepare::SourcePixels::from_phantom(phantom), phantom.spec.laterality, &[], size, prepare::Scaling::Vendor);
+    let prepared = prepare::prepare_pixels(&phantom.source_pixels(), phantom.spec.laterality, &[], size, prepare::Scaling::Vendor);
     (prepared.area_ratio, Area::from_ratio(prepared.area_ratio))
+}
+
+impl Phantom {
+    /// Its pixels through the VOI window its DICOM header carries (exactly what reading the
+    /// written file gives), ready for `prepare`.
+    pub fn source_pixels(&self) -> SourcePixels {
+        let max = ((1u32 << BITS_STORED) - 1) as f64;
+        let voi = Voi::Window { center: self.window.0, width: self.window.1, function: dicom_pixeldata::VoiLutFunction::Linear };
+        SourcePixels {
+            rows: self.rows,
+            cols: self.cols,
+            values: self.pixels.iter().map(|&v| voi.apply(v as f64, 0.0, max) as f32).collect(),
+            max: max as f32,
+            vendor: Some(self.spec.vendor),
+        }
+    }
+}
+
+/// Writes `phantom` as a 16-bit "for presentation" digital mammogram of its vendor.
+pub fn write_phantom(path: &std::path::Path, phantom: &Phantom, entry: &DatasetEntry) -> std::io::Result<()> {
+    let spec = &phantom.spec;
+    let (manufacturer, model) = match spec.vendor {
+        Vendor::Hologic => ("HOLOGIC, Inc.", "Selenia Dimensions"),
+        Vendor::Siemens => ("SIEMENS", "Mammomat Inspiration"),
+    };
+    let header = MammogramHeader {
+        sop_instance: uid(&entry.image_id),
+        study: uid(&entry.study_id),
+        series: uid(&entry.series_id),
+        manufacturer,
+        model,
+        patient_id: &entry.study_id[..16],
+        patient_name: "PHANTOM^MAM-E",
+        laterality: spec.laterality,
+        view: spec.view,
+        image_type: "DERIVED\\PRIMARY",
+        series_description: format!("{} {} (MAM-E phantom, seed {})", spec.laterality, spec.view.word(), spec.seed),
+        derivation: None,
+        pixel_spacing_mm: Some(phantom.pixel_spacing_mm),
+        rows: phantom.rows,
+        cols: phantom.cols,
+        window: phantom.window,
+    };
+    write_mammogram(path, &header, phantom.pixels.clone())
 }

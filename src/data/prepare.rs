@@ -6,7 +6,6 @@
 
 use crate::data::BoundingBox;
 use crate::data::Laterality;
-use crate::data::phantom::Phantom;
 use crate::prompt::{LESION_PROMPT, Vendor};
 
 /// How VOI-applied values become 8-bit.
@@ -36,21 +35,6 @@ pub struct SourcePixels {
 }
 
 impl SourcePixels {
-    /// A phantom's pixels through the VOI window its DICOM header carries (exactly what reading
-    /// the written file gives).
-    pub fn from_phantom(phantom: &Phantom) -> SourcePixels {
-        use crate::data::dicom::Voi;
-        let max = ((1u32 << crate::data::phantom::BITS_STORED) - 1) as f64;
-        let voi = Voi::Window { center: phantom.window.0, width: phantom.window.1, function: dicom_pixeldata::VoiLutFunction::Linear };
-        SourcePixels {
-            rows: phantom.rows,
-            cols: phantom.cols,
-            values: phantom.pixels.iter().map(|&v| voi.apply(v as f64, 0.0, max) as f32).collect(),
-            max: max as f32,
-            vendor: Some(phantom.spec.vendor),
-        }
-    }
-
     /// The divisor that maps values to 8-bit under `scaling`.
     pub fn divisor(&self, scaling: Scaling) -> f32 {
         match scaling {
