@@ -67,8 +67,8 @@ impl RgbImage {
                 for y in rows.clone() {
                     for x in cols.clone() {
                         let i = (y.min(self.height - 1) * self.width + x.min(self.width - 1)) * 3;
-                        for c in 0..3 {
-                            sum[c] += self.pixels[i + c] as u32;
+                        for (c, total) in sum.iter_mut().enumerate() {
+                            *total += self.pixels[i + c] as u32;
                         }
                         n += 1;
                     }

@@ -21,6 +21,10 @@
 //! the C library): not reproduced; `NoiseSource::randn` refuses them (an 8×8 image on SD1.5 has
 //! latents of 4 values).
 
+// The Cephes constants are written as `avx_mathfun.h` has them (their f32 roundings are what
+// PyTorch computes with), not as Rust's named constants.
+#![allow(clippy::excessive_precision, clippy::approx_constant)]
+
 /// The fewest values [`TorchGenerator::randn`] reproduces (PyTorch's vectorised path).
 pub const MIN_LEN: usize = 16;
 
@@ -91,7 +95,7 @@ impl TorchGenerator {
         for block in data.chunks_exact_mut(16) {
             box_muller_16(block);
         }
-        if len % 16 != 0 {
+        if !len.is_multiple_of(16) {
             let tail = &mut data[len - 16..];
             for value in tail.iter_mut() {
                 *value = self.uniform();

@@ -32,24 +32,21 @@ fn wrong_weights_are_refused_with_the_keys() {
     let mut deeper = config.clone();
     deeper.num_hidden_layers += 1;
     let err = load_safetensors(deeper.init(&device).unwrap(), fixtures::read("tiny-sd/text_encoder/model.safetensors"), "text_encoder")
-        .err()
-        .expect("a missing layer is an error")
+        .expect_err("a missing layer is an error")
         .to_string();
     assert!(err.contains("text_encoder") && err.contains("missing") && err.contains("layers.2"), "{err}");
     // One layer fewer: the file's extra tensors are unexpected.
     let mut shallower = config.clone();
     shallower.num_hidden_layers -= 1;
     let err = load_safetensors(shallower.init(&device).unwrap(), fixtures::read("tiny-sd/text_encoder/model.safetensors"), "text_encoder")
-        .err()
-        .expect("extra tensors are an error")
+        .expect_err("extra tensors are an error")
         .to_string();
     assert!(err.contains("unexpected") && err.contains("layers.1"), "{err}");
     // A different width: shape mismatches.
     let mut wider = config;
     wider.intermediate_size += 1;
     let err = load_safetensors(wider.init(&device).unwrap(), fixtures::read("tiny-sd/text_encoder/model.safetensors"), "text_encoder")
-        .err()
-        .expect("a shape mismatch is an error")
+        .expect_err("a shape mismatch is an error")
         .to_string();
     assert!(err.to_lowercase().contains("shape"), "{err}");
     // Not a safetensors file at all.

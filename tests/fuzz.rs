@@ -121,7 +121,7 @@ fn mutate_json(rng: &mut NoiseRng, value: &mut Value) {
     }
     let (parent, key) = pointer.rsplit_once('/').unwrap();
     let replacement = extreme(rng);
-    let remove = rng.next_u64() % 4 == 0;
+    let remove = rng.next_u64().is_multiple_of(4);
     match value.pointer_mut(parent) {
         Some(Value::Object(map)) => {
             let key = key.replace("~1", "/").replace("~0", "~");
@@ -151,13 +151,14 @@ fn mutate_json(rng: &mut NoiseRng, value: &mut Value) {
 /// A mutated copy of one of `seeds`: JSON seeds are mutated as values half of the time.
 fn mutant(rng: &mut NoiseRng, seeds: &[Vec<u8>], json: bool) -> Vec<u8> {
     let seed = &seeds[below(rng, seeds.len())];
-    if json && rng.next_u64() & 1 == 0 {
-        if let Ok(mut value) = serde_json::from_slice::<Value>(seed) {
-            for _ in 0..1 + below(rng, 3) {
-                mutate_json(rng, &mut value);
-            }
-            return value.to_string().into_bytes();
+    if json
+        && rng.next_u64() & 1 == 0
+        && let Ok(mut value) = serde_json::from_slice::<Value>(seed)
+    {
+        for _ in 0..1 + below(rng, 3) {
+            mutate_json(rng, &mut value);
         }
+        return value.to_string().into_bytes();
     }
     let mut bytes = seed.clone();
     for _ in 0..1 + below(rng, 4) {

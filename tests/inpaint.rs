@@ -44,7 +44,7 @@ fn inpainting_refuses_what_it_cannot_do() {
     let inpaint = load_diffusers(&fixtures::path("tiny-sd-inpaint"), &device).unwrap();
     let err = inpaint.start_inpaint(&params(), &image, &vec![0; 64 * 64], None).err().unwrap().to_string();
     assert!(err.contains("empty"), "{err}");
-    let err = inpaint.start_inpaint(&params(), &image, &vec![255; 10], None).err().unwrap().to_string();
+    let err = inpaint.start_inpaint(&params(), &image, &[255; 10], None).err().unwrap().to_string();
     assert!(err.contains("mask") && err.contains("10 pixels"), "{err}");
     let small = GenerateParams { height: 32, width: 32, ..params() };
     let err = inpaint.start_inpaint(&small, &image, &vec![255; 32 * 32], None).err().unwrap().to_string();

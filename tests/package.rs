@@ -454,7 +454,7 @@ fn the_cpu_path_takes_the_demo_packages_and_refuses_sd15_before_downloading() {
 fn convert_refuses_to_overwrite_a_package() {
     let package = make_package("tiny-sd", StorageDtype::Q8, "twice");
     let options = ConvertOptions { dtype: StorageDtype::Q8, name: "x".into(), description: String::new(), trained: true, size: None, template: None };
-    let error = convert(&fixtures::path("tiny-sd"), &package, &options, &mut |_, _, _| {}).err().expect("second convert");
+    let error = convert(&fixtures::path("tiny-sd"), &package, &options, &mut |_, _, _| {}).expect_err("second convert");
     assert!(error.to_string().contains("already holds a package"), "{error}");
 }
 
@@ -485,7 +485,7 @@ fn a_package_converts_back_to_a_diffusers_folder_with_the_same_images() {
         // without `_diffusers_version` (found exporting tiny-sd-inpaint for the browser reference).
         let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(folder.join("model_index.json")).unwrap()).unwrap();
         assert_eq!(index["_diffusers_version"], "0.35.2");
-        let error = export_diffusers(&package, &folder).err().expect("second export into the same folder");
+        let error = export_diffusers(&package, &folder).expect_err("second export into the same folder");
         assert!(error.to_string().contains("not empty"), "{error}");
     }
 }
@@ -517,7 +517,7 @@ fn embedded_packages_reproduce_diffusers_from_the_seed() {
 fn convert_refuses_a_folder_that_is_not_a_diffusers_model() {
     let out = temp_dir("not-diffusers");
     let options = ConvertOptions { dtype: StorageDtype::Q8, name: "x".into(), description: String::new(), trained: true, size: None, template: None };
-    let error = convert(&fixtures::path("tokenizer"), &out, &options, &mut |_, _, _| {}).err().expect("converted a tokenizer folder");
+    let error = convert(&fixtures::path("tokenizer"), &out, &options, &mut |_, _, _| {}).expect_err("converted a tokenizer folder");
     assert!(error.to_string().contains("model_index.json"), "{error}");
     assert!(!out.exists(), "a failed conversion left {}", out.display());
 }

@@ -133,7 +133,7 @@ fn check_contents(root: &Path) {
         let image = read_png(&folder.join(s("file_name")));
         // The model draws left breasts (chest wall on the left); right ones are mirrored.
         let gray = image.to_gray();
-        let half = |left: bool| gray.chunks(128).map(|row| if left { &row[..64] } else { &row[64..] }).flatten().map(|&g| g as u64).sum::<u64>();
+        let half = |left: bool| gray.chunks(128).flat_map(|row| if left { &row[..64] } else { &row[64..] }).map(|&g| g as u64).sum::<u64>();
         assert_eq!(half(true) > half(false), s("laterality") == "L", "{}: breast on the wrong side", s("id"));
         if !lesion {
             assert_eq!(s("prompt"), healthy_prompt);

@@ -209,13 +209,13 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
         (None, Some(model)) => default_size(model)?,
         (None, None) => 256,
     };
-    if let (true, Some(sd), Some(model)) = (args.phantoms, &sd, &args.model) {
-        if sd.vae.encoder.is_none() {
-            bail!(
-                "{} has no VAE encoder (text-to-image packages ship the decoder only): with --phantoms, pass a model whose VAE has both halves (an inpainting package or a diffusers folder)",
-                model.display()
-            );
-        }
+    if let (true, Some(sd), Some(model)) = (args.phantoms, &sd, &args.model)
+        && sd.vae.encoder.is_none()
+    {
+        bail!(
+            "{} has no VAE encoder (text-to-image packages ship the decoder only): with --phantoms, pass a model whose VAE has both halves (an inpainting package or a diffusers folder)",
+            model.display()
+        );
     }
     if args.phantoms {
         use crate::data::Laterality;

@@ -106,10 +106,10 @@ pub struct InpaintArgs {
 impl SamplingArgs {
     /// Refuses flags that are wrong whatever the model, before the (slow) load.
     fn check(&self) -> anyhow::Result<()> {
-        if let Some(guidance) = self.guidance {
-            if !guidance.is_finite() || !(0.0..=50.0).contains(&guidance) {
-                bail!("--guidance {guidance} is outside 0–50");
-            }
+        if let Some(guidance) = self.guidance
+            && (!guidance.is_finite() || !(0.0..=50.0).contains(&guidance))
+        {
+            bail!("--guidance {guidance} is outside 0–50");
         }
         Ok(())
     }

@@ -85,7 +85,7 @@ fn prepare_one(record: &ImageRecord, set: &TrainingSet, size: usize, scaling: Sc
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if !(64..=2048).contains(&args.size) || args.size % 8 != 0 {
+    if !(64..=2048).contains(&args.size) || !args.size.is_multiple_of(8) {
         bail!("--size {} must be a multiple of 8 in 64..=2048", args.size);
     }
     let (mut records, mut skipped) = match (&args.vindr, &args.csv) {

@@ -82,7 +82,7 @@ impl ClipTextConfig {
     pub fn from_json(text: &str) -> Result<Self> {
         let config: Self = serde_json::from_str(text).map_err(|e| Error::Config { file: "text_encoder/config.json".into(), reason: e.to_string() })?;
         config.activation()?;
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0 || !config.hidden_size.is_multiple_of(config.num_attention_heads) {
             return Err(Error::Config {
                 file: "text_encoder/config.json".into(),
                 reason: format!("hidden_size {} is not a multiple of num_attention_heads {}", config.hidden_size, config.num_attention_heads),

@@ -196,10 +196,10 @@ impl UNet2DConditionConfig {
             return Err(bad_config(format!("layers_per_block {} must be from 1 to 16", self.layers_per_block)));
         }
         let heads = self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim);
-        if let PerBlock::Each(list) = heads {
-            if list.len() != n {
-                return Err(bad_config(format!("{} heads per block are listed for {n} blocks", list.len())));
-            }
+        if let PerBlock::Each(list) = heads
+            && list.len() != n
+        {
+            return Err(bad_config(format!("{} heads per block are listed for {n} blocks", list.len())));
         }
         for (block, &channels) in self.block_out_channels.iter().enumerate() {
             let h = self.heads(block);

@@ -19,6 +19,9 @@ use crate::weights::on_device::{PACK_ABOVE_F32_BYTES, Placement, QuantizedWeight
 use crate::weights::{ComponentLoad, PlainWeight, safetensors};
 use crate::{Error, Result};
 
+/// A tensor's shape and values (f32), or those of one part of a split tensor.
+type TensorPart = (Vec<usize>, Vec<f32>);
+
 /// A package being loaded: modules with their architecture, filled in as shards arrive.
 pub struct PackageLoader {
     manifest: Manifest,
@@ -31,7 +34,7 @@ pub struct PackageLoader {
     vae_scaling_factor: f64,
     vae_scale_factor: usize,
     /// Parts of split tensors seen so far: key → parts by index.
-    parts: BTreeMap<String, Vec<Option<(Vec<usize>, Vec<f32>)>>>,
+    parts: BTreeMap<String, Vec<Option<TensorPart>>>,
     shards_done: Vec<bool>,
     tokenizer_files: BTreeMap<String, Vec<u8>>,
     device: Device,
@@ -116,7 +119,7 @@ impl PackageLoader {
             let (key, shape, values, quantized) = match decoded {
                 Decoded::Whole { key, shape, values, quantized } => (key, shape, values, quantized),
                 Decoded::Part { key, index, count, shape, values } => match self.add_part(key, index, count, shape, values).map_err(bad)? {
-                    Some((key, shape, values)) => (key, shape, values, false),
+                    Some((key, (shape, values))) => (key, shape, values, false),
                     None => continue,
                 },
             };
@@ -141,14 +144,7 @@ impl PackageLoader {
     }
 
     /// Stores one part of a split tensor; the whole tensor once every part is in.
-    fn add_part(
-        &mut self,
-        key: String,
-        index: usize,
-        count: usize,
-        shape: Vec<usize>,
-        values: Vec<f32>,
-    ) -> Result<Option<(String, Vec<usize>, Vec<f32>)>, String> {
+    fn add_part(&mut self, key: String, index: usize, count: usize, shape: Vec<usize>, values: Vec<f32>) -> Result<Option<(String, TensorPart)>, String> {
         let slots = self.parts.entry(key.clone()).or_insert_with(|| vec![None; count]);
         if slots.len() != count || index >= count {
             return Err(format!("part {index} of {count} of {key} does not fit the parts seen before"));
@@ -167,7 +163,7 @@ impl PackageLoader {
             }
             values.extend(part_values);
         }
-        Ok(Some((key, shape, values)))
+        Ok(Some((key, (shape, values))))
     }
 
     /// Verifies and keeps tokenizer file `index` of the manifest's list.

@@ -271,7 +271,7 @@ impl Manifest {
         let unet = crate::model::unet::UNet2DConditionConfig::from_json(&self.configs.unet.to_string())?;
         let vae = crate::model::vae::AutoencoderKlConfig::from_json(&self.configs.vae.to_string())?;
         let quantized = matches!(self.dtype, StorageDtype::Q8 | StorageDtype::Q4);
-        let bytes_per_value = |input_width: usize| if quantized && input_width % crate::weights::on_device::BLOCK == 0 { 1 } else { 4 };
+        let bytes_per_value = |input_width: usize| if quantized && input_width.is_multiple_of(crate::weights::on_device::BLOCK) { 1 } else { 4 };
         let embedding = text.vocab_size * text.hidden_size * bytes_per_value(text.hidden_size);
         let widest = unet.block_out_channels.iter().max().copied().unwrap_or(0);
         let conv = 2 * widest * widest * 9 * bytes_per_value(2 * widest);

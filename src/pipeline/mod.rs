@@ -73,7 +73,7 @@ impl StableDiffusion {
     pub fn latent_size(&self, height: usize, width: usize) -> Result<[usize; 2]> {
         // diffusers requires multiples of 8 whatever the VAE; keep the same rule.
         let multiple = self.vae_scale_factor.max(8);
-        if height == 0 || width == 0 || height % multiple != 0 || width % multiple != 0 {
+        if height == 0 || width == 0 || !height.is_multiple_of(multiple) || !width.is_multiple_of(multiple) {
             return Err(Error::InvalidInput { what: "image size", reason: format!("{height}×{width} must be positive multiples of {multiple}") });
         }
         Ok([height / self.vae_scale_factor, width / self.vae_scale_factor])

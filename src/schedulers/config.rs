@@ -171,8 +171,9 @@ impl SchedulerConfig {
         }
         for (key, value) in &self.other {
             let Some((_, Some(ours), applies)) = OTHER_KEYS.iter().find(|(k, ..)| k == key) else { continue };
-            if applies.contains(&kind) && value.to_string() != *ours {
-                return Err(self.unsupported(key, &value.to_string()));
+            let text = value.to_string();
+            if applies.contains(&kind) && text != *ours {
+                return Err(self.unsupported(key, &text));
             }
         }
         Ok(())
@@ -214,10 +215,10 @@ impl SchedulerConfig {
         if !is_beta(self.beta_start) || !is_beta(self.beta_end) {
             return Err(bad("beta_start / beta_end", format!("{} / {}", self.beta_start, self.beta_end), "must lie in [0, 1)"));
         }
-        if let Some(betas) = &self.trained_betas {
-            if betas.len() != n || !betas.iter().all(|&b| is_beta(b)) {
-                return Err(bad("trained_betas", format!("({} values)", betas.len()), "must be num_train_timesteps values in [0, 1)"));
-            }
+        if let Some(betas) = &self.trained_betas
+            && (betas.len() != n || !betas.iter().all(|&b| is_beta(b)))
+        {
+            return Err(bad("trained_betas", format!("({} values)", betas.len()), "must be num_train_timesteps values in [0, 1)"));
         }
         if let Some(range) = self.clip_sample_range.filter(|r| !(r.is_finite() && *r > 0.0)) {
             return Err(bad("clip_sample_range", range.to_string(), "must be a positive number"));

@@ -35,7 +35,7 @@ fn widen_conv_in(shape: &[usize], data: &[u8], to: usize) -> anyhow::Result<(Vec
         bail!("conv_in.weight already has {from} input channels");
     }
     let elements = out * from * kh * kw;
-    if elements == 0 || data.len() % elements != 0 {
+    if elements == 0 || !data.len().is_multiple_of(elements) {
         bail!("conv_in.weight: {} bytes do not fit its shape {shape:?}", data.len());
     }
     let element = data.len() / elements;

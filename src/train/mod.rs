@@ -235,7 +235,7 @@ impl Trainer {
     /// Sets up a run in `options.out`, resuming from its newest checkpoint when `resume`.
     pub fn new(mut options: TrainOptions, plain: Device, resume: bool) -> anyhow::Result<Trainer> {
         use anyhow::{Context, bail};
-        if options.batch_size == 0 || options.gradient_accumulation == 0 || options.resolution == 0 || options.crop % 8 != 0 || options.crop == 0 {
+        if options.batch_size == 0 || options.gradient_accumulation == 0 || options.resolution == 0 || !options.crop.is_multiple_of(8) || options.crop == 0 {
             bail!("batch size and accumulation must be ≥ 1 and the crop (default: the resolution) a positive multiple of 8");
         }
         if !(0.0..1.0).contains(&options.caption_dropout) {
@@ -526,7 +526,7 @@ impl Trainer {
                 for image in [x, recon] {
                     let [n, ..] = image.dims();
                     for i in 0..n {
-                        let one = image.clone().slice([i..i + 1]);
+                        let one = image.clone().narrow(0, i, 1);
                         tiles.push(pollster::block_on(to_rgb8((one / 2.0 + 0.5).clamp(0.0, 1.0)))?);
                     }
                 }

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -56,7 +56,7 @@ fn own_path<'a>(target: &'a str, origin: &str) -> Option<&'a str> {
     target.strip_prefix(origin).filter(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-fn serve(mut stream: TcpStream, root: &PathBuf, origin: &str, log: &Mutex<Vec<String>>) {
+fn serve(mut stream: TcpStream, root: &Path, origin: &str, log: &Mutex<Vec<String>>) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
