@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use half::f16;
 
+use crate::weights::conv_layout::{in_channels_back, in_channels_last};
 use crate::weights::safetensors::{Dtype, Owned, SafeTensors, View};
 
 /// Values per scale in q8 tensors.
@@ -155,39 +156,6 @@ pub fn decode(file: &SafeTensors) -> Result<Vec<Decoded>, String> {
 /// The layout token of a quantization record whose 4-D weight `[out, in, kh, kw]` is stored as
 /// `[out, kw, kh, in]` (format version 2).
 pub const IN_CHANNELS_LAST: &str = "in-last";
-
-/// A convolution weight `[out, in, kh, kw]` (PyTorch order) in the order `[out, kw, kh, in]`,
-/// so that row blocks run along the input channels — the one axis burn can block a convolution
-/// weight along on the GPU (`weights::on_device`): q8 convolutions then reach the GPU unchanged.
-pub fn in_channels_last(shape: &[usize], values: &[f32]) -> Vec<f32> {
-    permute_in_channels(shape, values, true)
-}
-
-/// The inverse of [`in_channels_last`].
-pub fn in_channels_back(shape: &[usize], values: &[f32]) -> Vec<f32> {
-    permute_in_channels(shape, values, false)
-}
-
-fn permute_in_channels(shape: &[usize], values: &[f32], to_last: bool) -> Vec<f32> {
-    let (o_n, i_n, kh_n, kw_n) = (shape[0], shape[1], shape[2], shape[3]);
-    let mut out = vec![0f32; values.len()];
-    for o in 0..o_n {
-        for i in 0..i_n {
-            for kh in 0..kh_n {
-                for kw in 0..kw_n {
-                    let torch = ((o * i_n + i) * kh_n + kh) * kw_n + kw;
-                    let last = ((o * kw_n + kw) * kh_n + kh) * i_n + i;
-                    if to_last {
-                        out[last] = values[torch];
-                    } else {
-                        out[torch] = values[last];
-                    }
-                }
-            }
-        }
-    }
-    out
-}
 
 fn dequantize(view: &View, scales: &View, info: &str) -> Result<(Vec<usize>, Vec<f32>), String> {
     let fields: Vec<&str> = info.split(' ').collect();

@@ -13,6 +13,7 @@ use burn::tensor::{Bytes, DType, FloatDType};
 use crate::{Error, Result};
 use on_device::{Placement, Placer, QuantizedWeight};
 
+pub mod conv_layout;
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) mod diffusers;
 #[cfg(not(target_arch = "wasm32"))]

@@ -34,7 +34,7 @@ use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype
 use burn::tensor::{Tensor, TensorData};
 use half::f16;
 
-use crate::package::quant::in_channels_last;
+use super::conv_layout::in_channels_last;
 
 /// Values per scale.
 pub const BLOCK: usize = 64;
