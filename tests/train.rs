@@ -289,24 +289,8 @@ fn vae_and_inpainting_training_run_and_their_models_load() {
     let widened_out = temp("inpaint-from-t2i");
     let (t2i, w) = (fixture("tiny-sd"), widened_out.to_str().unwrap());
     let run_args = [
-        "train",
-        "--inpainting",
-        "--data",
-        d,
-        "--model",
-        &t2i,
-        "--out",
-        w,
-        "--resolution",
-        "32",
-        "--batch-size",
-        "2",
-        "--checkpoint-every",
-        "2",
-        "--validate-every",
-        "0",
-        "--max-steps",
-        "2",
+        "train", "--inpainting", "--data", d, "--model", &t2i, "--out", w, "--resolution", "32", "--batch-size", "2", "--checkpoint-every", "2",
+        "--validate-every", "0", "--max-steps", "2",
     ];
     assert!(ok(&run_args).contains("5 zero-initialised input channels"));
     let out = ok(&[&run_args[..run_args.len() - 1], &["3", "--resume"]].concat());

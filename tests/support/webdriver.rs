@@ -29,15 +29,8 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot start {chromedriver}: {e} (scripts/test installs chromium-driver)"));
         let mut browser = Browser { driver, port, session: String::new() };
         let mut args = vec![
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--disable-quic",
-            "--window-size=1280,900",
+            "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", "--disable-quic", "--window-size=1280,900",
         ];
         let proxy = format!("--proxy-server={proxy}");
         args.extend([proxy.as_str(), "--proxy-bypass-list=<-loopback>"]);
