@@ -256,7 +256,7 @@ fn synthesize(args: RunArgs) -> anyhow::Result<()> {
         Some((path, sd)) => {
             let defaults = model_defaults(path, sd, ModelKind::Inpainting)?;
             let params = params_from(&defaults, args.lesion_steps, guidance_lesion, None, args.noise)?;
-            Some(GenerateParams { height: healthy_params.height, width: healthy_params.width, ..params })
+            Some((path, sd, GenerateParams { height: healthy_params.height, width: healthy_params.width, ..params }))
         }
         None => None,
     };
@@ -272,9 +272,9 @@ fn synthesize(args: RunArgs) -> anyhow::Result<()> {
         },
         compute: format!("{:?} {:?}", args.backend, args.precision).to_lowercase(),
         healthy: sampling(model, &healthy_params, None)?,
-        lesion: match (&inpaint, &lesion_params) {
-            (Some((path, _)), Some(params)) => Some(sampling(path, params, Some(params.prompt.clone()))?),
-            _ => None,
+        lesion: match &lesion_params {
+            Some((path, _, params)) => Some(sampling(path, params, Some(params.prompt.clone()))?),
+            None => None,
         },
         software: concat!("mam-e ", env!("CARGO_PKG_VERSION")).into(),
     };
@@ -283,7 +283,8 @@ fn synthesize(args: RunArgs) -> anyhow::Result<()> {
         None => out.clone(),
     };
     let output = Output::create(&root, &settings).map_err(anyhow::Error::msg)?;
-    let synthesizer = Synthesizer { settings, labels, boxes, healthy: &healthy, inpaint: inpaint.as_ref().map(|(_, sd)| sd), healthy_params, lesion_params };
+    let lesion = lesion_params.map(|(_, sd, params)| (sd, params));
+    let synthesizer = Synthesizer { settings, labels, boxes, healthy: &healthy, healthy_params, lesion };
     let indices: Vec<usize> = shard.unwrap_or(Shard { index: 0, count: 1 }).indices(count).collect();
     let records = make_images(&synthesizer, &output, &indices, args.batch_size as usize, shard)?;
     if let Some(path) = &args.contact_sheet {

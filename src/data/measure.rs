@@ -27,6 +27,11 @@ pub struct Measured {
     pub density: Density,
 }
 
+/// The share of an image's pixels that are breast (above [`BREAST_LEVEL`]): MAM-E's area ratio.
+pub fn breast_ratio(gray: &[u8]) -> f64 {
+    gray.iter().filter(|&&g| g > BREAST_LEVEL).count() as f64 / gray.len() as f64
+}
+
 /// The BI-RADS class of a dense-tissue fraction (the 4th edition's quartiles).
 pub fn density_of(dense_fraction: f64) -> Density {
     match dense_fraction {
@@ -49,7 +54,7 @@ pub fn density_of(dense_fraction: f64) -> Density {
 pub fn measure(gray: &[u8], size: usize, vendor: Option<Vendor>) -> Measured {
     assert_eq!(gray.len(), size * size, "measure: image is not size×size");
     let breast: Vec<bool> = gray.iter().map(|&g| g > BREAST_LEVEL).collect();
-    let area_ratio = breast.iter().filter(|&&b| b).count() as f64 / (size * size) as f64;
+    let area_ratio = breast_ratio(gray);
     let levels = vendor.map(|v| {
         let (fat, gland, muscle) = tissue_levels(v);
         let brightest_gland = gland + 0.07;

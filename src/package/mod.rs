@@ -119,7 +119,12 @@ pub fn check_plain_path(path: &str) -> Result<()> {
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(data))
+}
+
+/// Bytes (a digest) as lowercase hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The components' diffusers configs (`config.json` of each folder), verbatim.

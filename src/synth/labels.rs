@@ -241,7 +241,7 @@ impl LabelSource {
             (v[(v.len() - 1) / 4], v[(3 * (v.len() - 1)).div_ceil(4)])
         };
         let boxes = (!widths.is_empty()).then(|| BoxSize { width: quartiles(&mut widths), height: quartiles(&mut heights) });
-        let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = crate::package::hex(&hasher.finalize());
         Ok((LabelSource::Like { images, sha256 }, boxes))
     }
 

@@ -116,7 +116,7 @@ impl ModelRef {
                 let mut file = std::fs::File::open(dir.join(&rel))?;
                 std::io::copy(&mut file, &mut hasher)?;
             }
-            hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+            crate::package::hex(&hasher.finalize())
         };
         Ok(ModelRef { name, sha256 })
     }
@@ -202,9 +202,9 @@ pub struct Synthesizer<'a> {
     pub labels: LabelSource,
     pub boxes: BoxSize,
     pub healthy: &'a StableDiffusion,
-    pub inpaint: Option<&'a StableDiffusion>,
     pub healthy_params: GenerateParams,
-    pub lesion_params: Option<GenerateParams>,
+    /// The inpainting model and its parameters (all but seed), when there are lesion cases.
+    pub lesion: Option<(&'a StableDiffusion, GenerateParams)>,
 }
 
 /// The id of image `index`.
@@ -246,37 +246,34 @@ impl Synthesizer<'_> {
                 continue;
             };
             let result = painted.next().expect("one inpainting per lesion case").keep_outside(&image, &mask);
-            let (mask, b) = if right { (mirror_gray(&mask, width), mirror_box(&b, width)) } else { (mask, b) };
-            out.push(Synthesized { plan: plan.clone(), image: orient(result), lesion: Some((orient(image), mask, b)), box_inside: inside });
+            // The same mirror takes the result and its mask to the stored orientation.
+            let (result, mask) = result.to_model_orientation(&mask, right);
+            let b = if right { mirror_box(&b, width) } else { b };
+            out.push(Synthesized { plan: plan.clone(), image: result, lesion: Some((orient(image), mask, b)), box_inside: inside });
         }
         Ok(out)
     }
 
     /// Inpaints the lesion cases of a batch in one UNet batch (model orientation).
     fn inpaint_lesions(&self, plans: &[ImagePlan], healthy: &[RgbImage], lesions: &[Option<(Vec<u8>, PixelBox, bool)>]) -> crate::Result<Vec<RgbImage>> {
+        if lesions.iter().all(Option::is_none) {
+            return Ok(Vec::new());
+        }
+        let (inpaint, base) = self.lesion.as_ref().expect("lesion cases need an inpainting model");
         let mut params = Vec::new();
         let mut items: Vec<(&RgbImage, &[u8])> = Vec::new();
         for ((plan, image), lesion) in plans.iter().zip(healthy).zip(lesions) {
             if let Some((mask, _, _)) = lesion {
-                let base = self.lesion_params.as_ref().expect("lesion cases need an inpainting model");
                 params.push(GenerateParams { seed: plan.seed, ..base.clone() });
                 items.push((image, mask));
             }
         }
-        if params.is_empty() {
-            return Ok(Vec::new());
-        }
-        let inpaint = self.inpaint.expect("lesion cases need an inpainting model");
         inpaint.start_inpaint_batch(&params, &items, None)?.finish_images()
     }
 }
 
 /// Separates the box placement's random stream from the labels'.
 const BOX_STREAM: u64 = 0xB0C5_1E51_0E5A_11CE;
-
-fn mirror_gray(gray: &[u8], width: usize) -> Vec<u8> {
-    gray.chunks_exact(width).flat_map(|row| row.iter().rev().copied()).collect()
-}
 
 fn mirror_box(b: &PixelBox, width: usize) -> PixelBox {
     PixelBox { x0: width - b.x1, x1: width - b.x0, ..*b }

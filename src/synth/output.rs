@@ -175,8 +175,7 @@ impl Output {
         let plan = &image.plan;
         let labels = &plan.labels;
         let template = self.settings.template;
-        let gray = image.image.to_gray();
-        let area_ratio = gray.iter().filter(|&&g| g > crate::data::measure::BREAST_LEVEL).count() as f64 / gray.len() as f64;
+        let area_ratio = crate::data::measure::breast_ratio(&image.image.to_gray());
         // The labels the prompt carried; area measured where the template has none (VinDr's).
         let carries_area = template != crate::prompt::Template::Vindr;
         let carries_density = template != crate::prompt::Template::OmiH;
