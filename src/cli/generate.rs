@@ -114,10 +114,6 @@ impl SamplingArgs {
         Ok(())
     }
 
-    fn model_defaults(&self, sd: &StableDiffusion, kind: ModelKind) -> anyhow::Result<Defaults> {
-        model_defaults(&self.model, sd, kind)
-    }
-
     /// Flags over the model's defaults; `size` (inpainting: the image's) over the defaults' size.
     fn params(&self, prompt: Option<&str>, defaults: Defaults, size: Option<[usize; 2]>) -> anyhow::Result<GenerateParams> {
         let scheduler = match self.scheduler {
@@ -228,7 +224,7 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let s = &args.sampling;
     s.check()?;
     let sd = s.load()?;
-    let params = s.params(args.prompt.as_deref(), s.model_defaults(&sd, ModelKind::TextToImage)?, None)?;
+    let params = s.params(args.prompt.as_deref(), model_defaults(&s.model, &sd, ModelKind::TextToImage)?, None)?;
     let run = sd.start(&params, s.init_noise(&sd)?)?;
     s.finish(&sd, run, params.describe(), None)
 }
@@ -242,7 +238,7 @@ pub fn inpaint(args: InpaintArgs) -> anyhow::Result<()> {
     }
     s.check()?;
     let sd = s.load()?;
-    let params = s.params(args.prompt.as_deref(), s.model_defaults(&sd, ModelKind::Inpainting)?, Some([image.height, image.width]))?;
+    let params = s.params(args.prompt.as_deref(), model_defaults(&s.model, &sd, ModelKind::Inpainting)?, Some([image.height, image.width]))?;
     let (image, mask) = image.to_model_orientation(&mask.to_gray(), s.right);
     let run = sd.start_inpaint(&params, &image, &mask, s.init_noise(&sd)?)?;
     let mut parameters = params.describe();
