@@ -1,17 +1,23 @@
 //! `mam-e eval fidelity --real DIR --synthetic DIR`: MS-SSIM diversity of each set (overall and
 //! per prompt), the gray-level distribution of breast pixels and its distance to the real set's,
-//! and the breast-area distribution. Weight-free; FID and KID (Inception features) are not here yet.
+//! and the breast-area distribution (weight-free); FID and KID on the FID Inception's features
+//! when `--inception` names its weights.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::data::prepare::resize;
 use crate::data::training_set::Record;
+use crate::eval::fid::{Features, frechet_distance};
 use crate::eval::fidelity::{AreaSummary, Diversity, area_summary, breast_histogram, diversity, sample_pairs, wasserstein};
+use crate::eval::inception::{FEATURES, FidInception};
+use crate::eval::kid::kid;
 use crate::eval::ms_ssim::{MIN_SIDE, Plane};
 use crate::imaging::RgbImage;
 
@@ -26,21 +32,36 @@ pub struct FidelityArgs {
     /// MS-SSIM pairs per set and per prompt group (all pairs when there are fewer).
     #[arg(long, default_value_t = 200)]
     pairs: usize,
-    /// Seeds the choice of pairs.
+    /// Seeds the choice of MS-SSIM pairs and of KID subsets.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Resize every image to SIZE×SIZE (antialiased bilinear, as `prepare`) first: needed when
     /// sizes differ, or are below MS-SSIM's 161 pixels.
     #[arg(long)]
     size: Option<usize>,
+    /// The FID Inception weights (pytorch-fid's pt_inception-2015-12-05 converted to
+    /// safetensors; docs/assessment.md shows how): FID and KID are computed when given.
+    #[arg(long)]
+    inception: Option<PathBuf>,
+    /// KID: the number of random subsets (torch-fidelity's default).
+    #[arg(long, default_value_t = 100)]
+    kid_subsets: usize,
+    /// KID: images per subset (at most the smaller set's size).
+    #[arg(long, default_value_t = 1000)]
+    kid_subset_size: usize,
+    /// Images per Inception batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
     /// Write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
 }
 
-/// A set's images (gray, as f64) with their prompts when the set has metadata.
+/// A set's images (gray, as f64, resized by `--size`; and as read, for Inception) with their
+/// prompts when the set has metadata.
 struct ImageSet {
     images: Vec<Plane>,
+    originals: Vec<RgbImage>,
     prompts: Vec<Option<String>>,
     skipped: Vec<String>,
 }
@@ -64,7 +85,7 @@ fn load_set(root: &Path, size: Option<usize>) -> anyhow::Result<ImageSet> {
         pngs.sort();
         files = pngs.into_iter().map(|p| (p, None)).collect();
     }
-    let mut set = ImageSet { images: Vec::new(), prompts: Vec::new(), skipped: Vec::new() };
+    let mut set = ImageSet { images: Vec::new(), originals: Vec::new(), prompts: Vec::new(), skipped: Vec::new() };
     for (path, prompt) in files {
         let decoded = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| RgbImage::from_png(&bytes).map_err(|e| e.to_string()));
         let image = match decoded {
@@ -82,6 +103,7 @@ fn load_set(root: &Path, size: Option<usize>) -> anyhow::Result<ImageSet> {
             _ => (image.width, image.height, gray.iter().map(|&v| v as f64).collect()),
         };
         set.images.push(Plane { width, height, values });
+        set.originals.push(image);
         set.prompts.push(prompt);
     }
     if set.images.is_empty() {
@@ -136,9 +158,45 @@ fn set_diversity(set: &ImageSet, pairs: usize, seed: u64, bar: &ProgressBar) -> 
     Ok((overall, per_prompt))
 }
 
+/// The FID Inception's features of every image of a set, batch by batch.
+fn inception_features(model: &FidInception, set: &ImageSet, batch: usize, bar: &ProgressBar) -> Features {
+    let mut values = Vec::with_capacity(set.originals.len() * FEATURES);
+    for chunk in set.originals.chunks(batch.max(1)) {
+        let images: Vec<&RgbImage> = chunk.iter().collect();
+        values.extend(model.features(&images).into_iter().map(f64::from));
+        bar.inc(chunk.len() as u64);
+    }
+    Features::new(FEATURES, values)
+}
+
+/// FID and KID of the synthetic set against the real one, on the FID Inception's features.
+fn inception_distances(args: &FidelityArgs, weights: &Path, real: &ImageSet, synthetic: &ImageSet) -> anyhow::Result<serde_json::Value> {
+    let bytes = std::fs::read(weights).with_context(|| {
+        format!(
+            "the FID Inception weights {} cannot be read (docs/assessment.md: convert pytorch-fid's pt_inception-2015-12-05-6726825d.pth)",
+            weights.display()
+        )
+    })?;
+    let model = FidInception::from_safetensors(&bytes, &Device::flex()).map_err(|e| anyhow::anyhow!("{}: {e}", weights.display()))?;
+    let bar = ProgressBar::new((real.originals.len() + synthetic.originals.len()) as u64)
+        .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} Inception features  {elapsed} (eta {eta})").context("template")?);
+    let (a, b) = (inception_features(&model, real, args.batch, &bar), inception_features(&model, synthetic, args.batch, &bar));
+    bar.finish_and_clear();
+    let fid = frechet_distance(&a, &b).map_err(anyhow::Error::msg)?;
+    let kid = kid(&a, &b, args.kid_subsets, args.kid_subset_size, args.seed).map_err(anyhow::Error::msg)?;
+    println!("FID {fid:.4}   KID {:.6} ± {:.6} ({} subsets of {})   weights {}", kid.mean, kid.sd, kid.subsets, kid.subset_size, weights.display());
+    Ok(json!({ "fid": fid, "kid": kid, "weights": weights.display().to_string(), "weights_sha256": crate::package::hex(&Sha256::digest(&bytes)) }))
+}
+
 pub fn fidelity(args: FidelityArgs) -> anyhow::Result<()> {
     if let Some(s) = args.size.filter(|&s| s < MIN_SIDE) {
         bail!("--size {s} is below MS-SSIM's {MIN_SIDE} pixels");
+    }
+    if let Some(weights) = args.inception.as_ref().filter(|w| !w.is_file()) {
+        bail!(
+            "the FID Inception weights {} do not exist: convert pytorch-fid's pt_inception-2015-12-05-6726825d.pth to safetensors (docs/assessment.md)",
+            weights.display()
+        );
     }
     let real = load_set(&args.real, args.size)?;
     let synthetic = load_set(&args.synthetic, args.size)?;
@@ -179,6 +237,12 @@ pub fn fidelity(args: FidelityArgs) -> anyhow::Result<()> {
         }
     }
     println!("MS-SSIM: lower is more diverse (pytorch-msssim's ms_ssim over seeded pairs); per-prompt figures in the JSON report");
+    match &args.inception {
+        Some(weights) => {
+            report.insert("inception".into(), inception_distances(&args, weights, &real, &synthetic)?);
+        }
+        None => println!("FID, KID: not computed (give --inception with the FID Inception weights; docs/assessment.md)"),
+    }
     if let Some(path) = &args.json {
         report.insert("pairs_per_group".into(), args.pairs.into());
         report.insert("seed".into(), args.seed.into());
