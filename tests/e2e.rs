@@ -249,3 +249,121 @@ fn generate_then_paint_a_lesion_like_a_person() {
     assert!(requests.iter().any(|t| t.ends_with("models/demo/model-00001.safetensors")), "the worker's downloads were not seen: {requests:?}");
     assert_no_foreign_requests(&browser, &server);
 }
+
+/// The reader study as a teacher runs it: real and synthetic files picked (one that is no image
+/// skipped and named), 20 images rated with the keyboard and the buttons, one rating changed
+/// after going back, the page reloaded mid-study, the result shown, its CSV equal to what
+/// `mam-e eval roc` computes from it, and the CSV shown again by importing it.
+#[test]
+fn reader_study_with_files_keys_and_a_reload() {
+    let folder = support::cli::temp_dir("e2e", "reader-study");
+    let write = |name: &str, level: u8| {
+        let path = folder.join(name);
+        let pixels: Vec<u8> = (0..64 * 48).flat_map(|i| [level.wrapping_add((i % 64) as u8); 3]).collect();
+        let image = mam_e::imaging::RgbImage { width: 64, height: 48, pixels };
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(&path, image.to_png(&[]).unwrap()).unwrap();
+        path
+    };
+    let mut real: Vec<PathBuf> = (0..10).map(|i| write(&format!("real{i}.png"), 100 + i as u8)).collect();
+    let synthetic: Vec<PathBuf> = (0..10).map(|i| write(&format!("synthetic{i}.png"), 20 + i as u8)).collect();
+    std::fs::write(folder.join("notes.png"), b"not an image").unwrap();
+    real.push(folder.join("notes.png"));
+
+    let server = StaticServer::start(&dist());
+    let browser = Browser::start(false, &server.origin);
+    browser.goto(&format!("{}/", server.origin));
+    browser.wait_for("return !!document.querySelector('input[name=study-real]')", Duration::from_secs(60));
+    browser.upload("input[name=study-real]", &real);
+    browser.wait_for("return document.querySelector('[data-test=study-real-count]').innerText == '10 real'", Duration::from_secs(20));
+    let skipped = browser.eval("return document.querySelector('[data-test=study-message]').innerText");
+    assert!(skipped.as_str().unwrap().contains("notes.png: not a PNG or JPEG image"), "{skipped}");
+    browser.upload("input[name=study-synthetic]", &synthetic);
+    browser.eval("const s = document.querySelector('input[name=study-size]'); s.value = '20'; s.dispatchEvent(new Event('change')); return null");
+    browser.click("button[name=study-start]");
+    let progress = "const p = document.querySelector('[data-test=study-progress]'); return p && document.querySelector('[data-test=study-image]') && [Number(p.dataset.position), Number(p.dataset.rated)]";
+    browser.wait_for(progress, Duration::from_secs(20));
+
+    // 20 scripted ratings, the first 7 by key; the 7th is then changed from 4 to 1.
+    let script = [3u8, 1, 4, 0, 2, 2, 4, 0, 1, 3, 4, 4, 0, 2, 1, 3, 0, 4, 2, 1];
+    for (k, rating) in script[..7].iter().enumerate() {
+        browser.press(&rating.to_string());
+        browser.wait_for(
+            &format!("const p = document.querySelector('[data-test=study-progress]'); return p && p.dataset.rated == '{}'", k + 1),
+            Duration::from_secs(10),
+        );
+    }
+    browser.press("\u{E003}");
+    browser.wait_for("return document.querySelector('[data-test=study-progress]').dataset.position == '6'", Duration::from_secs(10));
+    browser.press("1");
+    browser.wait_for("return document.querySelector('[data-test=study-progress]').dataset.position == '7'", Duration::from_secs(10));
+
+    // A reload in the middle keeps the study where it was.
+    browser.goto(&format!("{}/", server.origin));
+    assert_eq!(browser.wait_for(progress, Duration::from_secs(60)), serde_json::json!([7, 7]), "the study resumes at image 8 with 7 rated");
+    for (k, rating) in script[7..].iter().enumerate() {
+        if k % 2 == 0 {
+            browser.press(&rating.to_string());
+        } else {
+            browser.click(&format!("button[name=rate-{rating}]"));
+        }
+        if k + 8 < script.len() {
+            browser.wait_for(
+                &format!("const p = document.querySelector('[data-test=study-progress]'); return p && p.dataset.rated == '{}'", k + 8),
+                Duration::from_secs(10),
+            );
+        }
+    }
+    let result = browser.wait_for(
+        "const r = document.querySelector('[data-test=study-result]'); return r && [r.dataset.auroc, r.dataset.ciLow, r.dataset.ciHigh, !!r.querySelector('[data-test=roc-curve]'), r.querySelector('[data-test=verdict]').innerText]",
+        Duration::from_secs(10),
+    );
+    assert_eq!(result[3], true, "the ROC curve is drawn: {result}");
+    browser.eval("document.getElementById('reader-study-panel').scrollIntoView(); return null");
+    browser.screenshot(&screenshots().join("reader-study.png"));
+
+    // The exported ratings: the script in order (the change applied), every file once, and
+    // `mam-e eval roc` on them gives the page's numbers.
+    let csv = browser.eval_async(
+        "const done = arguments[arguments.length - 1];
+         fetch(document.querySelector('[data-test=study-csv]').href).then(r => r.text()).then(done).catch(e => done('error ' + e));",
+    );
+    let csv = csv.as_str().unwrap();
+    let mut rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let mut want = script;
+    want[6] = 1;
+    assert_eq!(rows.iter().map(|r| r[2].parse::<u8>().unwrap()).collect::<Vec<_>>(), want, "{csv}");
+    assert_eq!(rows[6][3], "1", "the changed rating is counted: {csv}");
+    rows.sort();
+    let names: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    let mut expected: Vec<String> = (0..10).map(|i| format!("real{i}.png")).chain((0..10).map(|i| format!("synthetic{i}.png"))).collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    assert!(rows.iter().all(|r| (r[1] == "real") == r[0].starts_with("real")), "classes follow the files: {csv}");
+    let saved = folder.join("ratings.csv");
+    std::fs::write(&saved, csv).unwrap();
+    let report = folder.join("roc.json");
+    support::cli::ok(&["eval", "roc", saved.to_str().unwrap(), "--json", report.to_str().unwrap()]);
+    let native: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let page: Vec<f64> = (0..3).map(|k| result[k].as_str().unwrap().parse().unwrap()).collect();
+    // Equal to the last bits but one: serde_json's float parsing may round the JSON's shortest
+    // decimal form one ulp off.
+    let native_figures = [native["auroc"].as_f64().unwrap(), native["ci95"][0].as_f64().unwrap(), native["ci95"][1].as_f64().unwrap()];
+    for (p, n) in page.iter().zip(native_figures) {
+        assert!((p - n).abs() <= 2.0 * f64::EPSILON * n.abs(), "the page's {page:?} vs eval roc's {native_figures:?}");
+    }
+    assert_eq!(result[4], native["verdict"], "same verdict");
+
+    // A past study, imported from its CSV, shows the same result.
+    browser.click("button[name=study-new]");
+    browser.wait_for("return !!document.querySelector('input[name=study-import]')", Duration::from_secs(10));
+    browser.upload("input[name=study-import]", &[saved]);
+    let imported = browser.wait_for(
+        "const r = [...document.querySelectorAll('[data-test=study-result]')].find(e => e.querySelector('h3').innerText.startsWith('Imported')); return r && r.dataset.auroc",
+        Duration::from_secs(10),
+    );
+    assert_eq!(imported.as_str().unwrap().parse::<f64>().unwrap(), page[0]);
+    let errors: Vec<_> = browser.log("browser").into_iter().filter(|e| e["level"] == "SEVERE").collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    assert_no_foreign_requests(&browser, &server);
+}

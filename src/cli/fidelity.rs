@@ -184,7 +184,7 @@ fn inception_distances(args: &FidelityArgs, weights: &Path, real: &ImageSet, syn
     bar.finish_and_clear();
     let fid = frechet_distance(&a, &b).map_err(anyhow::Error::msg)?;
     let kid = kid(&a, &b, args.kid_subsets, args.kid_subset_size, args.seed).map_err(anyhow::Error::msg)?;
-    println!("FID {fid:.4}   KID {:.6} ± {:.6} ({} subsets of {})   weights {}", kid.mean, kid.sd, kid.subsets, kid.subset_size, weights.display());
+    println!("FID {fid:.6}   KID {:.4e} ± {:.1e} ({} subsets of {})   weights {}", kid.mean, kid.sd, kid.subsets, kid.subset_size, weights.display());
     Ok(json!({ "fid": fid, "kid": kid, "weights": weights.display().to_string(), "weights_sha256": crate::package::hex(&Sha256::digest(&bytes)) }))
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::eval::plot::roc_plot;
-use crate::eval::roc::{analyse, read_ratings_csv};
+use crate::eval::roc::{analyse, histogram, read_ratings_csv};
 
 #[derive(Debug, clap::Args)]
 pub struct RocArgs {
@@ -25,11 +25,7 @@ pub fn roc(args: RocArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.ratings).with_context(|| format!("reading {}", args.ratings.display()))?;
     let ratings = read_ratings_csv(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.ratings.display()))?;
     let result = analyse(&ratings).map_err(anyhow::Error::msg)?;
-    // Ratings per class on the paper's 0–4 scale (non-integer ratings counted at their floor).
-    let mut histogram = [[0usize; 5]; 2];
-    for r in &ratings {
-        histogram[r.real as usize][(r.score.floor() as usize).min(4)] += 1;
-    }
+    let histogram = histogram(&ratings);
     println!("{} real and {} synthetic images rated", result.real, result.synthetic);
     println!("AUROC {:.4} (95 % CI {:.4}–{:.4}, DeLong; standard error {:.4})", result.auroc, result.ci95[0], result.ci95[1], result.standard_error);
     println!("{:<10} {}", "rating", (0..5).map(|r| format!("{r:>5}")).collect::<String>());

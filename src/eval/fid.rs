@@ -53,16 +53,41 @@ impl Features {
     }
 }
 
-/// A row-major matrix product `op(a) · op(b)` with `op` the transpose where asked; `a` is
-/// `a_rows × a_cols` as stored.
-pub(crate) fn product(a: &[f64], a_rows: usize, a_cols: usize, a_transposed: bool, b: &[f64], b_rows: usize, b_cols: usize, b_transposed: bool) -> Vec<f64> {
-    // The stride of a row index and of a column index of op(x), for x stored row-major.
-    let strides = |cols: usize, transposed: bool| if transposed { (1, cols as isize) } else { (cols as isize, 1) };
-    let (m, k) = if a_transposed { (a_cols, a_rows) } else { (a_rows, a_cols) };
-    let (k2, n) = if b_transposed { (b_cols, b_rows) } else { (b_rows, b_cols) };
+/// A row-major matrix as stored, read transposed or not.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    pub data: &'a [f64],
+    pub rows: usize,
+    pub cols: usize,
+    pub transposed: bool,
+}
+
+impl<'a> Mat<'a> {
+    pub fn new(data: &'a [f64], rows: usize, cols: usize) -> Self {
+        assert_eq!(data.len(), rows * cols, "Mat: {} values for {rows}×{cols}", data.len());
+        Self { data, rows, cols, transposed: false }
+    }
+
+    pub fn t(self) -> Self {
+        Self { transposed: !self.transposed, ..self }
+    }
+
+    /// Rows and columns of the matrix as read.
+    fn shape(&self) -> (usize, usize) {
+        if self.transposed { (self.cols, self.rows) } else { (self.rows, self.cols) }
+    }
+
+    /// The strides of a row index and of a column index, as read.
+    fn strides(&self) -> (isize, isize) {
+        if self.transposed { (1, self.cols as isize) } else { (self.cols as isize, 1) }
+    }
+}
+
+/// The product `a · b` (row-major result).
+pub(crate) fn product(a: Mat, b: Mat) -> Vec<f64> {
+    let ((m, k), (k2, n)) = (a.shape(), b.shape());
     assert_eq!(k, k2, "product: inner dimensions differ");
-    let (a_rs, a_cs) = strides(a_cols, a_transposed);
-    let (b_rs, b_cs) = strides(b_cols, b_transposed);
+    let ((a_rs, a_cs), (b_rs, b_cs)) = (a.strides(), b.strides());
     let mut out = vec![0.0; m * n];
     if m == 0 || n == 0 || k == 0 {
         return out;
@@ -77,10 +102,10 @@ pub(crate) fn product(a: &[f64], a_rows: usize, a_cols: usize, a_transposed: boo
             1,
             n as isize,
             false,
-            a.as_ptr(),
+            a.data.as_ptr(),
             a_cs,
             a_rs,
-            b.as_ptr(),
+            b.data.as_ptr(),
             b_cs,
             b_rs,
             0.0,
@@ -108,24 +133,23 @@ pub fn trace_sqrt_product(a: &Features, b: &Features) -> f64 {
     };
     if a.rows.min(b.rows) <= d {
         // C = X₁X₂ᵀ (n₁ × n₂); the eigenvalues of the smaller of CᵀC and CCᵀ.
-        let c = product(&xa.values, a.rows, d, false, &xb.values, b.rows, d, true);
-        let gram = if b.rows <= a.rows {
-            product(&c, a.rows, b.rows, true, &c, a.rows, b.rows, false)
-        } else {
-            product(&c, a.rows, b.rows, false, &c, a.rows, b.rows, true)
-        };
+        let c = product(Mat::new(&xa.values, a.rows, d), Mat::new(&xb.values, b.rows, d).t());
+        let c = Mat::new(&c, a.rows, b.rows);
+        let gram = if b.rows <= a.rows { product(c.t(), c) } else { product(c, c.t()) };
         roots(&gram, a.rows.min(b.rows)) / (((a.rows - 1) * (b.rows - 1)) as f64).sqrt()
     } else {
         let covariance = |x: &Features| {
-            let mut s = product(&x.values, x.rows, d, true, &x.values, x.rows, d, false);
+            let x = Mat::new(&x.values, x.rows, d);
+            let mut s = product(x.t(), x);
             s.iter_mut().for_each(|v| *v /= (x.rows - 1) as f64);
             s
         };
         let (sa, sb) = (covariance(&xa), covariance(&xb));
         let eig = SymmetricEigen::new(&sa, d, true);
         // `vectors` holds the eigenvectors as contiguous columns: read row-major, it is Vᵀ.
-        let sb_v = product(&sb, d, d, false, &eig.vectors, d, d, true);
-        let mut m = product(&eig.vectors, d, d, false, &sb_v, d, d, false);
+        let vt = Mat::new(&eig.vectors, d, d);
+        let sb_v = product(Mat::new(&sb, d, d), vt.t());
+        let mut m = product(vt, Mat::new(&sb_v, d, d));
         let half: Vec<f64> = eig.values.iter().map(|&l| l.max(0.0).sqrt()).collect();
         for i in 0..d {
             for j in 0..d {
@@ -167,9 +191,12 @@ mod tests {
         let bt = random(5, 4, 1.0, 0.0, 3);
         let at = random(4, 3, 1.0, 0.0, 4);
         let get = |f: &Features, i: usize, j: usize| f.values[i * f.dim + j];
-        let ab = product(&a.values, 3, 4, false, &b.values, 4, 5, false);
-        let abt = product(&a.values, 3, 4, false, &bt.values, 5, 4, true);
-        let atb = product(&at.values, 4, 3, true, &b.values, 4, 5, false);
+        fn mat(f: &Features) -> Mat<'_> {
+            Mat::new(&f.values, f.rows, f.dim)
+        }
+        let ab = product(mat(&a), mat(&b));
+        let abt = product(mat(&a), mat(&bt).t());
+        let atb = product(mat(&at).t(), mat(&b));
         for i in 0..3 {
             for j in 0..5 {
                 let close = |x: f64, y: f64| assert!((x - y).abs() < 1e-14, "({i}, {j}): {x} vs {y}");

@@ -95,9 +95,9 @@ impl Conv {
 
 /// One step of a branch of an Inception block.
 enum Op {
-    Conv(Conv),
+    Conv(Box<Conv>),
     /// Two convolutions of the same input, concatenated (InceptionE's 1×3 and 3×1).
-    Split(Conv, Conv),
+    Split(Box<[Conv; 2]>),
     /// 3×3 average pooling, stride 1, padding 1, padded values not counted.
     AvgPool,
     /// 3×3 max pooling, stride 1, padding 1.
@@ -110,7 +110,7 @@ impl Op {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Op::Conv(conv) => conv.forward(x),
-            Op::Split(a, b) => Tensor::cat(vec![a.forward(x.clone()), b.forward(x)], 1),
+            Op::Split(pair) => Tensor::cat(vec![pair[0].forward(x.clone()), pair[1].forward(x)], 1),
             Op::AvgPool => avg_pool2d(x, AvgPoolOptions::new([3, 3]).with_stride([1, 1]).with_padding([1, 1]).with_count_include_pad(false)),
             Op::MaxPoolSame => max_pool2d(x, MaxPoolOptions::new([3, 3]).with_stride([1, 1]).with_padding([1, 1])),
             Op::MaxPoolDown => max_pool2d(x, MaxPoolOptions::new([3, 3]).with_stride([2, 2])),
@@ -179,7 +179,7 @@ impl Builder<'_> {
 
     /// A `kernel`×`kernel` convolution as an op.
     fn op(&mut self, name: String, cin: usize, cout: usize, kernel: [usize; 2], stride: usize, padding: [usize; 2]) -> Result<Op, String> {
-        Ok(Op::Conv(self.conv(name, cin, cout, kernel, stride, padding)?))
+        Ok(Op::Conv(Box::new(self.conv(name, cin, cout, kernel, stride, padding)?)))
     }
 
     fn stem(&mut self) -> Result<[Block; 2], String> {
@@ -275,12 +275,12 @@ impl Builder<'_> {
         let branch1x1 = vec![self.op(n("branch1x1"), cin, 320, [1, 1], 1, [0, 0])?];
         let branch3x3 = vec![
             self.op(n("branch3x3_1"), cin, 384, [1, 1], 1, [0, 0])?,
-            Op::Split(self.conv(n("branch3x3_2a"), 384, 384, [1, 3], 1, [0, 1])?, self.conv(n("branch3x3_2b"), 384, 384, [3, 1], 1, [1, 0])?),
+            Op::Split(Box::new([self.conv(n("branch3x3_2a"), 384, 384, [1, 3], 1, [0, 1])?, self.conv(n("branch3x3_2b"), 384, 384, [3, 1], 1, [1, 0])?])),
         ];
         let branch3x3dbl = vec![
             self.op(n("branch3x3dbl_1"), cin, 448, [1, 1], 1, [0, 0])?,
             self.op(n("branch3x3dbl_2"), 448, 384, [3, 3], 1, [1, 1])?,
-            Op::Split(self.conv(n("branch3x3dbl_3a"), 384, 384, [1, 3], 1, [0, 1])?, self.conv(n("branch3x3dbl_3b"), 384, 384, [3, 1], 1, [1, 0])?),
+            Op::Split(Box::new([self.conv(n("branch3x3dbl_3a"), 384, 384, [1, 3], 1, [0, 1])?, self.conv(n("branch3x3dbl_3b"), 384, 384, [3, 1], 1, [1, 0])?])),
         ];
         let pool = if max_pool { Op::MaxPoolSame } else { Op::AvgPool };
         let branch_pool = vec![pool, self.op(n("branch_pool"), cin, 192, [1, 1], 1, [0, 0])?];

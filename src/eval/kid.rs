@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use super::fid::{Features, product};
+use super::fid::{Features, Mat, product};
 use crate::rng::NoiseRng;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -20,7 +20,7 @@ pub struct Kid {
 /// The polynomial kernel between the rows of `a` and of `b` (`a.rows × b.rows`, row-major).
 fn kernel(a: &Features, b: &Features) -> Vec<f64> {
     let gamma = 1.0 / a.dim as f64;
-    let mut k = product(&a.values, a.rows, a.dim, false, &b.values, b.rows, b.dim, true);
+    let mut k = product(Mat::new(&a.values, a.rows, a.dim), Mat::new(&b.values, b.rows, b.dim).t());
     k.iter_mut().for_each(|v| *v = (*v * gamma + 1.0).powi(3));
     k
 }

@@ -1,6 +1,7 @@
 //! A ROC curve drawn as a picture: the unit square with quarter grid lines, the chance diagonal
 //! (dashed) and the curve, points joined by straight lines as scikit-learn's `RocCurveDisplay`
-//! draws them. No text: the numbers go beside it (the CLI's output, the page's panel).
+//! draws them, as a raster (the CLI's PNG) or as SVG (the page). No text: the numbers go beside
+//! it (the CLI's output, the page's panel).
 
 use crate::eval::roc::RocCurve;
 use crate::imaging::RgbImage;
@@ -70,6 +71,33 @@ pub fn roc_plot(curve: &RocCurve, side: usize) -> RgbImage {
     canvas.image
 }
 
+/// The same picture as SVG, `side` pixels on a side plus the margin, axes labelled.
+pub fn roc_svg(curve: &RocCurve, side: usize) -> String {
+    let (m, s) = (MARGIN as f64 * 2.0, side as f64);
+    let full = s + 2.0 * m;
+    let x = |f: f64| m + f * s;
+    let y = |f: f64| m + s - f * s;
+    let rgb = |c: [u8; 3]| format!("rgb({},{},{})", c[0], c[1], c[2]);
+    let mut svg =
+        format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{full}" height="{full}" viewBox="0 0 {full} {full}" role="img" aria-label="ROC curve">"#);
+    svg += &format!(r#"<rect width="{full}" height="{full}" fill="{}"/>"#, rgb(BACKGROUND));
+    for q in 1..4 {
+        let v = q as f64 / 4.0;
+        svg += &format!(r#"<path d="M{} {}V{}M{} {}H{}" stroke="{}" fill="none"/>"#, x(v), y(0.0), y(1.0), x(0.0), y(v), x(1.0), rgb(GRID));
+    }
+    svg += &format!(r#"<path d="M{} {}L{} {}" stroke="{}" stroke-dasharray="6 6"/>"#, x(0.0), y(0.0), x(1.0), y(1.0), rgb(CHANCE));
+    svg += &format!(r#"<rect x="{m}" y="{m}" width="{s}" height="{s}" fill="none" stroke="{}"/>"#, rgb(AXES));
+    let points: Vec<String> = curve.fpr.iter().zip(&curve.tpr).map(|(&f, &t)| format!("{:.2},{:.2}", x(f), y(t))).collect();
+    svg += &format!(r#"<polyline data-test="roc-curve" points="{}" fill="none" stroke="{}" stroke-width="3"/>"#, points.join(" "), rgb(CURVE));
+    let label = |text: &str, lx: f64, ly: f64, rotate: bool| {
+        let transform = if rotate { format!(r#" transform="rotate(-90 {lx} {ly})""#) } else { String::new() };
+        format!(r#"<text x="{lx}" y="{ly}" font-size="12" text-anchor="middle"{transform}>{text}</text>"#)
+    };
+    svg += &label("false positive rate (synthetic called real)", m + s / 2.0, full - 8.0, false);
+    svg += &label("true positive rate (real called real)", 12.0, m + s / 2.0, true);
+    svg + "</svg>"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +112,8 @@ mod tests {
         assert_eq!(pixel(MARGIN + 50, MARGIN), CURVE.to_vec(), "top edge");
         assert_eq!(pixel(MARGIN + 75, MARGIN + 25), CHANCE.to_vec(), "the diagonal at (0.75, 0.75)");
         assert_eq!(pixel(MARGIN + 60, MARGIN + 70), BACKGROUND.to_vec(), "below the diagonal, off the grid");
+        let svg = roc_svg(&curve, 100);
+        let m = 2.0 * MARGIN as f64;
+        assert!(svg.contains(&format!(r#"points="{m:.2},{:.2} {m:.2},{m:.2} {:.2},{m:.2}""#, m + 100.0, m + 100.0)), "{svg}");
     }
 }

@@ -156,6 +156,16 @@ pub fn analyse(ratings: &[Rating]) -> Result<RocResult, String> {
     Ok(RocResult { real, synthetic, auroc, standard_error, ci95, curve, verdict: verdict.into() })
 }
 
+/// The number of ratings per class on the paper's 0–4 scale (a non-integer rating at its floor):
+/// `[synthetic, real]`.
+pub fn histogram(ratings: &[Rating]) -> [[usize; 5]; 2] {
+    let mut counts = [[0usize; 5]; 2];
+    for r in ratings {
+        counts[usize::from(r.real)][(r.score.floor().max(0.0) as usize).min(4)] += 1;
+    }
+    counts
+}
+
 /// Reads a ratings CSV: a header with the columns `class` (`real` or `synthetic`) and `rating`
 /// (0–4, the paper's scale), others (e.g. `image`) ignored. Errors name the line.
 pub fn read_ratings_csv(text: &str) -> Result<Vec<Rating>, String> {

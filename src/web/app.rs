@@ -17,6 +17,7 @@ use super::model_panel::ModelPanel;
 use super::models::{DEFAULT_INPAINTING, DEFAULT_TEXT_TO_IMAGE, SlotStatus};
 use super::prompt_panel::{GenerateRequest, PromptPanel};
 use super::protocol::Reply;
+use super::reader_study::ReaderStudy;
 use super::run::Job;
 use super::scope::now_ms;
 use crate::device::ComputePreference;
@@ -318,6 +319,7 @@ pub fn App() -> impl IntoView {
             </PromptPanel>
             <MaskPanel source defaults=inpaint_defaults busy on_inpaint />
             <Gallery items=gallery on_paint on_rerun />
+            <ReaderStudy gallery />
         </main>
         <footer>"Everything runs in this tab; the page contacts no server but the one it came from and a package URL you enter."</footer>
     }

@@ -23,9 +23,10 @@ fn js_error(url: &str, what: &str, e: JsValue) -> Error {
     Error::Io { path: url.to_string(), reason: format!("{what}: {}", super::scope::js_text(&e)) }
 }
 
-async fn open_cache() -> Option<Cache> {
+/// The Cache Storage bucket `name` (packages, or the reader study's images).
+pub(crate) async fn open_cache(name: &str) -> Option<Cache> {
     let caches = super::scope::caches()?;
-    JsFuture::from(caches.open(CACHE_NAME)).await.ok()?.dyn_into().ok()
+    JsFuture::from(caches.open(name)).await.ok()?.dyn_into().ok()
 }
 
 /// A body longer than `limit` bytes: refused as soon as it passes the limit.
@@ -125,7 +126,7 @@ async fn fetch(url: &str) -> Result<Response> {
 
 /// A text file (the manifest, at most [`crate::package::MAX_MANIFEST_BYTES`]), from the network when possible, else from the cache (offline).
 pub async fn fetch_text(url: &str) -> Result<String> {
-    let cache = open_cache().await;
+    let cache = open_cache(CACHE_NAME).await;
     match fetch(url).await {
         Ok(response) => {
             let bytes = read_body(url, response, crate::package::MAX_MANIFEST_BYTES, &mut |_| {}).await?;
@@ -141,14 +142,14 @@ pub async fn fetch_text(url: &str) -> Result<String> {
     }
 }
 
-async fn cached(cache: Option<&Cache>, url: &str) -> Option<Vec<u8>> {
+pub(crate) async fn cached(cache: Option<&Cache>, url: &str) -> Option<Vec<u8>> {
     let found = JsFuture::from(cache?.match_with_str(url)).await.ok()?;
     let response: Response = found.dyn_into().ok()?;
     let buffer = JsFuture::from(response.array_buffer().ok()?).await.ok()?;
     Some(Uint8Array::new(&buffer).to_vec())
 }
 
-async fn store(cache: &Cache, url: &str, bytes: &[u8]) {
+pub(crate) async fn store(cache: &Cache, url: &str, bytes: &[u8]) {
     let mut copy = bytes.to_vec();
     let init = web_sys::ResponseInit::new();
     if let Ok(headers) = web_sys::Headers::new() {
@@ -166,7 +167,7 @@ async fn store(cache: &Cache, url: &str, bytes: &[u8]) {
 /// (a cached file counts at once).
 pub async fn fetch_verified(base: &str, file: &FileRef, on_bytes: &mut dyn FnMut(u64)) -> Result<Vec<u8>> {
     let url = format!("{base}{}", file.file);
-    let cache = open_cache().await;
+    let cache = open_cache(CACHE_NAME).await;
     if let Some(bytes) = cached(cache.as_ref(), &url).await {
         if file.verify(&bytes).is_ok() {
             on_bytes(bytes.len() as u64);
@@ -187,14 +188,14 @@ pub async fn fetch_verified(base: &str, file: &FileRef, on_bytes: &mut dyn FnMut
 /// Bytes kept in the package cache (sum of stored bodies) and the origin's usage and quota.
 pub async fn stored_bytes() -> (u64, Option<(f64, f64)>) {
     let mut total = 0;
-    if let Some(cache) = open_cache().await {
-        if let Ok(keys) = JsFuture::from(cache.keys()).await {
-            for request in js_sys::Array::from(&keys).iter() {
-                if let Ok(found) = JsFuture::from(cache.match_with_request(&request.unchecked_into())).await {
-                    if let Ok(response) = found.dyn_into::<Response>() {
-                        total += response.headers().get(SIZE_HEADER).ok().flatten().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
-                    }
-                }
+    if let Some(cache) = open_cache(CACHE_NAME).await
+        && let Ok(keys) = JsFuture::from(cache.keys()).await
+    {
+        for request in js_sys::Array::from(&keys).iter() {
+            if let Ok(found) = JsFuture::from(cache.match_with_request(&request.unchecked_into())).await
+                && let Ok(response) = found.dyn_into::<Response>()
+            {
+                total += response.headers().get(SIZE_HEADER).ok().flatten().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
             }
         }
     }

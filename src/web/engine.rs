@@ -51,9 +51,12 @@ struct Engine {
     _on_error: Closure<dyn FnMut(ErrorEvent)>,
 }
 
+/// What runs after the worker died (see [`on_restart`]).
+type RestartHandler = Rc<dyn Fn(String)>;
+
 thread_local! {
     static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
-    static ON_RESTART: RefCell<Option<Rc<dyn Fn(String)>>> = RefCell::new(None);
+    static ON_RESTART: RefCell<Option<RestartHandler>> = RefCell::new(None);
 }
 
 /// `f(reason)` runs after the worker died and was dropped (the next request starts a new one).

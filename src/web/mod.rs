@@ -14,6 +14,7 @@ pub mod model_panel;
 pub mod models;
 pub mod prompt_panel;
 pub mod protocol;
+pub mod reader_study;
 pub mod run;
 pub mod scope;
 pub mod worker;

@@ -95,10 +95,10 @@ pub fn model(kind: ModelKind) -> Option<Rc<StableDiffusion>> {
 pub async fn device(preference: ComputePreference) -> Result<(Device, ComputeChoice)> {
     let cell = DEVICE.with(Rc::clone);
     let mut slot = cell.lock().await;
-    if let Some((chosen_for, device, choice)) = slot.as_ref() {
-        if *chosen_for == preference {
-            return Ok((device.clone(), choice.clone()));
-        }
+    if let Some((chosen_for, device, choice)) = slot.as_ref()
+        && *chosen_for == preference
+    {
+        return Ok((device.clone(), choice.clone()));
     }
     let choice = ComputeChoice::choose(preference, &super::gpu::adapter().await)?;
     let device = match choice.backend {

@@ -20,8 +20,8 @@ pub fn latent_preview(latents: &[f32], height: usize, width: usize) -> RgbImage 
     let plane = height * width;
     let mut pixels = Vec::with_capacity(plane * 3);
     for i in 0..plane {
-        for c in 0..3 {
-            let v: f32 = (0..4).map(|k| LATENT_RGB[k][c] * latents.get(k * plane + i).copied().unwrap_or(0.0)).sum();
+        for channel in 0..3 {
+            let v: f32 = LATENT_RGB.iter().enumerate().map(|(k, rgb)| rgb[channel] * latents.get(k * plane + i).copied().unwrap_or(0.0)).sum();
             pixels.push(((v + 1.0) * 127.5).clamp(0.0, 255.0) as u8);
         }
     }

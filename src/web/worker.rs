@@ -89,11 +89,11 @@ async fn load(id: u32, url: String, compute: ComputePreference) {
     reply(id, Reply::Opened { info: package.info.clone() });
     let last = Cell::new(f64::NEG_INFINITY);
     let progress = move |status: SlotStatus| {
-        if let SlotStatus::Loading { done, total, started_ms, now_ms, .. } = status {
-            if now_ms - last.get() >= PROGRESS_EVERY_MS || done == total {
-                last.set(now_ms);
-                reply(id, Reply::Loading { done, total, started_ms, now_ms });
-            }
+        if let SlotStatus::Loading { done, total, started_ms, now_ms, .. } = status
+            && (now_ms - last.get() >= PROGRESS_EVERY_MS || done == total)
+        {
+            last.set(now_ms);
+            reply(id, Reply::Loading { done, total, started_ms, now_ms });
         }
     };
     match models::load(package, compute, progress).await {

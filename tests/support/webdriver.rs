@@ -113,6 +113,21 @@ impl Browser {
         self.command("DELETE", "actions", Value::Null);
     }
 
+    /// Gives the file input matching `selector` these files, as a person picking them would.
+    pub fn upload(&self, selector: &str, files: &[std::path::PathBuf]) {
+        let id = self.element(selector);
+        let text = files.iter().map(|f| f.to_str().unwrap()).collect::<Vec<_>>().join("\n");
+        self.command("POST", &format!("element/{}/value", id.as_str().unwrap()), json!({ "text": text }));
+    }
+
+    /// Presses and releases `key` (a character, or a WebDriver key code such as "\u{E003}",
+    /// Backspace) on whatever has the focus.
+    pub fn press(&self, key: &str) {
+        let actions = json!([{ "type": "keyDown", "value": key }, { "type": "keyUp", "value": key }]);
+        self.command("POST", "actions", json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": actions }] }));
+        self.command("DELETE", "actions", Value::Null);
+    }
+
     pub fn screenshot(&self, path: &std::path::Path) {
         let b64 = self.command("GET", "screenshot", Value::Null);
         let png = base64::engine::general_purpose::STANDARD.decode(b64.as_str().unwrap()).unwrap();

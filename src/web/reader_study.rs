@@ -1,0 +1,319 @@
+//! The reader study panel (MAM-E §3.3, live): real images picked from the reader's own files
+//! (never uploaded), synthetic ones from the gallery (generated here by the loaded model) or from
+//! files; a blinded 50/50 sequence rated 0–4 with the keyboard or buttons; then the ROC curve,
+//! the AUROC with DeLong's 95 % interval, the ratings per class and the verdict, with the
+//! ratings as CSV (what `mam-e eval roc` reads) and the result as JSON. A study in progress
+//! survives a reload: its state is in `localStorage`, its images in Cache Storage.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+use super::download::{cached, open_cache, store};
+use super::gallery::GalleryItem;
+use crate::eval::plot::roc_svg;
+use crate::eval::reader_study::{SCALE, Study};
+use crate::eval::roc::{Rating, analyse, histogram, read_ratings_csv};
+use crate::package::ModelKind;
+
+const STATE_KEY: &str = "mam-e-reader-study";
+const IMAGE_CACHE: &str = "mam-e-reader-study";
+
+/// The cache key of the study's `k`-th image (a same-origin URL that is never fetched).
+fn image_key(k: usize) -> String {
+    format!("reader-study/{k}")
+}
+
+fn local_storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok().flatten()
+}
+
+fn save(study: &Study) {
+    if let (Some(storage), Ok(json)) = (local_storage(), serde_json::to_string(study)) {
+        let _ = storage.set_item(STATE_KEY, &json);
+    }
+}
+
+fn saved() -> Option<Study> {
+    serde_json::from_str(&local_storage()?.get_item(STATE_KEY).ok()??).ok()
+}
+
+async fn forget() {
+    if let Some(storage) = local_storage() {
+        let _ = storage.remove_item(STATE_KEY);
+    }
+    if let Some(caches) = super::scope::caches() {
+        let _ = JsFuture::from(caches.delete(IMAGE_CACHE)).await;
+    }
+}
+
+/// A `blob:` URL for bytes of `mime` type.
+fn blob_url(bytes: &[u8], mime: &str) -> String {
+    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(mime);
+    web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options)
+        .ok()
+        .and_then(|blob| web_sys::Url::create_object_url_with_blob(&blob).ok())
+        .unwrap_or_default()
+}
+
+/// The files of a file input: (name, bytes) of each that decodes as PNG or JPEG; the others
+/// by name with the reason.
+async fn read_images(input: web_sys::HtmlInputElement) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
+    let (mut images, mut skipped) = (Vec::new(), Vec::new());
+    let Some(files) = input.files() else { return (images, skipped) };
+    for k in 0..files.length() {
+        let Some(file) = files.get(k) else { continue };
+        let name = file.name();
+        let Ok(buffer) = JsFuture::from(file.array_buffer()).await else {
+            skipped.push(format!("{name}: could not be read"));
+            continue;
+        };
+        let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
+        match image::ImageReader::new(std::io::Cursor::new(&bytes))
+            .with_guessed_format()
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.into_dimensions().map_err(|e| e.to_string()))
+        {
+            Ok(_) => images.push((name, bytes)),
+            Err(e) => skipped.push(format!("{name}: not a PNG or JPEG image ({e})")),
+        }
+    }
+    (images, skipped)
+}
+
+/// A finished study's (or an imported file's) figures.
+#[component]
+fn StudyResult(ratings: Vec<Rating>, csv: String, title: String) -> impl IntoView {
+    let result = match analyse(&ratings) {
+        Ok(result) => result,
+        Err(e) => return view! { <p class="error" data-test="study-error">{format!("{title}: {e}")}</p> }.into_any(),
+    };
+    let counts = histogram(&ratings);
+    let mut report = serde_json::to_value(&result).unwrap_or_default();
+    report["histogram"] = serde_json::json!({ "real": counts[1], "synthetic": counts[0] });
+    report["ci_method"] = "DeLong (normal approximation)".into();
+    let json_url = blob_url(report.to_string().as_bytes(), "application/json");
+    let csv_url = blob_url(csv.as_bytes(), "text/csv");
+    let row = |class: &'static str, counts: [usize; 5]| {
+        view! { <tr><th>{class}</th>{counts.iter().map(|n| view! { <td>{*n}</td> }).collect_view()}</tr> }
+    };
+    view! {
+        <div class="study-result" data-test="study-result" data-auroc=result.auroc.to_string()
+            data-ci-low=result.ci95[0].to_string() data-ci-high=result.ci95[1].to_string()>
+            <h3>{title}</h3>
+            <div class="row">
+                <div inner_html=roc_svg(&result.curve, 280) />
+                <div>
+                    <p class="auroc">
+                        <strong>{format!("AUROC {:.3}", result.auroc)}</strong>
+                        {format!(" (95 % CI {:.3}–{:.3}, DeLong) · {} real, {} synthetic", result.ci95[0], result.ci95[1], result.real, result.synthetic)}
+                    </p>
+                    <p data-test="verdict">{result.verdict.clone()}</p>
+                    <table class="histogram">
+                        <tr><th>"rating"</th>{(0..5).map(|r| view! { <th title=SCALE[r]>{r}</th> }).collect_view()}</tr>
+                        {row("real", counts[1])}
+                        {row("synthetic", counts[0])}
+                    </table>
+                    <div class="row">
+                        <a class="button" data-test="study-csv" href=csv_url download="reader-study-ratings.csv">"Ratings (CSV)"</a>
+                        <a class="button" href=json_url download="reader-study-result.json">"Result (JSON)"</a>
+                    </div>
+                </div>
+            </div>
+        </div>
+    }
+    .into_any()
+}
+
+/// The reader study panel. Synthetic images can come from `gallery` (its text-to-image results).
+#[component]
+pub fn ReaderStudy(gallery: RwSignal<Vec<GalleryItem>>) -> impl IntoView {
+    let study = RwSignal::new(saved());
+    let real = RwSignal::new(Vec::<(String, Vec<u8>)>::new());
+    let synthetic_files = RwSignal::new(Vec::<(String, Vec<u8>)>::new());
+    let size = RwSignal::new(50usize);
+    let message = RwSignal::new(None::<String>);
+    let shown = RwSignal::new(None::<String>);
+    let imported = RwSignal::new(None::<(Vec<Rating>, String, String)>);
+    let gallery_images = move || gallery.with(|g| g.iter().filter(|i| i.kind == ModelKind::TextToImage && i.before.is_none()).count());
+
+    let pick = move |target: RwSignal<Vec<(String, Vec<u8>)>>| {
+        move |ev: web_sys::Event| {
+            let Some(input) = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok()) else { return };
+            spawn_local(async move {
+                let (images, skipped) = read_images(input).await;
+                message.set((!skipped.is_empty()).then(|| format!("skipped {}", skipped.join("; "))));
+                target.set(images);
+            });
+        }
+    };
+
+    // Shows the current image: its bytes from Cache Storage as a blob URL.
+    Effect::new(move |_| {
+        let position = study.with(|s| s.as_ref().filter(|s| !s.finished()).map(|s| s.position));
+        let Some(position) = position else { return };
+        spawn_local(async move {
+            let cache = open_cache(IMAGE_CACHE).await;
+            match cached(cache.as_ref(), &image_key(position)).await {
+                Some(bytes) => {
+                    if let Some(old) = shown.get_untracked() {
+                        let _ = web_sys::Url::revoke_object_url(&old);
+                    }
+                    shown.set(Some(blob_url(&bytes, "")));
+                }
+                None => message.set(Some("this study's images are no longer stored in the browser: start a new study".into())),
+            }
+        });
+    });
+
+    let start = move |_| {
+        let real_images = real.get_untracked();
+        let synthetic: Vec<(String, Vec<u8>)> = if synthetic_files.with_untracked(Vec::is_empty) {
+            gallery
+                .get_untracked()
+                .into_iter()
+                .filter(|i| i.kind == ModelKind::TextToImage && i.before.is_none())
+                .filter_map(|i| Some((format!("gallery seed {}", i.params.seed), i.image.to_png(&[]).ok()?)))
+                .collect()
+        } else {
+            synthetic_files.get_untracked()
+        };
+        let names = |set: &[(String, Vec<u8>)]| set.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        let seed = (js_sys::Math::random() * 4_294_967_296.0) as u64;
+        let (new_study, order) = match Study::new(&names(&real_images), &names(&synthetic), size.get_untracked(), seed) {
+            Ok(s) => s,
+            Err(e) => return message.set(Some(e)),
+        };
+        message.set(None);
+        spawn_local(async move {
+            forget().await;
+            let Some(cache) = open_cache(IMAGE_CACHE).await else {
+                return message.set(Some("this browser offers no Cache Storage to keep the study's images: the study cannot run here".into()));
+            };
+            for (k, &(is_real, i)) in order.iter().enumerate() {
+                let bytes = if is_real { &real_images[i].1 } else { &synthetic[i].1 };
+                store(&cache, &image_key(k), bytes).await;
+            }
+            save(&new_study);
+            study.set(Some(new_study));
+        });
+    };
+
+    let rate = move |rating: u8| {
+        study.update(|s| {
+            if let Some(s) = s.as_mut().filter(|s| !s.finished())
+                && s.rate(rating).is_ok()
+            {
+                save(s);
+            }
+        })
+    };
+    let back = move || {
+        study.update(|s| {
+            if let Some(s) = s.as_mut() {
+                s.back();
+                save(s);
+            }
+        })
+    };
+    let rating_now = move || study.with(|s| s.as_ref().is_some_and(|s| !s.finished()));
+    let _keys = window_event_listener(leptos::ev::keydown, move |ev: web_sys::KeyboardEvent| {
+        let typing = ev
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::HtmlElement>().ok())
+            .is_some_and(|e| matches!(e.tag_name().as_str(), "INPUT" | "TEXTAREA" | "SELECT"));
+        if !rating_now() || typing || ev.ctrl_key() || ev.meta_key() || ev.alt_key() {
+            return;
+        }
+        match ev.key().as_str() {
+            k @ ("0" | "1" | "2" | "3" | "4") => rate(k.parse().unwrap_or_default()),
+            "Backspace" | "ArrowLeft" => back(),
+            _ => return,
+        }
+        ev.prevent_default();
+    });
+
+    let import = move |ev: web_sys::Event| {
+        let Some(input) = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok()) else { return };
+        let Some(file) = input.files().and_then(|f| f.get(0)) else { return };
+        spawn_local(async move {
+            let name = file.name();
+            let text = JsFuture::from(file.text()).await.ok().and_then(|t| t.as_string()).unwrap_or_default();
+            match read_ratings_csv(&text) {
+                Ok(ratings) => {
+                    message.set(None);
+                    imported.set(Some((ratings, text, name)));
+                }
+                Err(e) => message.set(Some(format!("{name}: {e}"))),
+            }
+        });
+    };
+
+    let setup = move || {
+        view! {
+            <p>
+                "Pick real mammograms from this computer (PNG or JPEG; they stay in this tab) and synthetic ones: "
+                "the gallery's generated images, or files. Each is shown once, full size, without its name, in a random order, "
+                "and rated from 0 (definitely synthetic) to 4 (definitely real) — keys 0–4, Backspace to go back."
+            </p>
+            <div class="row">
+                <label>"Real images " <input type="file" name="study-real" multiple accept="image/png,image/jpeg" on:change=pick(real) /></label>
+                <span data-test="study-real-count">{move || format!("{} real", real.with(Vec::len))}</span>
+            </div>
+            <div class="row">
+                <label>"Synthetic images " <input type="file" name="study-synthetic" multiple accept="image/png,image/jpeg" on:change=pick(synthetic_files) /></label>
+                <span>{move || match synthetic_files.with(Vec::len) {
+                    0 => format!("none picked: the gallery's {} generated images are used", gallery_images()),
+                    n => format!("{n} synthetic"),
+                }}</span>
+            </div>
+            <div class="row">
+                <label>"Images to rate " <input type="number" name="study-size" min="2" max="1000" prop:value=move || size.get().to_string()
+                    on:change=move |ev| size.set(event_target_value(&ev).parse().unwrap_or(50)) /></label>
+                <button type="button" name="study-start" on:click=start>"Start the study"</button>
+                <label>"Show a past study (CSV) " <input type="file" name="study-import" accept=".csv,text/csv" on:change=import /></label>
+            </div>
+        }
+    };
+
+    let rating_view = move || {
+        let (position, total, rated) = study.with(|s| s.as_ref().map(|s| (s.position, s.trials.len(), s.rated())).unwrap_or_default());
+        view! {
+            <p class="study-progress" data-test="study-progress" data-position=position data-rated=rated>
+                {format!("Image {} of {total} · {rated} rated", position + 1)}
+            </p>
+            <div class="study-image">{move || shown.get().map(|url| view! { <img data-test="study-image" src=url alt="the image to rate" /> })}</div>
+            <div class="row scale">
+                {(0..5u8).map(|r| view! {
+                    <button type="button" name=format!("rate-{r}") on:click=move |_| rate(r)>{format!("{r} · {}", SCALE[r as usize])}</button>
+                }).collect_view()}
+            </div>
+            <div class="row">
+                <button type="button" name="study-back" disabled=position == 0 on:click=move |_| back()>"Back"</button>
+                <button type="button" name="study-abandon" on:click=move |_| spawn_local(async move { forget().await; study.set(None) })>"Abandon the study"</button>
+            </div>
+        }
+    };
+
+    view! {
+        <section class="panel" id="reader-study-panel">
+            <h2>"Reader study"</h2>
+            {move || match study.with(|s| s.as_ref().map(Study::finished)) {
+                None => setup().into_any(),
+                Some(false) => rating_view().into_any(),
+                Some(true) => {
+                    let s = study.get_untracked().expect("a finished study");
+                    view! {
+                        <StudyResult ratings=s.ratings() csv=s.to_csv() title="This study".to_string() />
+                        <button type="button" name="study-new" on:click=move |_| spawn_local(async move { forget().await; study.set(None) })>"New study"</button>
+                    }.into_any()
+                }
+            }}
+            {move || imported.get().map(|(ratings, csv, name)| view! { <StudyResult ratings csv title=format!("Imported: {name}") /> })}
+            {move || message.get().map(|m| view! { <p class="error" role="alert" data-test="study-message">{m}</p> })}
+        </section>
+    }
+}
