@@ -23,6 +23,8 @@ pub mod weights;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod atomic;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod cad;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod data;

@@ -15,7 +15,7 @@ use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::imaging::RgbImage;
+use crate::imaging::{RgbImage, interpolate_bilinear};
 use crate::weights::safetensors;
 
 /// The length of a feature vector (pool3).
@@ -343,31 +343,9 @@ impl FidInception {
 pub fn input_planes(image: &RgbImage) -> Vec<f32> {
     let (w, h) = (image.width, image.height);
     let mut out = Vec::with_capacity(3 * INPUT_SIDE * INPUT_SIDE);
-    let ys = linear_taps(h, INPUT_SIDE);
-    let xs = linear_taps(w, INPUT_SIDE);
     for channel in 0..3 {
         let plane: Vec<f32> = (0..w * h).map(|i| f32::from(image.pixels[i * 3 + channel]) / 255.0).collect();
-        for &(y0, y1, wy) in &ys {
-            for &(x0, x1, wx) in &xs {
-                let top = (1.0 - wx) * plane[y0 * w + x0] + wx * plane[y0 * w + x1];
-                let bottom = (1.0 - wx) * plane[y1 * w + x0] + wx * plane[y1 * w + x1];
-                out.push(2.0 * ((1.0 - wy) * top + wy * bottom) - 1.0);
-            }
-        }
+        out.extend(interpolate_bilinear(&plane, w, h, INPUT_SIDE, INPUT_SIDE).into_iter().map(|v| 2.0 * v - 1.0));
     }
     out
-}
-
-/// PyTorch's bilinear source taps with `align_corners=False`: for each output index, the two
-/// input indices and the weight of the second.
-fn linear_taps(input: usize, output: usize) -> Vec<(usize, usize, f32)> {
-    let scale = input as f32 / output as f32;
-    (0..output)
-        .map(|o| {
-            let source = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
-            let i0 = (source as usize).min(input - 1);
-            let i1 = if i0 + 1 < input { i0 + 1 } else { i0 };
-            (i0, i1, source - i0 as f32)
-        })
-        .collect()
 }

@@ -1,0 +1,164 @@
+//! Where the CAD looks (MAM-E §3.3, Fig. 6): heatmaps of the lesion logit over the input, each as
+//! Captum 0.9 computes it for a model with one output per image:
+//!
+//! - **Grad-CAM** (Selvaraju et al. 2017; Captum's `LayerGradCam` with `relu_attributions=True`
+//!   on the last stage, upsampled by `LayerAttribution.interpolate`, bilinear): ReLU(Σₖ αₖ Aₖ),
+//!   αₖ the spatial mean of ∂y/∂Aₖ.
+//! - **Saliency** (Simonyan et al. 2014; Captum's `Saliency`): |∂y/∂x|.
+//! - **SmoothGrad** (Smilkov et al. 2017; Captum's `NoiseTunnel(Saliency)`, `smoothgrad`): the
+//!   mean of |∂y/∂x| at `samples` copies of x plus Gaussian noise of standard deviation `noise`
+//!   (in input units, [−1, 1]); the noise is PyTorch's `randn` from `seed`.
+//! - **Occlusion** (Zeiler & Fergus 2014; Captum's `Occlusion`, baseline 0 = mid-gray): each
+//!   window of `window`² pixels, moved by `stride` (the last one cut at the border), set to 0;
+//!   a pixel's value is the mean drop of the logit over the windows that covered it.
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::model::Cad;
+use crate::imaging::interpolate_bilinear;
+use crate::torch_rng::TorchGenerator;
+
+fn input(pixels: &[f32], side: usize, device: &Device) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(pixels.to_vec(), [pixels.len() / (side * side), 1, side, side]), device)
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec::<f32>().expect("f32 tensors")
+}
+
+/// The logit of one image (`model` on any device).
+pub fn logit(model: &Cad, pixels: &[f32], side: usize, device: &Device) -> f32 {
+    values(model.forward(input(pixels, side, device)))[0]
+}
+
+/// Grad-CAM at the last stage's resolution (`h × w`, returned with it) and upsampled to the input.
+/// `model` lives on an autodiff device (`device`).
+pub fn grad_cam(model: &Cad, pixels: &[f32], side: usize, device: &Device) -> (Vec<f32>, (usize, usize), Vec<f32>) {
+    let features = model.features(input(pixels, side, device)).detach().require_grad();
+    let [_, channels, h, w] = features.dims();
+    let grads = model.head(features.clone()).sum().backward();
+    let gradient = features.grad(&grads).expect("the features require a gradient");
+    let alpha = gradient.mean_dim(3).mean_dim(2).reshape([1, channels, 1, 1]);
+    let cam = (features.inner() * alpha).sum_dim(1).clamp_min(0.0).reshape([h * w]);
+    let cam = values(cam);
+    let upsampled = interpolate_bilinear(&cam, w, h, side, side);
+    (cam, (h, w), upsampled)
+}
+
+/// |∂y/∂x| for each image of `pixels` (a batch of `side²` planes), summed over the batch
+/// gradient (each image's logit depends on its own pixels only).
+fn abs_gradients(model: &Cad, pixels: &[f32], side: usize, device: &Device) -> Vec<f32> {
+    let x = input(pixels, side, device).require_grad();
+    let grads = model.forward(x.clone()).sum().backward();
+    values(x.grad(&grads).expect("the input requires a gradient").abs())
+}
+
+pub fn saliency(model: &Cad, pixels: &[f32], side: usize, device: &Device) -> Vec<f32> {
+    abs_gradients(model, pixels, side, device)
+}
+
+/// The noisy copies SmoothGrad averages over: `x + noise · randn`, PyTorch's generator from `seed`.
+pub fn smoothgrad_inputs(pixels: &[f32], samples: usize, noise: f32, seed: u64) -> Vec<f32> {
+    let mut generator = TorchGenerator::manual_seed(seed);
+    let z = generator.randn(samples * pixels.len());
+    z.chunks_exact(pixels.len()).flat_map(|z| pixels.iter().zip(z).map(|(p, z)| p + noise * z)).collect()
+}
+
+pub fn smoothgrad(model: &Cad, pixels: &[f32], side: usize, samples: usize, noise: f32, seed: u64, device: &Device) -> Vec<f32> {
+    let noisy = smoothgrad_inputs(pixels, samples, noise, seed);
+    let mut sum = vec![0.0f32; pixels.len()];
+    // A few copies at a time: the gradient of a batch holds all of them.
+    for chunk in noisy.chunks(pixels.len() * 8) {
+        for (k, g) in abs_gradients(model, chunk, side, device).into_iter().enumerate() {
+            sum[k % pixels.len()] += g;
+        }
+    }
+    sum.iter().map(|s| s / samples as f32).collect()
+}
+
+/// Window starts along a side: Captum's `ceil((side − window) / stride) + 1` positions.
+fn starts(side: usize, window: usize, stride: usize) -> Vec<usize> {
+    let count = (side.saturating_sub(window)).div_ceil(stride) + 1;
+    (0..count).map(|k| k * stride).collect()
+}
+
+pub fn occlusion(model: &Cad, pixels: &[f32], side: usize, window: usize, stride: usize, device: &Device) -> Result<Vec<f32>, String> {
+    if window == 0 || stride == 0 || window > side || stride > window {
+        return Err(format!("occlusion: window {window} and stride {stride} on a {side}-pixel image (1 ≤ stride ≤ window ≤ side)"));
+    }
+    let base = logit(model, pixels, side, device);
+    let positions: Vec<(usize, usize)> =
+        starts(side, window, stride).into_iter().flat_map(|y| starts(side, window, stride).into_iter().map(move |x| (y, x))).collect();
+    let (mut total, mut count) = (vec![0.0f32; side * side], vec![0u32; side * side]);
+    for batch in positions.chunks(16) {
+        let mut occluded = Vec::with_capacity(batch.len() * side * side);
+        for &(y0, x0) in batch {
+            let mut copy = pixels.to_vec();
+            for y in y0..(y0 + window).min(side) {
+                copy[y * side + x0..y * side + (x0 + window).min(side)].fill(0.0);
+            }
+            occluded.extend(copy);
+        }
+        let logits = values(model.forward(input(&occluded, side, device)));
+        for (&(y0, x0), l) in batch.iter().zip(logits) {
+            for y in y0..(y0 + window).min(side) {
+                for x in x0..(x0 + window).min(side) {
+                    total[y * side + x] += base - l;
+                    count[y * side + x] += 1;
+                }
+            }
+        }
+    }
+    Ok(total.iter().zip(&count).map(|(t, &c)| t / c as f32).collect())
+}
+
+/// How much of a heatmap's positive mass falls on the lesion, against the lesion's share of the
+/// breast: a ratio above 1 means the CAD looks at the lesion more than at a random spot of
+/// the breast of its size.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LesionAttention {
+    /// Σ heatmap⁺ inside the mask / Σ heatmap⁺ inside the breast.
+    pub mass_in_lesion: f64,
+    /// Mask pixels / breast pixels.
+    pub lesion_share_of_breast: f64,
+    pub ratio: f64,
+}
+
+/// `mask` and `breast`: one flag per pixel of the heatmap.
+pub fn lesion_attention(heatmap: &[f32], mask: &[bool], breast: &[bool]) -> Option<LesionAttention> {
+    let in_breast = |i: &usize| breast[*i] || mask[*i];
+    let positive = |i: usize| f64::from(heatmap[i].max(0.0));
+    let breast_mass: f64 = (0..heatmap.len()).filter(in_breast).map(positive).sum();
+    let lesion_mass: f64 = (0..heatmap.len()).filter(|&i| mask[i]).map(positive).sum();
+    let breast_pixels = (0..heatmap.len()).filter(in_breast).count();
+    let lesion_pixels = mask.iter().filter(|&&m| m).count();
+    if breast_mass <= 0.0 || lesion_pixels == 0 {
+        return None;
+    }
+    let mass_in_lesion = lesion_mass / breast_mass;
+    let lesion_share_of_breast = lesion_pixels as f64 / breast_pixels as f64;
+    Some(LesionAttention { mass_in_lesion, lesion_share_of_breast, ratio: mass_in_lesion / lesion_share_of_breast })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_positions_follow_captum() {
+        // ceil((10 − 4) / 3) + 1 = 3 windows: 0, 3, 6 (the last reaches the border exactly).
+        assert_eq!(starts(10, 4, 3), vec![0, 3, 6]);
+        // ceil((10 − 4) / 4) + 1 = 3: 0, 4, 8 (the last cut to 8..10).
+        assert_eq!(starts(10, 4, 4), vec![0, 4, 8]);
+        assert_eq!(starts(8, 8, 2), vec![0]);
+    }
+
+    #[test]
+    fn attention_of_a_map_that_is_all_on_the_lesion() {
+        let mask = [false, true, true, false];
+        let breast = [true, true, true, true];
+        let a = lesion_attention(&[0.0, 1.0, 3.0, -2.0], &mask, &breast).unwrap();
+        assert_eq!((a.mass_in_lesion, a.lesion_share_of_breast, a.ratio), (1.0, 0.5, 2.0));
+        assert!(lesion_attention(&[0.0; 4], &mask, &breast).is_none());
+    }
+}
