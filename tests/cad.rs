@@ -49,7 +49,7 @@ fn seeded_weights(reference: &Value) -> Vec<u8> {
 }
 
 fn seeded_model(device: &Device) -> Cad {
-    let model = CadConfig::preset("tiny", SIDE).unwrap().init(device);
+    let model = CadConfig::preset("tiny", SIDE, SIDE).unwrap().init(device);
     mam_e::weights::load_safetensors(model, seeded_weights(&reference()), "cad").unwrap()
 }
 
@@ -99,4 +99,98 @@ fn heatmaps_equal_captum() {
     // larger (measured 1.3e-5).
     assert_close("occlusion", &occlusion(&model, &x, SIDE, 8, 4, &device).unwrap(), want(3), 5e-5);
     assert!(occlusion(&model, &x, SIDE, 8, 9, &device).unwrap_err().contains("stride 9"));
+}
+
+fn phantoms(name: &str, count: &str, lesion_fraction: &str, seed: &str) -> std::path::PathBuf {
+    let out = support::cli::temp_dir("cad", name);
+    support::cli::ok(&[
+        "phantom",
+        "--format",
+        "prepared",
+        "--count",
+        count,
+        "--width",
+        "128",
+        "--size",
+        "64",
+        "--seed",
+        seed,
+        "--lesion-fraction",
+        lesion_fraction,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    out
+}
+
+/// `cad train`, `eval` and `explain` as a user runs them: a run stopped after one epoch and
+/// started again ends with the same bytes as one run of two epochs; bad input is refused.
+#[test]
+fn train_resume_eval_and_explain() {
+    use support::cli::{fails, ok, temp_dir};
+    let data = phantoms("data", "120", "0.5", "3");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let train = |out: &std::path::Path, epochs: &str| {
+        ok(&["cad", "train", "--data", &s(&data), "--out", &s(out), "--size", "64", "--patch", "32", "--epochs", epochs, "--batch-size", "8", "--seed", "4"])
+    };
+    let (straight, resumed) = (temp_dir("cad", "straight"), temp_dir("cad", "resumed"));
+    train(&straight, "2");
+    train(&resumed, "1");
+    train(&resumed, "2");
+    for file in ["model/model.safetensors", "checkpoint/model.safetensors", "checkpoint/optimizer.safetensors", "log.jsonl"] {
+        assert!(std::fs::read(straight.join(file)).unwrap() == std::fs::read(resumed.join(file)).unwrap(), "{file} differs after a resume");
+    }
+    assert_eq!(std::fs::read_to_string(straight.join("log.jsonl")).unwrap().lines().count(), 2);
+    let err = fails(&["cad", "train", "--data", &s(&data), "--out", &s(&straight), "--size", "64", "--patch", "32", "--epochs", "3", "--seed", "5"]);
+    assert!(err.contains("holds a run with other settings"), "{err}");
+    let healthy_only = phantoms("healthy", "20", "0", "3");
+    let err = fails(&["cad", "train", "--data", &s(&healthy_only), "--out", &s(&temp_dir("cad", "one-class")), "--size", "64", "--patch", "32"]);
+    assert!(err.contains("needs both classes"), "{err}");
+    let err = fails(&["cad", "train", "--data", &s(&data), "--out", &s(&temp_dir("cad", "big-patch")), "--size", "64", "--patch", "96"]);
+    assert!(err.contains("patches of 96 pixels in images of 64"), "{err}");
+
+    // Evaluation on the test split: the AUROC in the JSON is the one scikit-learn's definition
+    // gives for the scores (the ROC code is tested against it); here, its counts and range.
+    let report = temp_dir("cad", "eval.json");
+    let out = ok(&["cad", "eval", "--model", &s(&straight.join("model")), "--data", &s(&data), "--json", &s(&report)]);
+    assert!(out.contains("AUROC"), "{out}");
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let test_images = ["healthy", "lesions"]
+        .iter()
+        .map(|f| std::fs::read_to_string(data.join(f).join("metadata.jsonl")).unwrap().lines().filter(|l| l.contains("\"split\":\"test\"")).count())
+        .sum::<usize>();
+    assert_eq!(r["images"].as_u64().unwrap() as usize, test_images);
+    assert!((0.0..=1.0).contains(&r["auroc"].as_f64().unwrap()));
+
+    // Explain a lesion image with its mask, and a healthy one without.
+    let record: Value = serde_json::from_str(std::fs::read_to_string(data.join("lesions/metadata.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+    let image = data.join("lesions").join(record["file_name"].as_str().unwrap());
+    let mask = data.join("lesions").join(record["mask_file_name"].as_str().unwrap());
+    let explained = temp_dir("cad", "explain");
+    let out = ok(&["cad", "explain", &s(&image), "--model", &s(&straight.join("model")), "--mask", &s(&mask), "--out", &s(&explained), "--samples", "4"]);
+    assert!(out.contains("heatmap mass on the lesion"), "{out}");
+    let report: Value = serde_json::from_slice(&std::fs::read(explained.join("explain.json")).unwrap()).unwrap();
+    for method in ["grad_cam", "saliency", "smoothgrad", "occlusion"] {
+        let ratio = report[method]["lesion_attention"]["ratio"].as_f64();
+        assert!(ratio.is_some_and(f64::is_finite), "{method}: {report}");
+        let npy = std::fs::read(explained.join(format!("{method}.npy"))).unwrap();
+        assert_eq!(&npy[..6], b"\x93NUMPY");
+        let header_len = u16::from_le_bytes([npy[8], npy[9]]) as usize;
+        assert!(String::from_utf8_lossy(&npy[10..10 + header_len]).contains("'shape': (64, 64)"));
+        assert_eq!(npy.len() - 10 - header_len, 64 * 64 * 4);
+        let overlay = RgbImage::from_png(&std::fs::read(explained.join(format!("{method}.png"))).unwrap()).unwrap();
+        assert_eq!((overlay.width, overlay.height), (64, 64));
+    }
+    let out = ok(&["cad", "explain", &s(&image), "--model", &s(&straight.join("model")), "--method", "grad-cam", "--out", &s(&temp_dir("cad", "no-mask"))]);
+    assert!(out.contains("without the lesion-attention figures"), "{out}");
+
+    // A model folder whose config does not match its weights.
+    let broken = temp_dir("cad", "broken-model");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::copy(straight.join("model/model.safetensors"), broken.join("model.safetensors")).unwrap();
+    let mut config: Value = serde_json::from_slice(&std::fs::read(straight.join("model/config.json")).unwrap()).unwrap();
+    config["widths"] = serde_json::json!([8, 16, 32, 64]);
+    std::fs::write(broken.join("config.json"), config.to_string()).unwrap();
+    let err = fails(&["cad", "eval", "--model", &s(&broken), "--data", &s(&data)]);
+    assert!(err.contains("model.safetensors"), "{err}");
 }

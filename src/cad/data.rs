@@ -1,15 +1,18 @@
 //! CAD examples from prepared sets (`healthy/` and `lesions/` with `metadata.jsonl`, as `prepare`,
 //! `phantom --format prepared` and `synth` write them): each image gray, resized to the model's
-//! side (antialiased bilinear, as `prepare`; any size is accepted), scaled to [−1, 1], labelled
-//! lesion (1) or healthy (0); a lesion's mask resized the same way.
+//! image side (antialiased bilinear, as `prepare`; any size is accepted), scaled to [−1, 1],
+//! labelled lesion (1) or healthy (0) with its lesion boxes scaled the same way; and the patches
+//! the classifier trains on: around a lesion, or anywhere in a healthy breast.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::data::prepare::resize;
+use crate::data::measure::BREAST_LEVEL;
+use crate::data::prepare::{PixelBox, resize};
 use crate::data::training_set::Record;
 use crate::imaging::RgbImage;
+use crate::rng::NoiseRng;
 
 #[derive(Debug, Clone)]
 pub struct Example {
@@ -19,6 +22,8 @@ pub struct Example {
     /// `side × side` values in [−1, 1].
     pub pixels: Vec<f32>,
     pub split: String,
+    /// Lesion boxes in the resized image's pixels.
+    pub boxes: Vec<PixelBox>,
 }
 
 /// Which images of a set: its `training` or `test` split, or all.
@@ -39,11 +44,14 @@ impl Split {
     }
 }
 
+fn read_image(path: &Path) -> anyhow::Result<RgbImage> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    RgbImage::from_png(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// A gray image file as model input: `side × side` values in [−1, 1].
 pub fn read_pixels(path: &Path, side: usize) -> anyhow::Result<Vec<f32>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let image = RgbImage::from_png(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(to_input(&image, side))
+    Ok(to_input(&read_image(path)?, side))
 }
 
 /// An image as model input (gray, resized, [−1, 1]).
@@ -67,8 +75,25 @@ pub fn load(root: &Path, side: usize, split: Split) -> anyhow::Result<(Vec<Examp
                 continue;
             }
             let file = root.join(folder).join(&record.file_name);
-            match read_pixels(&file, side) {
-                Ok(pixels) => examples.push(Example { id: record.id, file, lesion, pixels, split: record.split }),
+            if lesion && record.boxes.is_empty() {
+                skipped.push(format!("{}: a lesion without a box", file.display()));
+                continue;
+            }
+            match read_image(&file) {
+                Ok(image) => {
+                    let scale = |v: usize, full: usize| (v * side).div_ceil(full).min(side);
+                    let boxes = record
+                        .boxes
+                        .iter()
+                        .map(|b| PixelBox {
+                            x0: b.x0 * side / image.width,
+                            y0: b.y0 * side / image.height,
+                            x1: scale(b.x1, image.width),
+                            y1: scale(b.y1, image.height),
+                        })
+                        .collect();
+                    examples.push(Example { id: record.id, file, lesion, pixels: to_input(&image, side), split: record.split, boxes });
+                }
                 Err(e) => skipped.push(format!("{e:#}")),
             }
         }
@@ -88,4 +113,51 @@ pub fn load(root: &Path, side: usize, split: Split) -> anyhow::Result<(Vec<Examp
 pub fn is_validation(id: &str, fraction: f64) -> bool {
     let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     (hash % 10_000) as f64 / 10_000.0 < fraction
+}
+
+/// Whether an input value ([−1, 1]) is breast rather than background.
+pub fn is_breast(value: f32) -> bool {
+    (value + 1.0) * 127.5 > f32::from(BREAST_LEVEL)
+}
+
+/// The `patch × patch` window of `pixels` (`side × side`) at (`x0`, `y0`).
+pub fn crop(pixels: &[f32], side: usize, x0: usize, y0: usize, patch: usize) -> Vec<f32> {
+    (y0..y0 + patch).flat_map(|y| pixels[y * side + x0..y * side + x0 + patch].iter().copied()).collect()
+}
+
+/// The top-left corner of a training patch: a lesion's patch contains one of its boxes' centres
+/// (anywhere but the outer eighth of the patch), a healthy image's is centred on a breast
+/// pixel (the image centre if none is found in 32 draws).
+pub fn patch_origin(example: &Example, side: usize, patch: usize, rng: &mut NoiseRng) -> (usize, usize) {
+    let max = side - patch;
+    let draw = |rng: &mut NoiseRng, n: usize| ((rng.uniform() * n as f64) as usize).min(n.saturating_sub(1));
+    if example.lesion {
+        let b = example.boxes[draw(rng, example.boxes.len())];
+        let (cx, cy) = ((b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2);
+        let margin = patch / 8;
+        let offset = |rng: &mut NoiseRng| margin + draw(rng, patch - 2 * margin);
+        let (ox, oy) = (offset(rng), offset(rng));
+        (cx.saturating_sub(ox).min(max), cy.saturating_sub(oy).min(max))
+    } else {
+        for _ in 0..32 {
+            let (x, y) = (draw(rng, side), draw(rng, side));
+            if is_breast(example.pixels[y * side + x]) {
+                return (x.saturating_sub(patch / 2).min(max), y.saturating_sub(patch / 2).min(max));
+            }
+        }
+        (max / 2, max / 2)
+    }
+}
+
+/// The patches an image is scored on: a grid of stride `patch / 2` covering the image, those
+/// whose centre is breast (all of them if none is).
+pub fn grid_patches(pixels: &[f32], side: usize, patch: usize) -> Vec<(usize, usize)> {
+    let stride = (patch / 2).max(1);
+    let mut starts: Vec<usize> = (0..=side - patch).step_by(stride).collect();
+    if starts.last() != Some(&(side - patch)) {
+        starts.push(side - patch);
+    }
+    let all: Vec<(usize, usize)> = starts.iter().flat_map(|&y| starts.iter().map(move |&x| (x, y))).collect();
+    let inside: Vec<(usize, usize)> = all.iter().copied().filter(|&(x, y)| is_breast(pixels[(y + patch / 2) * side + x + patch / 2])).collect();
+    if inside.is_empty() { all } else { inside }
 }

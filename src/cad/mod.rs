@@ -5,3 +5,4 @@
 pub mod data;
 pub mod explain;
 pub mod model;
+pub mod train;

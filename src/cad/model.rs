@@ -17,8 +17,11 @@ use crate::model::ops;
 /// The architecture: saved as `config.json` beside the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CadConfig {
-    /// Images are resized to `input_size`×`input_size` gray pixels.
+    /// The classifier's input: patches of `input_size`×`input_size` pixels of the image.
     pub input_size: usize,
+    /// Images are resized to `image_size`×`image_size` gray pixels first (patches equal to the
+    /// image classify whole images).
+    pub image_size: usize,
     /// Channels of each stage (`layer1`, `layer2`, …).
     pub widths: Vec<usize>,
     /// `BasicBlock`s per stage.
@@ -29,14 +32,14 @@ pub struct CadConfig {
 
 impl CadConfig {
     /// `tiny` (≈ 0.2 M parameters), `small` (≈ 0.7 M) or `resnet18` (torchvision's widths, ≈ 11 M).
-    pub fn preset(name: &str, input_size: usize) -> Result<Self, String> {
+    pub fn preset(name: &str, input_size: usize, image_size: usize) -> Result<Self, String> {
         let (widths, blocks) = match name {
             "tiny" => (vec![16, 32, 64, 128], vec![1, 1, 1, 1]),
             "small" => (vec![16, 32, 64, 128], vec![2, 2, 2, 2]),
             "resnet18" => (vec![64, 128, 256, 512], vec![2, 2, 2, 2]),
             other => return Err(format!("no CAD preset {other:?} (tiny, small, resnet18)")),
         };
-        Ok(Self { input_size, widths, blocks, groups: 8 })
+        Ok(Self { input_size, image_size, widths, blocks, groups: 8 })
     }
 
     pub fn check(&self) -> Result<(), String> {
@@ -48,8 +51,11 @@ impl CadConfig {
         }
         // The stem divides the side by 4, each stage after the first by 2: at least 1 pixel left.
         let reduction = 4 << (self.widths.len() - 1);
-        if self.input_size < reduction || self.input_size > 4096 {
-            return Err(format!("CAD config: input size {} (from {reduction} to 4096 pixels)", self.input_size));
+        if self.input_size < reduction || self.input_size > self.image_size || self.image_size > 4096 {
+            return Err(format!(
+                "CAD config: patches of {} pixels in images of {} (patches from {reduction} pixels to the image; images up to 4096)",
+                self.input_size, self.image_size
+            ));
         }
         Ok(())
     }

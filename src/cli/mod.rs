@@ -1,6 +1,7 @@
 //! The native research CLI, `mam-e`: one subcommand per job, each in its own file.
 
 mod bench;
+mod cad;
 mod convert;
 mod doctor;
 mod eval;
@@ -46,6 +47,8 @@ enum Command {
     Synth(synth::Args),
     /// Measure a model (prompt adherence, inpainting locality) or a reader study (ROC, AUROC).
     Eval(eval::Args),
+    /// The lesion classifier (CAD): train, evaluate, explain with heatmaps.
+    Cad(cad::Args),
     /// Check the compute backends: run the ops SD is built from and compare with f64 references.
     Doctor(doctor::Args),
 }
@@ -141,5 +144,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Cad(args) => cad::run(args),
     }
 }

@@ -1,0 +1,358 @@
+//! `mam-e cad train | eval | explain`: the lesion classifier of the CAD study (MAM-E §3.3).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use burn::module::Module;
+use burn::tensor::Device;
+use serde_json::json;
+
+use crate::cad::data::{Example, Split, is_breast, load, read_pixels};
+use crate::cad::explain::{LesionAttention, grad_cam, lesion_attention, logit, occlusion, saliency, smoothgrad};
+use crate::cad::model::CadConfig;
+use crate::cad::train::{Settings, auroc, logits, read_model, train};
+use crate::data::prepare::resize;
+use crate::imaging::RgbImage;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: CadCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum CadCommand {
+    /// Train the classifier (healthy vs lesion) on prepared sets; seeded, resumes exactly.
+    Train(TrainArgs),
+    /// AUROC (with DeLong's 95 % interval) of a trained classifier on a prepared set.
+    Eval(EvalArgs),
+    /// Heatmaps of where the classifier looks on one image: Grad-CAM, saliency, SmoothGrad, occlusion.
+    Explain(ExplainArgs),
+    /// The augmentation study: train on real, real + synthetic and synthetic images over seeds; AUROC on the real test split.
+    Study(StudyArgs),
+}
+
+/// The architecture and optimisation flags shared by `train` and `study`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Recipe {
+    /// Architecture: tiny, small or resnet18.
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// Images are resized to SIZE×SIZE.
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+    /// The classifier sees PATCH×PATCH windows (around lesions, anywhere in healthy breasts) and
+    /// scores an image by its highest window; PATCH = SIZE classifies whole images.
+    #[arg(long, default_value_t = 32)]
+    patch: usize,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    learning_rate: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    /// Share of the first set's training split held out for validation (chosen by image id).
+    #[arg(long, default_value_t = 0.15)]
+    validation_fraction: f64,
+}
+
+impl Recipe {
+    fn settings(&self, sets: Vec<PathBuf>, seed: u64, extra_limit: Option<usize>) -> anyhow::Result<Settings> {
+        if !(0.0..1.0).contains(&self.validation_fraction) {
+            bail!("--validation-fraction {} is not in [0, 1)", self.validation_fraction);
+        }
+        Ok(Settings {
+            sets,
+            config: CadConfig::preset(&self.preset, self.patch, self.size).map_err(anyhow::Error::msg)?,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            weight_decay: self.weight_decay,
+            seed,
+            validation_fraction: self.validation_fraction,
+            extra_limit,
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StudyArgs {
+    /// The real images: a prepared set (training split to train on, test split to evaluate on).
+    #[arg(long)]
+    real: PathBuf,
+    /// The synthetic images: a prepared set (e.g. `mam-e synth`), every image usable.
+    #[arg(long)]
+    synthetic: PathBuf,
+    /// Synthetic images added to the real ones, as a multiple of the real training images (k).
+    #[arg(long, default_value_t = 1.0)]
+    ratio: f64,
+    /// Seeds per variant.
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// The study folder: one run folder per variant and seed (a rerun continues), study.json.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    recipe: Recipe,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// A prepared set: its training split, less a validation share.
+    #[arg(long)]
+    data: PathBuf,
+    /// More training sets, every image of them (e.g. a `mam-e synth` output).
+    #[arg(long)]
+    extra: Vec<PathBuf>,
+    /// The run folder (model/, checkpoint/, log.jsonl); an existing run there continues.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    recipe: Recipe,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// A model folder (`cad train`'s out/model).
+    #[arg(long)]
+    model: PathBuf,
+    /// A prepared set.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, value_enum, default_value = "test")]
+    split: Split,
+    /// Write the result as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Method {
+    GradCam,
+    Saliency,
+    Smoothgrad,
+    Occlusion,
+    All,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// The image (PNG).
+    image: PathBuf,
+    /// A model folder (`cad train`'s out/model).
+    #[arg(long)]
+    model: PathBuf,
+    /// The lesion's mask (PNG, ≥ 128 inside): adds the lesion-attention figures.
+    #[arg(long)]
+    mask: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "all")]
+    method: Method,
+    /// Occlusion: the window's side in model pixels.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// Occlusion: how far the window moves.
+    #[arg(long, default_value_t = 8)]
+    stride: usize,
+    /// SmoothGrad: noisy copies.
+    #[arg(long, default_value_t = 16)]
+    samples: usize,
+    /// SmoothGrad: the noise's standard deviation (input range [−1, 1]).
+    #[arg(long, default_value_t = 0.3)]
+    noise: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder: an overlay PNG and the raw map (.npy, float32) per method, explain.json.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        CadCommand::Train(a) => run_train(a),
+        CadCommand::Eval(a) => run_eval(a),
+        CadCommand::Explain(a) => run_explain(a),
+        CadCommand::Study(a) => run_study(a),
+    }
+}
+
+fn run_train(a: TrainArgs) -> anyhow::Result<()> {
+    let settings = a.recipe.settings(std::iter::once(a.data).chain(a.extra).collect(), a.seed, None)?;
+    train(&settings, &a.out, false)?;
+    println!("model in {}", a.out.join("model").display());
+    Ok(())
+}
+
+/// AUROC of the model in `dir` on `data`'s `split`: (examples, AUROC, 95 % CI).
+pub fn evaluate(dir: &Path, data: &Path, split: Split) -> anyhow::Result<(Vec<Example>, f64, [f64; 2])> {
+    let device = Device::flex();
+    let (model, config) = read_model(dir, &device)?;
+    let (examples, skipped) = load(data, config.image_size, split)?;
+    for s in skipped {
+        eprintln!("skipped {s}");
+    }
+    let refs: Vec<&Example> = examples.iter().collect();
+    let scores = logits(&model, &refs, &config, &device);
+    let (area, ci) = auroc(&refs, &scores).map_err(anyhow::Error::msg)?;
+    Ok((examples, area, ci))
+}
+
+fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
+    let (examples, area, ci) = evaluate(&a.model, &a.data, a.split)?;
+    let lesions = examples.iter().filter(|e| e.lesion).count();
+    println!("{} images ({lesions} with a lesion): AUROC {area:.4} (95 % CI {:.4}–{:.4}, DeLong)", examples.len(), ci[0], ci[1]);
+    if let Some(path) = &a.json {
+        let report =
+            json!({ "images": examples.len(), "lesions": lesions, "auroc": area, "ci95": ci, "ci_method": "DeLong", "split": format!("{:?}", a.split) });
+        crate::atomic::write(path, &serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+/// numpy's `.npy` (format 1.0) of a float32 `height × width` array.
+fn npy(values: &[f32], height: usize, width: usize) -> Vec<u8> {
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({height}, {width}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.bytes());
+    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
+
+/// The jet colour map at t ∈ [0, 1].
+fn jet(t: f32) -> [f32; 3] {
+    let f = |x: f32| (1.5 - (4.0 * t - x).abs()).clamp(0.0, 1.0);
+    [f(3.0), f(2.0), f(1.0)]
+}
+
+/// The heatmap (scaled to its maximum, negatives as 0) in jet over the gray image, half and half.
+fn overlay(gray: &[f32], heatmap: &[f32], side: usize) -> RgbImage {
+    let max = heatmap.iter().fold(0.0f32, |m, &v| m.max(v));
+    let pixels = gray
+        .iter()
+        .zip(heatmap)
+        .flat_map(|(&g, &h)| {
+            let colour = jet(if max > 0.0 { h.max(0.0) / max } else { 0.0 });
+            let g = (g + 1.0) * 127.5;
+            colour.map(|c| (0.5 * g + 0.5 * 255.0 * c).round().clamp(0.0, 255.0) as u8)
+        })
+        .collect();
+    RgbImage { width: side, height: side, pixels }
+}
+
+fn run_explain(a: ExplainArgs) -> anyhow::Result<()> {
+    let plain = Device::flex();
+    let device = plain.clone().autodiff();
+    let (model, config) = read_model(&a.model, &plain)?;
+    let model = model.fork(&device);
+    let side = config.image_size;
+    let pixels = read_pixels(&a.image, side)?;
+    let mask = match &a.mask {
+        Some(path) => {
+            let image = RgbImage::from_png(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let gray: Vec<f32> = image.to_gray().iter().map(|&g| f32::from(g)).collect();
+            Some(resize(&gray, image.width, image.height, side, side).iter().map(|&v| v >= 127.5).collect::<Vec<bool>>())
+        }
+        None => {
+            println!("no --mask: the heatmaps are written without the lesion-attention figures");
+            None
+        }
+    };
+    if a.method == Method::Occlusion || a.method == Method::All {
+        occlusion(&model, &pixels, side, a.window, a.stride, &device).map_err(anyhow::Error::msg)?;
+    }
+    let breast: Vec<bool> = pixels.iter().map(|&v| is_breast(v)).collect();
+    let l = logit(&model, &pixels, side, &device);
+    let methods: Vec<Method> = match a.method {
+        Method::All => vec![Method::GradCam, Method::Saliency, Method::Smoothgrad, Method::Occlusion],
+        m => vec![m],
+    };
+    let mut maps = Vec::new();
+    for method in methods {
+        let (name, map) = match method {
+            Method::GradCam => ("grad_cam", grad_cam(&model, &pixels, side, &device).2),
+            Method::Saliency => ("saliency", saliency(&model, &pixels, side, &device)),
+            Method::Smoothgrad => ("smoothgrad", smoothgrad(&model, &pixels, side, a.samples, a.noise, a.seed, &device)),
+            Method::Occlusion => ("occlusion", occlusion(&model, &pixels, side, a.window, a.stride, &device).map_err(anyhow::Error::msg)?),
+            Method::All => unreachable!("expanded above"),
+        };
+        let attention: Option<LesionAttention> = mask.as_ref().and_then(|m| lesion_attention(&map, m, &breast));
+        maps.push((name, map, attention));
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut report = json!({ "image": a.image.display().to_string(), "logit": l, "probability": 1.0 / (1.0 + (-l).exp()), "input_size": side });
+    for (name, map, attention) in &maps {
+        crate::atomic::write(&a.out.join(format!("{name}.png")), &overlay(&pixels, map, side).to_png(&[])?)?;
+        crate::atomic::write(&a.out.join(format!("{name}.npy")), &npy(map, side, side))?;
+        report[*name] = json!({ "lesion_attention": attention });
+        match attention {
+            Some(at) => println!(
+                "{name:<11} heatmap mass on the lesion {:.3} for {:.3} of the breast: {:.2}× its share",
+                at.mass_in_lesion, at.lesion_share_of_breast, at.ratio
+            ),
+            None => println!("{name:<11} written"),
+        }
+    }
+    crate::atomic::write(&a.out.join("explain.json"), &serde_json::to_vec_pretty(&report)?)?;
+    println!("lesion probability {:.3}; heatmaps in {}", 1.0 / (1.0 + (-l).exp()), a.out.display());
+    Ok(())
+}
+
+fn mean_sd(values: &[f64]) -> (f64, f64) {
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let sd = if values.len() > 1 { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64).sqrt() } else { 0.0 };
+    (mean, sd)
+}
+
+fn run_study(a: StudyArgs) -> anyhow::Result<()> {
+    if a.seeds == 0 || !(a.ratio > 0.0) {
+        bail!("--seeds must be at least 1 and --ratio above 0");
+    }
+    // The real training images (less validation) set how many synthetic ones are added.
+    let probe = a.recipe.settings(vec![a.real.clone()], 0, None)?;
+    let real_training = crate::cad::train::examples(&probe)?.0.len();
+    let limit = ((real_training as f64) * a.ratio).round() as usize;
+    let variants: [(&str, Vec<PathBuf>, Option<usize>); 3] = [
+        ("real", vec![a.real.clone()], None),
+        ("real+synthetic", vec![a.real.clone(), a.synthetic.clone()], Some(limit)),
+        ("synthetic", vec![a.synthetic.clone()], None),
+    ];
+    let mut results: Vec<(String, Vec<(u64, f64, [f64; 2])>)> = Vec::new();
+    for (name, sets, extra_limit) in &variants {
+        let mut runs = Vec::new();
+        for seed in 0..a.seeds {
+            let folder = a.out.join(format!("{}-seed{seed}", name.replace('+', "-plus-")));
+            println!("{name}, seed {seed}: training in {}", folder.display());
+            train(&a.recipe.settings(sets.clone(), seed, *extra_limit)?, &folder, false)?;
+            let (_, area, ci) = evaluate(&folder.join("model"), &a.real, Split::Test)?;
+            println!("{name}, seed {seed}: AUROC {area:.4} (95 % CI {:.4}–{:.4}) on the real test split", ci[0], ci[1]);
+            runs.push((seed, area, ci));
+        }
+        results.push((name.to_string(), runs));
+    }
+    println!("\n{:<16} {:>8} {:>8}  per seed (AUROC on the real test split)", "trained on", "mean", "sd");
+    let mut report = json!({ "real": a.real.display().to_string(), "synthetic": a.synthetic.display().to_string(), "ratio": a.ratio,
+        "synthetic_added": limit, "real_training_images": real_training, "seeds": a.seeds, "variants": {} });
+    for (name, runs) in &results {
+        let areas: Vec<f64> = runs.iter().map(|r| r.1).collect();
+        let (mean, sd) = mean_sd(&areas);
+        println!("{name:<16} {mean:>8.4} {sd:>8.4}  {}", areas.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(" "));
+        report["variants"][name] =
+            json!({ "mean": mean, "sd": sd, "runs": runs.iter().map(|(s, a, ci)| json!({ "seed": s, "auroc": a, "ci95": ci })).collect::<Vec<_>>() });
+    }
+    let differences: Vec<f64> = results[1].1.iter().zip(&results[0].1).map(|(b, a)| b.1 - a.1).collect();
+    let (mean, sd) = mean_sd(&differences);
+    println!("real+synthetic − real: {mean:+.4} ± {sd:.4} (mean ± sd over {} paired seeds)", differences.len());
+    report["difference_real_plus_synthetic_minus_real"] = json!({ "mean": mean, "sd": sd, "per_seed": differences });
+    crate::atomic::write(&a.out.join("study.json"), &serde_json::to_vec_pretty(&report)?)?;
+    println!("wrote {}", a.out.join("study.json").display());
+    Ok(())
+}
