@@ -128,6 +128,36 @@ impl RgbImage {
     }
 }
 
+/// A plane resized as PyTorch's `F.interpolate(mode="bilinear", align_corners=False)` (no
+/// antialiasing), as pytorch-fid resizes its inputs and Captum upsamples Grad-CAM maps.
+pub fn interpolate_bilinear(plane: &[f32], width: usize, height: usize, new_width: usize, new_height: usize) -> Vec<f32> {
+    assert_eq!(plane.len(), width * height, "interpolate_bilinear: plane size");
+    let (ys, xs) = (linear_taps(height, new_height), linear_taps(width, new_width));
+    let mut out = Vec::with_capacity(new_width * new_height);
+    for &(y0, y1, wy) in &ys {
+        for &(x0, x1, wx) in &xs {
+            let top = (1.0 - wx) * plane[y0 * width + x0] + wx * plane[y0 * width + x1];
+            let bottom = (1.0 - wx) * plane[y1 * width + x0] + wx * plane[y1 * width + x1];
+            out.push((1.0 - wy) * top + wy * bottom);
+        }
+    }
+    out
+}
+
+/// PyTorch's bilinear source taps with `align_corners=False`: for each output index, the two
+/// input indices and the weight of the second.
+fn linear_taps(input: usize, output: usize) -> Vec<(usize, usize, f32)> {
+    let scale = input as f32 / output as f32;
+    (0..output)
+        .map(|o| {
+            let source = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
+            let i0 = (source as usize).min(input - 1);
+            let i1 = if i0 + 1 < input { i0 + 1 } else { i0 };
+            (i0, i1, source - i0 as f32)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,34 +211,4 @@ mod tests {
         assert_eq!(image.mirrored().pixels, vec![4, 5, 6, 1, 2, 3]);
         assert_eq!(image.mirrored().mirrored(), image);
     }
-}
-
-/// A plane resized as PyTorch's `F.interpolate(mode="bilinear", align_corners=False)` (no
-/// antialiasing), as pytorch-fid resizes its inputs and Captum upsamples Grad-CAM maps.
-pub fn interpolate_bilinear(plane: &[f32], width: usize, height: usize, new_width: usize, new_height: usize) -> Vec<f32> {
-    assert_eq!(plane.len(), width * height, "interpolate_bilinear: plane size");
-    let (ys, xs) = (linear_taps(height, new_height), linear_taps(width, new_width));
-    let mut out = Vec::with_capacity(new_width * new_height);
-    for &(y0, y1, wy) in &ys {
-        for &(x0, x1, wx) in &xs {
-            let top = (1.0 - wx) * plane[y0 * width + x0] + wx * plane[y0 * width + x1];
-            let bottom = (1.0 - wx) * plane[y1 * width + x0] + wx * plane[y1 * width + x1];
-            out.push((1.0 - wy) * top + wy * bottom);
-        }
-    }
-    out
-}
-
-/// PyTorch's bilinear source taps with `align_corners=False`: for each output index, the two
-/// input indices and the weight of the second.
-fn linear_taps(input: usize, output: usize) -> Vec<(usize, usize, f32)> {
-    let scale = input as f32 / output as f32;
-    (0..output)
-        .map(|o| {
-            let source = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
-            let i0 = (source as usize).min(input - 1);
-            let i1 = if i0 + 1 < input { i0 + 1 } else { i0 };
-            (i0, i1, source - i0 as f32)
-        })
-        .collect()
 }

@@ -312,8 +312,11 @@ fn mean_sd(values: &[f64]) -> (f64, f64) {
     (mean, sd)
 }
 
+/// One run of the study: seed, AUROC on the real test split, its 95 % interval.
+type StudyRun = (u64, f64, [f64; 2]);
+
 fn run_study(a: StudyArgs) -> anyhow::Result<()> {
-    if a.seeds == 0 || !(a.ratio > 0.0) {
+    if a.seeds == 0 || a.ratio.is_nan() || a.ratio <= 0.0 {
         bail!("--seeds must be at least 1 and --ratio above 0");
     }
     // The real training images (less validation) set how many synthetic ones are added.
@@ -325,7 +328,7 @@ fn run_study(a: StudyArgs) -> anyhow::Result<()> {
         ("real+synthetic", vec![a.real.clone(), a.synthetic.clone()], Some(limit)),
         ("synthetic", vec![a.synthetic.clone()], None),
     ];
-    let mut results: Vec<(String, Vec<(u64, f64, [f64; 2])>)> = Vec::new();
+    let mut results: Vec<(String, Vec<StudyRun>)> = Vec::new();
     for (name, sets, extra_limit) in &variants {
         let mut runs = Vec::new();
         for seed in 0..a.seeds {
