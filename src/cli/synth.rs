@@ -208,19 +208,17 @@ fn params_from(
     scheduler: Option<SchedulerArg>,
     noise: NoiseArg,
 ) -> anyhow::Result<GenerateParams> {
+    let base = defaults.params();
     Ok(GenerateParams {
-        prompt: defaults.prompt.clone(),
-        negative_prompt: defaults.negative_prompt.clone(),
-        steps: steps.map_or(defaults.steps, |s| s as usize),
-        guidance: guidance.unwrap_or(defaults.guidance),
+        steps: steps.map_or(base.steps, |s| s as usize),
+        guidance: guidance.unwrap_or(base.guidance),
         scheduler: match scheduler {
             Some(arg) => arg.into(),
             None => defaults.scheduler.parse::<SchedulerKind>()?,
         },
-        height: defaults.height,
-        width: defaults.width,
         seed: 0,
         noise: noise.into(),
+        ..base
     })
 }
 

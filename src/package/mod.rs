@@ -156,6 +156,23 @@ pub struct Defaults {
 }
 
 impl Defaults {
+    /// The generation these defaults describe (their prompt and seed, PyTorch's noise), for
+    /// callers to override field by field. The scheduler name was checked when the manifest was
+    /// read; an unknown one (a hand-made `Defaults`) falls back to DPM-Solver++.
+    pub fn params(&self) -> crate::pipeline::text_to_image::GenerateParams {
+        crate::pipeline::text_to_image::GenerateParams {
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            steps: self.steps,
+            guidance: self.guidance,
+            scheduler: self.scheduler.parse().unwrap_or(crate::schedulers::SchedulerKind::Dpm),
+            height: self.height,
+            width: self.width,
+            seed: self.seed,
+            noise: crate::rng::NoiseSource::Torch,
+        }
+    }
+
     /// Settings the CLI and the page would otherwise refuse at Generate, or cut (the page's
     /// controls hold 32-bit steps): refused when the manifest is read.
     fn check(&self) -> Result<()> {

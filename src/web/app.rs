@@ -268,6 +268,24 @@ pub fn App() -> impl IntoView {
             .collect();
         start(tasks);
     });
+    // The reader study's synthetic images with the real images' prompts: the package's defaults,
+    // a random seed each.
+    let on_study_generate = Callback::new(move |prompts: Vec<String>| {
+        let SlotStatus::Ready(info) = text_to_image.get_untracked() else {
+            return status.set(RunStatus::Failed("load a text-to-image package first".into()));
+        };
+        let tasks = prompts
+            .into_iter()
+            .map(|prompt| Task {
+                kind: ModelKind::TextToImage,
+                params: GenerateParams { prompt, seed: random_seed(), ..info.defaults.params() },
+                right_breast: false,
+                before: None,
+                keep_outside: false,
+            })
+            .collect();
+        start(tasks);
+    });
     let on_inpaint = Callback::new(move |r: InpaintRequest| {
         // The model paints in its own (left-facing) orientation; the result is mirrored back.
         let (image, mask) = r.image.to_model_orientation(&r.mask, r.right_breast);
@@ -319,7 +337,7 @@ pub fn App() -> impl IntoView {
             </PromptPanel>
             <MaskPanel source defaults=inpaint_defaults busy on_inpaint />
             <Gallery items=gallery on_paint on_rerun />
-            <ReaderStudy gallery />
+            <ReaderStudy gallery on_generate=on_study_generate />
         </main>
         <footer>"Everything runs in this tab; the page contacts no server but the one it came from and a package URL you enter."</footer>
     }

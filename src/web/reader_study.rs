@@ -1,5 +1,6 @@
 //! The reader study panel (MAM-E §3.3, live): real images picked from the reader's own files
-//! (never uploaded), synthetic ones from the gallery (generated here by the loaded model) or from
+//! (never uploaded; with the set's `metadata.jsonl`, synthetic images with the same prompts can be
+//! generated), synthetic ones from the gallery (generated here by the loaded model) or from
 //! files; a blinded 50/50 sequence rated 0–4 with the keyboard or buttons; then the ROC curve,
 //! the AUROC with DeLong's 95 % interval, the ratings per class and the verdict, with the
 //! ratings as CSV (what `mam-e eval roc` reads) and the result as JSON. A study in progress
@@ -59,29 +60,46 @@ fn blob_url(bytes: &[u8], mime: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The files of a file input: (name, bytes) of each that decodes as PNG or JPEG; the others
-/// by name with the reason.
-async fn read_images(input: web_sys::HtmlInputElement) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
-    let (mut images, mut skipped) = (Vec::new(), Vec::new());
-    let Some(files) = input.files() else { return (images, skipped) };
+/// What a file input held: (name, bytes) of each image that decodes as PNG or JPEG, the prompts
+/// of a `metadata.jsonl` among them (by file name), and the files skipped with their reasons.
+#[derive(Default)]
+struct Picked {
+    images: Vec<(String, Vec<u8>)>,
+    prompts: std::collections::BTreeMap<String, String>,
+    skipped: Vec<String>,
+}
+
+async fn read_files(input: web_sys::HtmlInputElement) -> Picked {
+    let mut picked = Picked::default();
+    let Some(files) = input.files() else { return picked };
     for k in 0..files.length() {
         let Some(file) = files.get(k) else { continue };
         let name = file.name();
         let Ok(buffer) = JsFuture::from(file.array_buffer()).await else {
-            skipped.push(format!("{name}: could not be read"));
+            picked.skipped.push(format!("{name}: could not be read"));
             continue;
         };
         let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
+        if name.ends_with(".jsonl") {
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                let record: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+                if let (Some(file), Some(prompt)) = (record["file_name"].as_str(), record["prompt"].as_str()) {
+                    let base = file.rsplit('/').next().unwrap_or(file);
+                    picked.prompts.insert(base.to_string(), prompt.to_string());
+                }
+            }
+            continue;
+        }
         match image::ImageReader::new(std::io::Cursor::new(&bytes))
             .with_guessed_format()
             .map_err(|e| e.to_string())
             .and_then(|r| r.into_dimensions().map_err(|e| e.to_string()))
         {
-            Ok(_) => images.push((name, bytes)),
-            Err(e) => skipped.push(format!("{name}: not a PNG or JPEG image ({e})")),
+            Ok(_) => picked.images.push((name, bytes)),
+            Err(e) => picked.skipped.push(format!("{name}: not a PNG or JPEG image ({e})")),
         }
     }
-    (images, skipped)
+    picked
 }
 
 /// A finished study's (or an imported file's) figures.
@@ -128,25 +146,31 @@ fn StudyResult(ratings: Vec<Rating>, csv: String, title: String) -> impl IntoVie
     .into_any()
 }
 
-/// The reader study panel. Synthetic images can come from `gallery` (its text-to-image results).
+/// The reader study panel. Synthetic images can come from `gallery` (its text-to-image results);
+/// `on_generate` generates one image per prompt into it.
 #[component]
-pub fn ReaderStudy(gallery: RwSignal<Vec<GalleryItem>>) -> impl IntoView {
+pub fn ReaderStudy(gallery: RwSignal<Vec<GalleryItem>>, on_generate: Callback<Vec<String>>) -> impl IntoView {
     let study = RwSignal::new(saved());
     let real = RwSignal::new(Vec::<(String, Vec<u8>)>::new());
     let synthetic_files = RwSignal::new(Vec::<(String, Vec<u8>)>::new());
+    // The prompts of the picked real images, from a metadata.jsonl picked with them.
+    let real_prompts = RwSignal::new(Vec::<String>::new());
     let size = RwSignal::new(50usize);
     let message = RwSignal::new(None::<String>);
     let shown = RwSignal::new(None::<String>);
     let imported = RwSignal::new(None::<(Vec<Rating>, String, String)>);
     let gallery_images = move || gallery.with(|g| g.iter().filter(|i| i.kind == ModelKind::TextToImage && i.before.is_none()).count());
 
-    let pick = move |target: RwSignal<Vec<(String, Vec<u8>)>>| {
+    let pick = move |target: RwSignal<Vec<(String, Vec<u8>)>>, prompts: Option<RwSignal<Vec<String>>>| {
         move |ev: web_sys::Event| {
             let Some(input) = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok()) else { return };
             spawn_local(async move {
-                let (images, skipped) = read_images(input).await;
-                message.set((!skipped.is_empty()).then(|| format!("skipped {}", skipped.join("; "))));
-                target.set(images);
+                let picked = read_files(input).await;
+                message.set((!picked.skipped.is_empty()).then(|| format!("skipped {}", picked.skipped.join("; "))));
+                if let Some(prompts) = prompts {
+                    prompts.set(picked.images.iter().filter_map(|(name, _)| picked.prompts.get(name).cloned()).collect());
+                }
+                target.set(picked.images);
             });
         }
     };
@@ -255,16 +279,24 @@ pub fn ReaderStudy(gallery: RwSignal<Vec<GalleryItem>>) -> impl IntoView {
     let setup = move || {
         view! {
             <p>
-                "Pick real mammograms from this computer (PNG or JPEG; they stay in this tab) and synthetic ones: "
-                "the gallery's generated images, or files. Each is shown once, full size, without its name, in a random order, "
+                "Pick real mammograms from this computer (PNG or JPEG, with the set's metadata.jsonl to generate synthetic images of the same prompts; "
+                "they stay in this tab) and synthetic ones: the gallery's generated images, or files. Each is shown once, full size, without its name, in a random order, "
                 "and rated from 0 (definitely synthetic) to 4 (definitely real) — keys 0–4, Backspace to go back."
             </p>
             <div class="row">
-                <label>"Real images " <input type="file" name="study-real" multiple accept="image/png,image/jpeg" on:change=pick(real) /></label>
+                <label>"Real images " <input type="file" name="study-real" multiple accept="image/png,image/jpeg,.jsonl" on:change=pick(real, Some(real_prompts)) /></label>
                 <span data-test="study-real-count">{move || format!("{} real", real.with(Vec::len))}</span>
             </div>
+            <Show when=move || !real_prompts.with(Vec::is_empty)>
+                <div class="row">
+                    <span>{move || format!("{} of them have prompts (metadata.jsonl): ", real_prompts.with(Vec::len))}</span>
+                    <button type="button" name="study-generate" on:click=move |_| on_generate.run(real_prompts.get_untracked())>
+                        {move || format!("Generate {} synthetic images with the same prompts", real_prompts.with(Vec::len))}
+                    </button>
+                </div>
+            </Show>
             <div class="row">
-                <label>"Synthetic images " <input type="file" name="study-synthetic" multiple accept="image/png,image/jpeg" on:change=pick(synthetic_files) /></label>
+                <label>"Synthetic images " <input type="file" name="study-synthetic" multiple accept="image/png,image/jpeg" on:change=pick(synthetic_files, None) /></label>
                 <span>{move || match synthetic_files.with(Vec::len) {
                     0 => format!("none picked: the gallery's {} generated images are used", gallery_images()),
                     n => format!("{n} synthetic"),
