@@ -111,8 +111,13 @@ pub fn load(root: &Path, side: usize, split: Split) -> anyhow::Result<(Vec<Examp
 /// Whether an example is held out for validation: a fixed share of ids chosen by their hash, so
 /// the choice does not depend on the order of files or on the seed.
 pub fn is_validation(id: &str, fraction: f64) -> bool {
-    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    (hash % 10_000) as f64 / 10_000.0 < fraction
+    (id_hash(id, 0xcbf2_9ce4_8422_2325) % 10_000) as f64 / 10_000.0 < fraction
+}
+
+/// FNV-1a of an image id from the starting value `basis`: choices by id that do not depend on
+/// the order of files.
+pub fn id_hash(id: &str, basis: u64) -> u64 {
+    id.bytes().fold(basis, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Whether an input value ([−1, 1]) is breast rather than background.

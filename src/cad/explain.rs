@@ -82,10 +82,16 @@ fn starts(side: usize, window: usize, stride: usize) -> Vec<usize> {
     (0..count).map(|k| k * stride).collect()
 }
 
-pub fn occlusion(model: &Cad, pixels: &[f32], side: usize, window: usize, stride: usize, device: &Device) -> Result<Vec<f32>, String> {
+/// Refuses a window and stride occlusion cannot use on a `side`-pixel image.
+pub fn check_occlusion(side: usize, window: usize, stride: usize) -> Result<(), String> {
     if window == 0 || stride == 0 || window > side || stride > window {
         return Err(format!("occlusion: window {window} and stride {stride} on a {side}-pixel image (1 ≤ stride ≤ window ≤ side)"));
     }
+    Ok(())
+}
+
+pub fn occlusion(model: &Cad, pixels: &[f32], side: usize, window: usize, stride: usize, device: &Device) -> Result<Vec<f32>, String> {
+    check_occlusion(side, window, stride)?;
     let base = logit(model, pixels, side, device);
     let positions: Vec<(usize, usize)> =
         starts(side, window, stride).into_iter().flat_map(|y| starts(side, window, stride).into_iter().map(move |x| (y, x))).collect();

@@ -16,7 +16,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use super::data::{Example, Split, crop, grid_patches, is_validation, load, patch_origin};
+use super::data::{Example, Split, crop, grid_patches, id_hash, is_validation, load, patch_origin};
 use super::model::{Cad, CadConfig};
 use crate::eval::roc::{Rating, analyse};
 use crate::rng::NoiseRng;
@@ -170,8 +170,7 @@ pub fn examples(settings: &Settings) -> anyhow::Result<(Vec<Example>, Vec<Exampl
         } else {
             let mut examples = examples;
             if let Some(limit) = settings.extra_limit {
-                let key = |e: &Example| e.id.bytes().fold(settings.seed ^ 0x5EED, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-                examples.sort_by_key(key);
+                examples.sort_by_key(|e| id_hash(&e.id, settings.seed ^ 0x5EED));
                 examples.truncate(limit);
             }
             train.extend(examples);

@@ -8,10 +8,10 @@ use burn::tensor::Device;
 use serde_json::json;
 
 use crate::cad::data::{Example, Split, is_breast, load, read_pixels};
-use crate::cad::explain::{LesionAttention, grad_cam, lesion_attention, logit, occlusion, saliency, smoothgrad};
+use crate::cad::explain::{LesionAttention, check_occlusion, grad_cam, lesion_attention, logit, occlusion, saliency, smoothgrad};
 use crate::cad::model::CadConfig;
 use crate::cad::train::{Settings, auroc, logits, read_model, train};
-use crate::data::prepare::resize;
+use crate::eval::fidelity::mean_sd;
 use crate::imaging::RgbImage;
 
 #[derive(Debug, clap::Args)]
@@ -255,19 +255,15 @@ fn run_explain(a: ExplainArgs) -> anyhow::Result<()> {
     let side = config.image_size;
     let pixels = read_pixels(&a.image, side)?;
     let mask = match &a.mask {
-        Some(path) => {
-            let image = RgbImage::from_png(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let gray: Vec<f32> = image.to_gray().iter().map(|&g| f32::from(g)).collect();
-            Some(resize(&gray, image.width, image.height, side, side).iter().map(|&v| v >= 127.5).collect::<Vec<bool>>())
-        }
+        // Inside: gray ≥ 127.5 after the resize, which the model input maps to ≥ 0.
+        Some(path) => Some(read_pixels(path, side)?.iter().map(|&v| v >= 0.0).collect::<Vec<bool>>()),
         None => {
             println!("no --mask: the heatmaps are written without the lesion-attention figures");
             None
         }
     };
     if a.method == Method::Occlusion || a.method == Method::All {
-        occlusion(&model, &pixels, side, a.window, a.stride, &device).map_err(anyhow::Error::msg)?;
+        check_occlusion(side, a.window, a.stride).map_err(anyhow::Error::msg)?;
     }
     let breast: Vec<bool> = pixels.iter().map(|&v| is_breast(v)).collect();
     let l = logit(&model, &pixels, side, &device);
@@ -304,12 +300,6 @@ fn run_explain(a: ExplainArgs) -> anyhow::Result<()> {
     crate::atomic::write(&a.out.join("explain.json"), &serde_json::to_vec_pretty(&report)?)?;
     println!("lesion probability {:.3}; heatmaps in {}", 1.0 / (1.0 + (-l).exp()), a.out.display());
     Ok(())
-}
-
-fn mean_sd(values: &[f64]) -> (f64, f64) {
-    let mean = values.iter().sum::<f64>() / values.len() as f64;
-    let sd = if values.len() > 1 { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64).sqrt() } else { 0.0 };
-    (mean, sd)
 }
 
 /// One run of the study: seed, AUROC on the real test split, its 95 % interval.

@@ -27,6 +27,13 @@ pub fn sample_pairs(n: usize, count: usize, seed: u64) -> Vec<(usize, usize)> {
     chosen.into_iter().collect()
 }
 
+/// The mean and the sample standard deviation (n − 1; 0 for one value) of `values`.
+pub fn mean_sd(values: &[f64]) -> (f64, f64) {
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let sd = if values.len() > 1 { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64).sqrt() } else { 0.0 };
+    (mean, sd)
+}
+
 /// Mean and sample standard deviation of MS-SSIM over the pairs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Diversity {
@@ -40,8 +47,7 @@ pub fn diversity(images: &[Plane], pairs: &[(usize, usize)]) -> Result<Diversity
         return Err(format!("MS-SSIM diversity needs at least 2 images, got {}", images.len()));
     }
     let values: Vec<f64> = pairs.iter().map(|&(i, j)| ms_ssim(&images[i], &images[j], 255.0)).collect::<Result<_, _>>()?;
-    let mean = values.iter().sum::<f64>() / values.len() as f64;
-    let sd = if values.len() > 1 { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64).sqrt() } else { 0.0 };
+    let (mean, sd) = mean_sd(&values);
     Ok(Diversity { pairs: values.len(), ms_ssim_mean: mean, ms_ssim_sd: sd })
 }
 

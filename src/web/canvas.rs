@@ -29,10 +29,14 @@ pub fn draw(canvas: &HtmlCanvasElement, image: &RgbImage, mask: Option<(&[u8], f
 
 /// A `blob:` URL for PNG bytes (revoke with `Url::revoke_object_url` when dropped from view).
 pub fn png_url(png: &[u8]) -> String {
-    let array = js_sys::Uint8Array::from(png);
-    let parts = js_sys::Array::of1(&array);
+    blob_url(png, "image/png")
+}
+
+/// A `blob:` URL for bytes of `mime` type (empty: let the browser sniff it).
+pub fn blob_url(bytes: &[u8], mime: &str) -> String {
+    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
     let options = web_sys::BlobPropertyBag::new();
-    options.set_type("image/png");
+    options.set_type(mime);
     web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options)
         .and_then(|blob| web_sys::Url::create_object_url_with_blob(&blob))
         .unwrap_or_default()

@@ -11,6 +11,7 @@ use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
+use super::canvas::blob_url;
 use super::download::{cached, open_cache, store};
 use super::gallery::GalleryItem;
 use crate::eval::plot::roc_svg;
@@ -47,17 +48,6 @@ async fn forget() {
     if let Some(caches) = super::scope::caches() {
         let _ = JsFuture::from(caches.delete(IMAGE_CACHE)).await;
     }
-}
-
-/// A `blob:` URL for bytes of `mime` type.
-fn blob_url(bytes: &[u8], mime: &str) -> String {
-    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
-    let options = web_sys::BlobPropertyBag::new();
-    options.set_type(mime);
-    web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options)
-        .ok()
-        .and_then(|blob| web_sys::Url::create_object_url_with_blob(&blob).ok())
-        .unwrap_or_default()
 }
 
 /// What a file input held: (name, bytes) of each image that decodes as PNG or JPEG, the prompts
@@ -243,6 +233,13 @@ pub fn ReaderStudy(gallery: RwSignal<Vec<GalleryItem>>, on_generate: Callback<Ve
             }
         })
     };
+    // Deletes the study (state and images) and returns to the setup.
+    let reset = move || {
+        spawn_local(async move {
+            forget().await;
+            study.set(None)
+        })
+    };
     let rating_now = move || study.with(|s| s.as_ref().is_some_and(|s| !s.finished()));
     let _keys = window_event_listener(leptos::ev::keydown, move |ev: web_sys::KeyboardEvent| {
         let typing = ev
@@ -325,7 +322,7 @@ pub fn ReaderStudy(gallery: RwSignal<Vec<GalleryItem>>, on_generate: Callback<Ve
             </div>
             <div class="row">
                 <button type="button" name="study-back" disabled=position == 0 on:click=move |_| back()>"Back"</button>
-                <button type="button" name="study-abandon" on:click=move |_| spawn_local(async move { forget().await; study.set(None) })>"Abandon the study"</button>
+                <button type="button" name="study-abandon" on:click=move |_| reset()>"Abandon the study"</button>
             </div>
         }
     };
@@ -340,7 +337,7 @@ pub fn ReaderStudy(gallery: RwSignal<Vec<GalleryItem>>, on_generate: Callback<Ve
                     let s = study.get_untracked().expect("a finished study");
                     view! {
                         <StudyResult ratings=s.ratings() csv=s.to_csv() title="This study".to_string() />
-                        <button type="button" name="study-new" on:click=move |_| spawn_local(async move { forget().await; study.set(None) })>"New study"</button>
+                        <button type="button" name="study-new" on:click=move |_| reset()>"New study"</button>
                     }.into_any()
                 }
             }}
