@@ -3,6 +3,7 @@
 //! The library is shared by both faces: the web app (`web`, wasm32 only) and the native
 //! research CLI (`cli`, native only).
 
+pub mod cad;
 pub mod device;
 pub mod error;
 pub mod eval;
@@ -22,8 +23,6 @@ pub mod weights;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod atomic;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod cad;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 #[cfg(not(target_arch = "wasm32"))]

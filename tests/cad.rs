@@ -55,7 +55,7 @@ fn seeded_model(device: &Device) -> Cad {
 
 fn fixture_input() -> Vec<f32> {
     let image = RgbImage::from_png(&support::fixtures::read("cad/image.png")).unwrap();
-    mam_e::cad::data::to_input(&image, SIDE)
+    mam_e::cad::model::to_input(&image, SIDE)
 }
 
 /// `max |got − want| / max |want|`, asserted below `bound`.
@@ -83,6 +83,8 @@ fn heatmaps_equal_captum() {
     let want_small: Vec<f32> = reference["grad_cam_small"].as_array().unwrap().iter().map(number).collect();
     assert_close("Grad-CAM (2×2)", &small, &want_small, 5e-6);
     assert_close("Grad-CAM (upsampled)", &cam, want(0), 5e-6);
+    // As the page computes it: on a device without autodiff.
+    assert_close("Grad-CAM (no autodiff)", &grad_cam(&seeded_model(&plain), &x, SIDE, &plain).2, want(0), 5e-6);
     assert_close("saliency", &saliency(&model, &x, SIDE, &device), want(1), 5e-6);
     let noise = &reference["noise"];
     let sg = smoothgrad(

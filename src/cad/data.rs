@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::data::measure::BREAST_LEVEL;
-use crate::data::prepare::{PixelBox, resize};
+use crate::data::prepare::PixelBox;
 use crate::data::training_set::Record;
+use super::model::{is_breast, to_input};
 use crate::imaging::RgbImage;
 use crate::rng::NoiseRng;
 
@@ -52,12 +52,6 @@ fn read_image(path: &Path) -> anyhow::Result<RgbImage> {
 /// A gray image file as model input: `side × side` values in [−1, 1].
 pub fn read_pixels(path: &Path, side: usize) -> anyhow::Result<Vec<f32>> {
     Ok(to_input(&read_image(path)?, side))
-}
-
-/// An image as model input (gray, resized, [−1, 1]).
-pub fn to_input(image: &RgbImage, side: usize) -> Vec<f32> {
-    let gray: Vec<f32> = image.to_gray().iter().map(|&g| f32::from(g)).collect();
-    resize(&gray, image.width, image.height, side, side).iter().map(|v| v.clamp(0.0, 255.0) / 127.5 - 1.0).collect()
 }
 
 /// The examples of `root` in `split`, and the files skipped with their reasons. Refuses a set
@@ -118,11 +112,6 @@ pub fn is_validation(id: &str, fraction: f64) -> bool {
 /// the order of files.
 pub fn id_hash(id: &str, basis: u64) -> u64 {
     id.bytes().fold(basis, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-}
-
-/// Whether an input value ([−1, 1]) is breast rather than background.
-pub fn is_breast(value: f32) -> bool {
-    (value + 1.0) * 127.5 > f32::from(BREAST_LEVEL)
 }
 
 /// The `patch × patch` window of `pixels` (`side × side`) at (`x0`, `y0`).

@@ -3,8 +3,11 @@
 //!
 //! - **Grad-CAM** (Selvaraju et al. 2017; Captum's `LayerGradCam` with `relu_attributions=True`
 //!   on the last stage, upsampled by `LayerAttribution.interpolate`, bilinear): ReLU(Σₖ αₖ Aₖ),
-//!   αₖ the spatial mean of ∂y/∂Aₖ.
-//! - **Saliency** (Simonyan et al. 2014; Captum's `Saliency`): |∂y/∂x|.
+//!   αₖ the spatial mean of ∂y/∂Aₖ. The head is global average pooling and one linear layer, so
+//!   ∂y/∂Aₖ is `fc.weight[k] / (h·w)` at every position: no backward pass is needed, and the
+//!   page computes it too.
+//! - **Saliency** (Simonyan et al. 2014; Captum's `Saliency`): |∂y/∂x| (native only: it needs
+//!   burn's autodiff).
 //! - **SmoothGrad** (Smilkov et al. 2017; Captum's `NoiseTunnel(Saliency)`, `smoothgrad`): the
 //!   mean of |∂y/∂x| at `samples` copies of x plus Gaussian noise of standard deviation `noise`
 //!   (in input units, [−1, 1]); the noise is PyTorch's `randn` from `seed`.
@@ -15,7 +18,8 @@
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::model::Cad;
-use crate::imaging::interpolate_bilinear;
+use crate::imaging::{RgbImage, interpolate_bilinear};
+#[cfg(not(target_arch = "wasm32"))]
 use crate::torch_rng::TorchGenerator;
 
 fn input(pixels: &[f32], side: usize, device: &Device) -> Tensor<4> {
@@ -32,19 +36,18 @@ pub fn logit(model: &Cad, pixels: &[f32], side: usize, device: &Device) -> f32 {
 }
 
 /// Grad-CAM at the last stage's resolution (`h × w`, returned with it) and upsampled to the input.
-/// `model` lives on an autodiff device (`device`).
 pub fn grad_cam(model: &Cad, pixels: &[f32], side: usize, device: &Device) -> (Vec<f32>, (usize, usize), Vec<f32>) {
-    let features = model.features(input(pixels, side, device)).detach().require_grad();
+    let features = model.features(input(pixels, side, device));
     let [_, channels, h, w] = features.dims();
-    let grads = model.head(features.clone()).sum().backward();
-    let gradient = features.grad(&grads).expect("the features require a gradient");
-    let alpha = gradient.mean_dim(3).mean_dim(2).reshape([1, channels, 1, 1]);
-    let cam = (features.inner() * alpha).sum_dim(1).clamp_min(0.0).reshape([h * w]);
-    let cam = values(cam);
+    let activations = values(features);
+    // αₖ = ∂y/∂Aₖ averaged over positions = fc.weight[k] / (h·w) (fc.weight is `[channels, 1]`).
+    let alpha: Vec<f32> = values(model.fc.weight.val()).iter().map(|&weight| weight / (h * w) as f32).collect();
+    let cam: Vec<f32> = (0..h * w).map(|i| (0..channels).map(|k| alpha[k] * activations[k * h * w + i]).sum::<f32>().max(0.0)).collect();
     let upsampled = interpolate_bilinear(&cam, w, h, side, side);
     (cam, (h, w), upsampled)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// |∂y/∂x| for each image of `pixels` (a batch of `side²` planes), summed over the batch
 /// gradient (each image's logit depends on its own pixels only).
 fn abs_gradients(model: &Cad, pixels: &[f32], side: usize, device: &Device) -> Vec<f32> {
@@ -53,10 +56,12 @@ fn abs_gradients(model: &Cad, pixels: &[f32], side: usize, device: &Device) -> V
     values(x.grad(&grads).expect("the input requires a gradient").abs())
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 pub fn saliency(model: &Cad, pixels: &[f32], side: usize, device: &Device) -> Vec<f32> {
     abs_gradients(model, pixels, side, device)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// The noisy copies SmoothGrad averages over: `x + noise · randn`, PyTorch's generator from `seed`.
 pub fn smoothgrad_inputs(pixels: &[f32], samples: usize, noise: f32, seed: u64) -> Vec<f32> {
     let mut generator = TorchGenerator::manual_seed(seed);
@@ -64,6 +69,7 @@ pub fn smoothgrad_inputs(pixels: &[f32], samples: usize, noise: f32, seed: u64) 
     z.chunks_exact(pixels.len()).flat_map(|z| pixels.iter().zip(z).map(|(p, z)| p + noise * z)).collect()
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 pub fn smoothgrad(model: &Cad, pixels: &[f32], side: usize, samples: usize, noise: f32, seed: u64, device: &Device) -> Vec<f32> {
     let noisy = smoothgrad_inputs(pixels, samples, noise, seed);
     let mut sum = vec![0.0f32; pixels.len()];
@@ -74,6 +80,28 @@ pub fn smoothgrad(model: &Cad, pixels: &[f32], side: usize, samples: usize, nois
         }
     }
     sum.iter().map(|s| s / samples as f32).collect()
+}
+
+/// The jet colour map at t ∈ [0, 1].
+fn jet(t: f32) -> [f32; 3] {
+    let f = |x: f32| (1.5 - (4.0 * t - x).abs()).clamp(0.0, 1.0);
+    [f(3.0), f(2.0), f(1.0)]
+}
+
+/// The heatmap (scaled to its maximum, negatives as 0) in jet over the gray image (`side²`
+/// model inputs in [−1, 1]); `opacity` of the heatmap from 0 (image only) to 1 (heatmap only).
+pub fn overlay(gray: &[f32], heatmap: &[f32], side: usize, opacity: f32) -> RgbImage {
+    let max = heatmap.iter().fold(0.0f32, |m, &v| m.max(v));
+    let pixels = gray
+        .iter()
+        .zip(heatmap)
+        .flat_map(|(&g, &h)| {
+            let colour = jet(if max > 0.0 { h.max(0.0) / max } else { 0.0 });
+            let g = (g + 1.0) * 127.5;
+            colour.map(|c| ((1.0 - opacity) * g + opacity * 255.0 * c).round().clamp(0.0, 255.0) as u8)
+        })
+        .collect();
+    RgbImage { width: side, height: side, pixels }
 }
 
 /// Window starts along a side: Captum's `ceil((side − window) / stride) + 1` positions.

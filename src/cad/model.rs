@@ -12,6 +12,7 @@ use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::imaging::{BREAST_LEVEL, RgbImage, resize};
 use crate::model::ops;
 
 /// The architecture: saved as `config.json` beside the weights.
@@ -58,6 +59,15 @@ impl CadConfig {
             ));
         }
         Ok(())
+    }
+
+    /// A model from its `config.json` and `model.safetensors` bytes (what [`CadConfig::init`]
+    /// builds, with the weights `cad train` wrote), on `device`.
+    pub fn load(config_json: &[u8], weights: Vec<u8>, device: &Device) -> Result<(Cad, CadConfig), String> {
+        let config: CadConfig = serde_json::from_slice(config_json).map_err(|e| format!("config.json is not a CAD config: {e}"))?;
+        config.check().map_err(|e| format!("config.json: {e}"))?;
+        let model = crate::weights::load_safetensors(config.init(device), weights, "cad").map_err(|e| format!("model.safetensors: {e}"))?;
+        Ok((model, config))
     }
 
     pub fn init(&self, device: &Device) -> Cad {
@@ -149,3 +159,15 @@ impl Cad {
         self.head(self.features(x))
     }
 }
+
+/// An image as model input (gray, resized, [−1, 1]).
+pub fn to_input(image: &RgbImage, side: usize) -> Vec<f32> {
+    let gray: Vec<f32> = image.to_gray().iter().map(|&g| f32::from(g)).collect();
+    resize(&gray, image.width, image.height, side, side).iter().map(|v| v.clamp(0.0, 255.0) / 127.5 - 1.0).collect()
+}
+
+/// Whether an input value ([−1, 1]) is breast rather than background.
+pub fn is_breast(value: f32) -> bool {
+    (value + 1.0) * 127.5 > f32::from(BREAST_LEVEL)
+}
+

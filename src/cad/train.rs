@@ -106,13 +106,10 @@ pub fn write_model(dir: &Path, model: &Cad, config: &CadConfig) -> anyhow::Resul
 /// A model folder written by [`write_model`], on `device`.
 pub fn read_model(dir: &Path, device: &Device) -> anyhow::Result<(Cad, CadConfig)> {
     let config_path = dir.join("config.json");
-    let config: CadConfig = serde_json::from_slice(&std::fs::read(&config_path).with_context(|| format!("{} is not a CAD model folder", dir.display()))?)
-        .with_context(|| format!("{}", config_path.display()))?;
-    config.check().map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+    let config = std::fs::read(&config_path).with_context(|| format!("{} is not a CAD model folder", dir.display()))?;
     let weights = dir.join("model.safetensors");
     let bytes = std::fs::read(&weights).with_context(|| format!("reading {}", weights.display()))?;
-    let model = crate::weights::load_safetensors(config.init(device), bytes, "cad").map_err(|e| anyhow::anyhow!("{}: {e}", weights.display()))?;
-    Ok((model, config))
+    CadConfig::load(&config, bytes, device).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))
 }
 
 fn read_checkpoint(out: &Path, settings: &Settings, device: &Device) -> anyhow::Result<Option<(Cad, AdamW, State)>> {

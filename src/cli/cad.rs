@@ -7,12 +7,11 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde_json::json;
 
-use crate::cad::data::{Example, Split, is_breast, load, read_pixels};
-use crate::cad::explain::{LesionAttention, check_occlusion, grad_cam, lesion_attention, logit, occlusion, saliency, smoothgrad};
-use crate::cad::model::CadConfig;
+use crate::cad::data::{Example, Split, load, read_pixels};
+use crate::cad::explain::{LesionAttention, check_occlusion, grad_cam, lesion_attention, logit, occlusion, overlay, saliency, smoothgrad};
+use crate::cad::model::{CadConfig, is_breast};
 use crate::cad::train::{Settings, auroc, logits, read_model, train};
 use crate::eval::fidelity::mean_sd;
-use crate::imaging::RgbImage;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -226,27 +225,6 @@ fn npy(values: &[f32], height: usize, width: usize) -> Vec<u8> {
     out
 }
 
-/// The jet colour map at t ∈ [0, 1].
-fn jet(t: f32) -> [f32; 3] {
-    let f = |x: f32| (1.5 - (4.0 * t - x).abs()).clamp(0.0, 1.0);
-    [f(3.0), f(2.0), f(1.0)]
-}
-
-/// The heatmap (scaled to its maximum, negatives as 0) in jet over the gray image, half and half.
-fn overlay(gray: &[f32], heatmap: &[f32], side: usize) -> RgbImage {
-    let max = heatmap.iter().fold(0.0f32, |m, &v| m.max(v));
-    let pixels = gray
-        .iter()
-        .zip(heatmap)
-        .flat_map(|(&g, &h)| {
-            let colour = jet(if max > 0.0 { h.max(0.0) / max } else { 0.0 });
-            let g = (g + 1.0) * 127.5;
-            colour.map(|c| (0.5 * g + 0.5 * 255.0 * c).round().clamp(0.0, 255.0) as u8)
-        })
-        .collect();
-    RgbImage { width: side, height: side, pixels }
-}
-
 fn run_explain(a: ExplainArgs) -> anyhow::Result<()> {
     let plain = Device::flex();
     let device = plain.clone().autodiff();
@@ -286,7 +264,7 @@ fn run_explain(a: ExplainArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut report = json!({ "image": a.image.display().to_string(), "logit": l, "probability": 1.0 / (1.0 + (-l).exp()), "input_size": side });
     for (name, map, attention) in &maps {
-        crate::atomic::write(&a.out.join(format!("{name}.png")), &overlay(&pixels, map, side).to_png(&[])?)?;
+        crate::atomic::write(&a.out.join(format!("{name}.png")), &overlay(&pixels, map, side, 0.5).to_png(&[])?)?;
         crate::atomic::write(&a.out.join(format!("{name}.npy")), &npy(map, side, side))?;
         report[*name] = json!({ "lesion_attention": attention });
         match attention {

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::data::prepare::resize;
+use crate::imaging::resize;
 use crate::data::training_set::Record;
 use crate::eval::fid::{Features, frechet_distance};
 use crate::eval::fidelity::{AreaSummary, Diversity, area_summary, breast_histogram, diversity, sample_pairs, wasserstein};

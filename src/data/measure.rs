@@ -7,9 +7,7 @@
 use crate::data::phantom::{gray_level, tissue_levels};
 use crate::prompt::{Area, Density, Vendor, View};
 
-/// Gray level above which a pixel counts as breast. Prepared images have a background of exactly
-/// 0; generated ones a few levels of noise, hence a small margin.
-pub const BREAST_LEVEL: u8 = 12;
+use crate::imaging::BREAST_LEVEL;
 
 /// The side of the top-left square, as a share of the image side, whose muscle-bright pixels
 /// start the pectoral muscle's flood fill.

@@ -6,6 +6,7 @@
 
 use crate::data::BoundingBox;
 use crate::data::Laterality;
+use crate::imaging::resize;
 use crate::prompt::{LESION_PROMPT, Vendor};
 
 /// How VOI-applied values become 8-bit.
@@ -160,66 +161,9 @@ pub fn prepare_pixels(source: &SourcePixels, laterality: Laterality, boxes: &[Bo
     Prepared { size, gray, area_ratio, boxes: kept, boxes_outside }
 }
 
-/// Resizes a `w`×`h` gray image to `nw`×`nh` with a triangle (bilinear) filter whose support
-/// widens when shrinking (antialiased, as PIL's BILINEAR); separable, rows first.
-pub fn resize(pixels: &[f32], w: usize, h: usize, nw: usize, nh: usize) -> Vec<f32> {
-    if (w, h) == (nw, nh) {
-        return pixels.to_vec();
-    }
-    let horizontal = filter_weights(w, nw);
-    let mut tmp = vec![0f32; nw * h];
-    for r in 0..h {
-        let row = &pixels[r * w..(r + 1) * w];
-        for (o, (start, weights)) in horizontal.iter().enumerate() {
-            tmp[r * nw + o] = weights.iter().enumerate().map(|(k, wt)| wt * row[start + k]).sum();
-        }
-    }
-    let vertical = filter_weights(h, nh);
-    let mut out = vec![0f32; nw * nh];
-    for (o, (start, weights)) in vertical.iter().enumerate() {
-        let dst = &mut out[o * nw..(o + 1) * nw];
-        for (k, wt) in weights.iter().enumerate() {
-            let src = &tmp[(start + k) * nw..(start + k + 1) * nw];
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d += wt * s;
-            }
-        }
-    }
-    out
-}
-
-/// Per output sample: first input index and normalised triangle weights.
-fn filter_weights(input: usize, output: usize) -> Vec<(usize, Vec<f32>)> {
-    let ratio = input as f64 / output as f64;
-    let support = ratio.max(1.0);
-    (0..output)
-        .map(|o| {
-            let centre = (o as f64 + 0.5) * ratio;
-            let lo = ((centre - support).floor().max(0.0)) as usize;
-            let hi = ((centre + support).ceil() as usize).min(input);
-            let mut weights: Vec<f64> = (lo..hi).map(|i| (1.0 - ((i as f64 + 0.5 - centre) / support).abs()).max(0.0)).collect();
-            let total: f64 = weights.iter().sum();
-            if total > 0.0 {
-                weights.iter_mut().for_each(|w| *w /= total);
-            }
-            (lo, weights.into_iter().map(|w| w as f32).collect())
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resize_keeps_constants_and_averages_when_shrinking() {
-        let flat = vec![7.0f32; 30 * 20];
-        assert!(resize(&flat, 30, 20, 13, 9).iter().all(|&v| (v - 7.0).abs() < 1e-5));
-        // Halving 0/2 stripes gives their mean away from the borders (taps ¼ ¾ ¾ ¼).
-        let stripes: Vec<f32> = (0..16 * 4).map(|i| if i % 2 == 0 { 0.0 } else { 2.0 }).collect();
-        let halved = resize(&stripes, 16, 4, 8, 2);
-        assert!(halved.chunks(8).all(|row| row[1..7].iter().all(|&v| (v - 1.0).abs() < 1e-5)), "{halved:?}");
-    }
 
     #[test]
     fn geometry_of_a_portrait_image() {

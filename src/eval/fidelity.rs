@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::data::measure::BREAST_LEVEL;
+use crate::imaging::BREAST_LEVEL;
 use crate::eval::ms_ssim::{Plane, ms_ssim};
 use crate::prompt::Area;
 use crate::rng::NoiseRng;

@@ -2,7 +2,7 @@
 //! connected region of breast-bright pixels of the generated healthy image (as MAM-E's batch
 //! inpainting tool did).
 
-use crate::data::measure::BREAST_LEVEL;
+use crate::imaging::BREAST_LEVEL;
 use crate::data::prepare::PixelBox;
 use crate::rng::NoiseRng;
 

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::data::prepare::resize;
+use crate::imaging::resize;
 use crate::imaging::RgbImage;
 use crate::rng::NoiseRng;
 
