@@ -166,7 +166,7 @@ fn generate_then_paint_a_lesion_like_a_person() {
     browser.wait_for("return document.querySelectorAll('[data-test=result]').length == 2", Duration::from_secs(600));
     eprintln!("10-step 128×128 inpainting (CFG) in the page: {:.1} s", started.elapsed().as_secs_f64());
     let newest = browser.eval("const r = document.querySelector('[data-test=result]'); return [r.dataset.kind, r.querySelectorAll('figure').length]");
-    assert_eq!(newest, serde_json::json!(["inpainting", 2]), "the newest result is the inpainting, with before and after");
+    assert_eq!(newest, serde_json::json!(["inpainting", 3]), "the newest result is the inpainting, with before, after and Explain");
     let stats = browser.wait_for(IMAGE_STATS, Duration::from_secs(10));
     assert!(stats[3].as_u64() > stats[2].as_u64(), "blank inpainting: {stats}");
     browser.eval("document.getElementById('mask-panel').scrollIntoView(); return null");
@@ -177,7 +177,7 @@ fn generate_then_paint_a_lesion_like_a_person() {
     // The download link holds a PNG with the parameters embedded.
     let png = browser.eval_async(
         "const done = arguments[arguments.length - 1];
-         const a = document.querySelector('[data-test=result] a[download]');
+         const a = document.querySelector('[data-test=result] [data-test=download-png]');
          fetch(a.href).then(r => r.arrayBuffer()).then(b => {
              const bytes = new Uint8Array(b);
              done([a.download, Array.from(bytes.slice(1, 4)).map(c => String.fromCharCode(c)).join(''), new TextDecoder('latin1').decode(bytes).includes('\"mode\":\"inpainting\"')]);
@@ -185,6 +185,50 @@ fn generate_then_paint_a_lesion_like_a_person() {
     );
     assert_eq!(png[1], "PNG", "{png}");
     assert!(png[0].as_str().unwrap().ends_with(".png") && png[2] == true, "{png}");
+
+    // Explain: the embedded CAD's heatmaps of the inpainted result, as the library computes them
+    // natively from the downloaded PNG (Grad-CAM and occlusion are checked against Captum in
+    // tests/cad.rs).
+    let started = std::time::Instant::now();
+    browser.click("[data-test=result] button[name=explain]");
+    browser.wait_for("return !!document.querySelector('[data-test=result] [data-test=explain-result]')", Duration::from_secs(120));
+    eprintln!("Explain (the CAD's logit, Grad-CAM and occlusion) in the page: {:.1} s", started.elapsed().as_secs_f64());
+    let attention = browser.eval("return document.querySelector('[data-test=explain-attention]').innerText");
+    assert!(attention.as_str().unwrap().starts_with("Grad-CAM: ") && attention.as_str().unwrap().contains("its share"), "{attention}");
+    browser.eval("document.getElementById('gallery-panel').scrollIntoView(); return null");
+    browser.screenshot(&screenshots().join("explained.png"));
+    let fetch_bytes = "const done = arguments[arguments.length - 1];
+         fetch(document.querySelector(arguments[0]).href).then(r => r.arrayBuffer()).then(b => done(Array.from(new Uint8Array(b)))).catch(e => done(String(e)));";
+    let bytes = |selector: &str| -> Vec<u8> {
+        let got = browser.eval_async_with(fetch_bytes, &[selector.into()]);
+        serde_json::from_value(got.clone()).unwrap_or_else(|_| panic!("fetching {selector}: {got}"))
+    };
+    let after = mam_e::imaging::RgbImage::from_png(&bytes("[data-test=result] [data-test=download-png]")).unwrap();
+    let cad = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static/models/cad");
+    let device = burn::tensor::Device::flex();
+    let (model, config) =
+        mam_e::cad::model::CadConfig::load(&std::fs::read(cad.join("config.json")).unwrap(), std::fs::read(cad.join("model.safetensors")).unwrap(), &device)
+            .unwrap();
+    let side = config.image_size;
+    let input = mam_e::cad::model::to_input(&after, side);
+    let page_logit: f32 = browser.eval("return document.querySelector('[data-test=explain-result]').dataset.logit").as_str().unwrap().parse().unwrap();
+    let logit = mam_e::cad::explain::logit(&model, &input, side, &device);
+    eprintln!("CAD logit: page {page_logit}, native {logit}");
+    assert!((page_logit - logit).abs() < 1e-5 * logit.abs().max(1.0), "CAD logit in the page {page_logit}, natively {logit}");
+    let npy_values = |bytes: Vec<u8>| -> Vec<f32> {
+        let header = 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        bytes[header..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    };
+    let grad_cam = mam_e::cad::explain::grad_cam(&model, &input, side, &device).2;
+    let error = support::fixtures::relative_error(&npy_values(bytes("[data-test=explain-heatmap]")), &grad_cam);
+    eprintln!("page's Grad-CAM vs native: relative error {error:e}");
+    assert!(error < 1e-5, "the page's Grad-CAM differs from the native one: {error:e}");
+    browser.eval("const s = document.querySelector('select[name=explain-method]'); s.value = 'occlusion'; s.dispatchEvent(new Event('change')); return null");
+    browser.wait_for("return document.querySelector('[data-test=explain-heatmap]').download.endsWith('occlusion.npy')", Duration::from_secs(10));
+    let occlusion = mam_e::cad::explain::occlusion(&model, &input, side, side / 8, side / 16, &device).unwrap();
+    let error = support::fixtures::relative_error(&npy_values(bytes("[data-test=explain-heatmap]")), &occlusion);
+    eprintln!("page's occlusion vs native: relative error {error:e}");
+    assert!(error < 5e-5, "the page's occlusion differs from the native one: {error:e}");
 
     // Cancel stops a run.
     set_range(&browser, "steps", 50);

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use super::model::{is_breast, to_input};
 use crate::data::prepare::PixelBox;
 use crate::data::training_set::Record;
-use super::model::{is_breast, to_input};
 use crate::imaging::RgbImage;
 use crate::rng::NoiseRng;
 

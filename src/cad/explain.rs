@@ -82,6 +82,20 @@ pub fn smoothgrad(model: &Cad, pixels: &[f32], side: usize, samples: usize, nois
     sum.iter().map(|s| s / samples as f32).collect()
 }
 
+/// numpy's `.npy` (format 1.0) of a float32 `height × width` array.
+pub fn npy(values: &[f32], height: usize, width: usize) -> Vec<u8> {
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({height}, {width}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.bytes());
+    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
+
 /// The jet colour map at t ∈ [0, 1].
 fn jet(t: f32) -> [f32; 3] {
     let f = |x: f32| (1.5 - (4.0 * t - x).abs()).clamp(0.0, 1.0);
@@ -149,7 +163,7 @@ pub fn occlusion(model: &Cad, pixels: &[f32], side: usize, window: usize, stride
 /// How much of a heatmap's positive mass falls on the lesion, against the lesion's share of the
 /// breast: a ratio above 1 means the CAD looks at the lesion more than at a random spot of
 /// the breast of its size.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LesionAttention {
     /// Σ heatmap⁺ inside the mask / Σ heatmap⁺ inside the breast.
     pub mass_in_lesion: f64,

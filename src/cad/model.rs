@@ -170,4 +170,3 @@ pub fn to_input(image: &RgbImage, side: usize) -> Vec<f32> {
 pub fn is_breast(value: f32) -> bool {
     (value + 1.0) * 127.5 > f32::from(BREAST_LEVEL)
 }
-

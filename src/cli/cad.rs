@@ -8,10 +8,11 @@ use burn::tensor::Device;
 use serde_json::json;
 
 use crate::cad::data::{Example, Split, load, read_pixels};
-use crate::cad::explain::{LesionAttention, check_occlusion, grad_cam, lesion_attention, logit, occlusion, overlay, saliency, smoothgrad};
+use crate::cad::explain::{LesionAttention, check_occlusion, grad_cam, lesion_attention, logit, npy, occlusion, overlay, saliency, smoothgrad};
 use crate::cad::model::{CadConfig, is_breast};
 use crate::cad::train::{Settings, auroc, logits, read_model, train};
 use crate::eval::fidelity::mean_sd;
+use crate::eval::plot::{AurocGroup, auroc_svg};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -211,20 +212,6 @@ fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// numpy's `.npy` (format 1.0) of a float32 `height × width` array.
-fn npy(values: &[f32], height: usize, width: usize) -> Vec<u8> {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({height}, {width}), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header.bytes());
-    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-    out
-}
-
 fn run_explain(a: ExplainArgs) -> anyhow::Result<()> {
     let plain = Device::flex();
     let device = plain.clone().autodiff();
@@ -324,6 +311,9 @@ fn run_study(a: StudyArgs) -> anyhow::Result<()> {
     println!("real+synthetic − real: {mean:+.4} ± {sd:.4} (mean ± sd over {} paired seeds)", differences.len());
     report["difference_real_plus_synthetic_minus_real"] = json!({ "mean": mean, "sd": sd, "per_seed": differences });
     crate::atomic::write(&a.out.join("study.json"), &serde_json::to_vec_pretty(&report)?)?;
-    println!("wrote {}", a.out.join("study.json").display());
+    let groups: Vec<AurocGroup> = results.iter().map(|(name, runs)| AurocGroup { name, runs: runs.iter().map(|r| (r.1, r.2)).collect() }).collect();
+    let title = format!("CAD trained on real, real + synthetic, synthetic images: {} seeds, 95 % DeLong intervals", a.seeds);
+    crate::atomic::write(&a.out.join("study.svg"), auroc_svg(&groups, &title).as_bytes())?;
+    println!("wrote {} and study.svg", a.out.join("study.json").display());
     Ok(())
 }

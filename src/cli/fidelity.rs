@@ -12,7 +12,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::imaging::resize;
 use crate::data::training_set::Record;
 use crate::eval::fid::{Features, frechet_distance};
 use crate::eval::fidelity::{AreaSummary, Diversity, area_summary, breast_histogram, diversity, sample_pairs, wasserstein};
@@ -20,6 +19,7 @@ use crate::eval::inception::{FEATURES, FidInception};
 use crate::eval::kid::kid;
 use crate::eval::ms_ssim::{MIN_SIDE, Plane};
 use crate::imaging::RgbImage;
+use crate::imaging::resize;
 
 #[derive(Debug, clap::Args)]
 pub struct FidelityArgs {

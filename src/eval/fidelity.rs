@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
-use crate::imaging::BREAST_LEVEL;
 use crate::eval::ms_ssim::{Plane, ms_ssim};
+use crate::imaging::BREAST_LEVEL;
 use crate::prompt::Area;
 use crate::rng::NoiseRng;
 

@@ -1,7 +1,7 @@
 //! A ROC curve drawn as a picture: the unit square with quarter grid lines, the chance diagonal
 //! (dashed) and the curve, points joined by straight lines as scikit-learn's `RocCurveDisplay`
 //! draws them, as a raster (the CLI's PNG) or as SVG (the page). No text: the numbers go beside
-//! it (the CLI's output, the page's panel).
+//! it (the CLI's output, the page's panel). And the CAD study's AUROCs per variant (SVG).
 
 use crate::eval::roc::RocCurve;
 use crate::imaging::RgbImage;
@@ -98,6 +98,64 @@ pub fn roc_svg(curve: &RocCurve, side: usize) -> String {
     svg + "</svg>"
 }
 
+/// One group of the study plot: its name and its runs' AUROC with their 95 % intervals.
+pub struct AurocGroup<'a> {
+    pub name: &'a str,
+    pub runs: Vec<(f64, [f64; 2])>,
+}
+
+/// The AUROC range the study plot shows: 0.5 (chance) to 1, widened to every interval.
+fn auroc_range(groups: &[AurocGroup]) -> (f64, f64) {
+    let values = groups.iter().flat_map(|g| g.runs.iter().flat_map(|(a, ci)| [*a, ci[0], ci[1]]));
+    let (lo, hi) = values.fold((0.5f64, 1.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    ((lo * 20.0).floor() / 20.0, (hi * 20.0).ceil() / 20.0)
+}
+
+/// The CAD study as SVG: per group a column of its runs (a dot with its interval as a vertical
+/// line, runs side by side) and their mean (a horizontal bar); the chance level dashed; grid
+/// lines every 0.05 of AUROC.
+pub fn auroc_svg(groups: &[AurocGroup], title: &str) -> String {
+    let (column, height, left, top, bottom) = (160.0, 320.0, 56.0, 32.0, 40.0);
+    let width = left + column * groups.len() as f64 + 16.0;
+    let full_height = top + height + bottom;
+    let (lo, hi) = auroc_range(groups);
+    let y = |a: f64| top + height * (hi - a) / (hi - lo);
+    let rgb = |c: [u8; 3]| format!("rgb({},{},{})", c[0], c[1], c[2]);
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{full_height}" viewBox="0 0 {width} {full_height}" role="img" aria-label="{title}">"#
+    );
+    svg += &format!(r#"<rect width="{width}" height="{full_height}" fill="{}"/>"#, rgb(BACKGROUND));
+    svg += &format!(r#"<text x="{}" y="20" font-size="13" text-anchor="middle">{title}</text>"#, width / 2.0);
+    let steps = ((hi - lo) / 0.05).round() as usize;
+    for k in 0..=steps {
+        let a = lo + 0.05 * k as f64;
+        svg += &format!(r#"<path d="M{left} {0:.2}H{1}" stroke="{2}"/>"#, y(a), width - 16.0, rgb(GRID));
+        svg += &format!(r#"<text x="{}" y="{:.2}" font-size="11" text-anchor="end">{a:.2}</text>"#, left - 6.0, y(a) + 4.0);
+    }
+    svg += &format!(r#"<path data-test="chance" d="M{left} {0:.2}H{1}" stroke="{2}" stroke-dasharray="6 6"/>"#, y(0.5), width - 16.0, rgb(CHANCE));
+    svg += &format!(
+        r#"<text x="14" y="{}" font-size="12" text-anchor="middle" transform="rotate(-90 14 {0})">AUROC on the real test split</text>"#,
+        top + height / 2.0
+    );
+    for (g, group) in groups.iter().enumerate() {
+        let centre = left + column * (g as f64 + 0.5);
+        let spread = 14.0;
+        let first = centre - spread * (group.runs.len() as f64 - 1.0) / 2.0;
+        for (r, (auroc, ci)) in group.runs.iter().enumerate() {
+            let x = first + spread * r as f64;
+            svg += &format!(r#"<path d="M{x:.2} {:.2}V{:.2}" stroke="{}" stroke-width="1.5"/>"#, y(ci[0]), y(ci[1]), rgb(CURVE));
+            svg += &format!(r#"<circle data-test="run" cx="{x:.2}" cy="{:.2}" r="4" fill="{}"/>"#, y(*auroc), rgb(CURVE));
+        }
+        if !group.runs.is_empty() {
+            let mean = group.runs.iter().map(|r| r.0).sum::<f64>() / group.runs.len() as f64;
+            svg +=
+                &format!(r#"<path data-test="mean" d="M{:.2} {:.2}H{:.2}" stroke="{}" stroke-width="3"/>"#, centre - 40.0, y(mean), centre + 40.0, rgb(AXES));
+        }
+        svg += &format!(r#"<text x="{centre:.2}" y="{}" font-size="12" text-anchor="middle">{}</text>"#, top + height + 24.0, group.name);
+    }
+    svg + "</svg>"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +173,22 @@ mod tests {
         let svg = roc_svg(&curve, 100);
         let m = 2.0 * MARGIN as f64;
         assert!(svg.contains(&format!(r#"points="{m:.2},{:.2} {m:.2},{m:.2} {:.2},{m:.2}""#, m + 100.0, m + 100.0)), "{svg}");
+    }
+
+    #[test]
+    fn study_plot_places_runs_and_means_on_the_auroc_axis() {
+        let groups = [
+            AurocGroup { name: "real", runs: vec![(0.6, [0.55, 0.65]), (0.7, [0.65, 0.75])] },
+            AurocGroup { name: "synthetic", runs: vec![(0.52, [0.44, 0.6])] },
+        ];
+        // Axis from 0.40 (the lowest interval end, down to a 0.05 step) to 1: 320 pixels from y = 32.
+        assert_eq!(auroc_range(&groups), (0.4, 1.0));
+        let svg = auroc_svg(&groups, "study");
+        let y = |a: f64| 32.0 + 320.0 * (1.0 - a) / 0.6;
+        assert_eq!(svg.matches(r#"data-test="run""#).count(), 3);
+        assert!(svg.contains(&format!(r#"cx="{:.2}" cy="{:.2}""#, 56.0 + 80.0 - 7.0, y(0.6))), "{svg}");
+        // The first group's mean, 0.65, as a bar across its column.
+        assert!(svg.contains(&format!(r#"d="M{:.2} {:.2}H{:.2}""#, 96.0, y(0.65), 176.0)), "{svg}");
+        assert!(svg.contains(&format!(r#"data-test="chance" d="M56 {:.2}"#, y(0.5))), "{svg}");
     }
 }

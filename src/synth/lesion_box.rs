@@ -2,8 +2,8 @@
 //! connected region of breast-bright pixels of the generated healthy image (as MAM-E's batch
 //! inpainting tool did).
 
-use crate::imaging::BREAST_LEVEL;
 use crate::data::prepare::PixelBox;
+use crate::imaging::BREAST_LEVEL;
 use crate::rng::NoiseRng;
 
 /// The largest 4-connected region of pixels brighter than [`BREAST_LEVEL`] in a `width`×`height`

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::imaging::resize;
 use crate::imaging::RgbImage;
+use crate::imaging::resize;
 use crate::rng::NoiseRng;
 
 /// One line of a prepared set's `metadata.jsonl`.

@@ -126,19 +126,23 @@ async fn fetch(url: &str) -> Result<Response> {
 
 /// A text file (the manifest, at most [`crate::package::MAX_MANIFEST_BYTES`]), from the network when possible, else from the cache (offline).
 pub async fn fetch_text(url: &str) -> Result<String> {
+    let bytes = fetch_bytes(url, crate::package::MAX_MANIFEST_BYTES).await?;
+    String::from_utf8(bytes).map_err(|e| Error::Io { path: url.into(), reason: e.to_string() })
+}
+
+/// A file of at most `limit` bytes without a manifest entry to verify it by (a manifest, the CAD
+/// model): from the network when possible, kept in the cache, else from the cache (offline).
+pub async fn fetch_bytes(url: &str, limit: u64) -> Result<Vec<u8>> {
     let cache = open_cache(CACHE_NAME).await;
     match fetch(url).await {
         Ok(response) => {
-            let bytes = read_body(url, response, crate::package::MAX_MANIFEST_BYTES, &mut |_| {}).await?;
+            let bytes = read_body(url, response, limit, &mut |_| {}).await?;
             if let Some(cache) = &cache {
                 store(cache, url, &bytes).await;
             }
-            String::from_utf8(bytes).map_err(|e| Error::Io { path: url.into(), reason: e.to_string() })
+            Ok(bytes)
         }
-        Err(network) => match cached(cache.as_ref(), url).await {
-            Some(bytes) => String::from_utf8(bytes).map_err(|e| Error::Io { path: url.into(), reason: e.to_string() }),
-            None => Err(network),
-        },
+        Err(network) => cached(cache.as_ref(), url).await.ok_or(network),
     }
 }
 

@@ -14,6 +14,7 @@ use js_sys::Array;
 use wasm_bindgen::prelude::*;
 use web_sys::{ErrorEvent, MessageEvent, Worker, WorkerOptions, WorkerType};
 
+use super::cad::Explanation;
 use super::protocol::{Message, Reply, Request};
 use super::run::Job;
 use super::scope::js_text;
@@ -93,7 +94,7 @@ fn spawn() -> Result<Engine> {
                 }
             });
         }
-        let last = matches!(message.body, Reply::Loaded { .. } | Reply::Finished { .. } | Reply::Cancelled | Reply::Failed { .. });
+        let last = matches!(message.body, Reply::Loaded { .. } | Reply::Finished { .. } | Reply::Explained { .. } | Reply::Cancelled | Reply::Failed { .. });
         let handler = ENGINE.with(|e| {
             let mut engine = e.borrow_mut();
             let handlers = &mut engine.as_mut()?.handlers;
@@ -199,6 +200,25 @@ pub async fn run(kind: ModelKind, params: &GenerateParams, job: Job, on_step: im
     };
     send(Request::Run { kind, params: params.clone(), inpaint }, parts, Some(handler))?;
     done_rx.await.map_err(|_| Error::Worker("the pipeline worker dropped the run".into()))?
+}
+
+/// The CAD's heatmaps of `image` (and its lesion `mask`, or none) from the worker: see
+/// [`super::cad::explain`].
+pub async fn explain(cad: &str, image: &RgbImage, mask: &[u8], occlusion: Option<(usize, usize)>) -> Result<Explanation> {
+    let (done_tx, done_rx) = oneshot::channel::<Result<Explanation>>();
+    let done_tx = RefCell::new(Some(done_tx));
+    let handler: Handler = Rc::new(move |message: Message<Reply>| {
+        let result = match message.body {
+            Reply::Failed { reason } => Err(Error::Worker(reason)),
+            reply => Explanation::from_reply(reply, &message.parts),
+        };
+        if let Some(tx) = done_tx.borrow_mut().take() {
+            let _ = tx.send(result);
+        }
+    });
+    let request = Request::Explain { cad: cad.to_string(), width: image.width, height: image.height, occlusion };
+    send(request, vec![image.pixels.clone(), mask.to_vec()], Some(handler))?;
+    done_rx.await.map_err(|_| Error::Worker("the pipeline worker dropped the request".into()))?
 }
 
 /// Asks the current run to stop after its step.

@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 
+use super::explain_view::ExplainView;
 use crate::imaging::RgbImage;
 use crate::package::ModelKind;
 use crate::pipeline::text_to_image::GenerateParams;
@@ -49,13 +50,20 @@ pub fn Gallery(items: RwSignal<Vec<GalleryItem>>, on_paint: Callback<usize>, on_
                             let file = format!("mam-e-{}-{}.png", if item.kind == ModelKind::Inpainting { "lesion" } else { "healthy" }, item.params.seed);
                             view! {
                                 <li class="result" data-test="result" data-kind=item.kind.to_string()>
-                                    <div class="pair">
-                                        {item.before.as_ref().map(|(url, _, _)| view! { <figure><img src=url.clone() alt="before" /><figcaption>"before"</figcaption></figure> })}
-                                        <figure>
-                                            <img src=item.png_url.clone() alt=item.params.prompt.clone() />
-                                            <figcaption>{if item.before.is_some() { "after" } else { "" }}</figcaption>
-                                        </figure>
-                                    </div>
+                                    {match item.before.as_ref() {
+                                        // An inpainting: before, after and the CAD's heatmap.
+                                        Some((before_url, _, mask)) => {
+                                            // The CAD sees the result as the model painted it (left-facing).
+                                            let image = if item.right_breast { item.image.mirrored() } else { item.image.clone() };
+                                            view! {
+                                                <ExplainView before_url=before_url.clone() after_url=item.png_url.clone() alt=item.params.prompt.clone()
+                                                    image mask=mask.clone() right_breast=item.right_breast seed=item.params.seed />
+                                            }.into_any()
+                                        }
+                                        None => view! {
+                                            <div class="pair"><figure><img src=item.png_url.clone() alt=item.params.prompt.clone() /></figure></div>
+                                        }.into_any(),
+                                    }}
                                     <p class="caption">
                                         <strong>{item.params.prompt.clone()}</strong>
                                         <br />
@@ -68,7 +76,7 @@ pub fn Gallery(items: RwSignal<Vec<GalleryItem>>, on_paint: Callback<usize>, on_
                                         </span>
                                     </p>
                                     <div class="row">
-                                        <a class="button" href=item.png_url.clone() download=file>"Download PNG"</a>
+                                        <a class="button" data-test="download-png" href=item.png_url.clone() download=file>"Download PNG"</a>
                                         <button type="button" on:click=move |_| copy(parameters.clone())>"Copy parameters"</button>
                                         <button type="button" name="paint" on:click=move |_| on_paint.run(id)>"Paint a lesion on this"</button>
                                         <button type="button" on:click=move |_| on_rerun.run(id)>"Re-run"</button>

@@ -4,9 +4,11 @@
 //! ([`worker`], started and spoken to by [`engine`]), so the page's thread only draws.
 
 mod app;
+pub mod cad;
 pub mod canvas;
 pub mod download;
 pub mod engine;
+pub mod explain_view;
 pub mod gallery;
 pub mod gpu;
 pub mod mask_panel;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
 
 use super::models::ModelInfo;
+use crate::cad::explain::LesionAttention;
 use crate::device::ComputePreference;
 use crate::package::ModelKind;
 use crate::pipeline::text_to_image::GenerateParams;
@@ -20,6 +21,11 @@ pub enum Request {
     /// One text-to-image or inpainting run. Inpainting carries `[image pixels, mask]` as parts;
     /// `inpaint` is that image's (width, height).
     Run { kind: ModelKind, params: GenerateParams, inpaint: Option<(usize, usize)> },
+    /// Where the CAD looks on an image (MAM-E Fig. 6): the CAD model at `cad` (a folder URL
+    /// holding `config.json` and `model.safetensors`) on the image `[pixels, mask]` of
+    /// `width × height` (the mask may be empty: no lesion-attention figures then); occlusion with
+    /// windows of `(window, stride)` model pixels, by default an eighth of the side and half that.
+    Explain { cad: String, width: usize, height: usize, occlusion: Option<(usize, usize)> },
     /// Stop the current run after its current step.
     Cancel,
 }
@@ -56,6 +62,14 @@ pub enum Reply {
         height: usize,
     },
     Cancelled,
+    /// The heatmaps of [`Request::Explain`] at the CAD's input side; parts: the model input,
+    /// Grad-CAM and occlusion, each `side²` little-endian f32.
+    Explained {
+        side: usize,
+        logit: f32,
+        grad_cam: Option<LesionAttention>,
+        occlusion: Option<LesionAttention>,
+    },
     Failed {
         reason: String,
     },

@@ -57,6 +57,16 @@ fn handle(message: Message<Request>) {
     match body {
         Request::Cancel => CANCEL.with(|c| c.set(true)),
         Request::Load { url, compute } => spawn_local(load(id, url, compute)),
+        Request::Explain { cad, width, height, occlusion } => spawn_local(async move {
+            let [pixels, mask] = <[Vec<u8>; 2]>::try_from(parts).unwrap_or_default();
+            match super::cad::explain(&cad, &RgbImage { width, height, pixels }, &mask, occlusion).await {
+                Ok(explanation) => {
+                    let (body, parts) = explanation.to_reply();
+                    post(Message::with_parts(id, body, parts));
+                }
+                Err(e) => fail(id, e),
+            }
+        }),
         Request::Run { kind, params, inpaint } => {
             CANCEL.with(|c| c.set(false));
             spawn_local(async move {

@@ -81,7 +81,12 @@ impl Browser {
     /// Runs `script` (a function body whose last argument is the callback to call with the
     /// result) and waits for the callback.
     pub fn eval_async(&self, script: &str) -> Value {
-        self.command("POST", "execute/async", json!({ "script": script, "args": [] }))
+        self.eval_async_with(script, &[])
+    }
+
+    /// [`Browser::eval_async`] with `args` (the script's `arguments[0]`, …).
+    pub fn eval_async_with(&self, script: &str, args: &[Value]) -> Value {
+        self.command("POST", "execute/async", json!({ "script": script, "args": args }))
     }
 
     fn element(&self, selector: &str) -> Value {
