@@ -196,3 +196,76 @@ fn train_resume_eval_and_explain() {
     let err = fails(&["cad", "eval", "--model", &s(&broken), "--data", &s(&data)]);
     assert!(err.contains("model.safetensors"), "{err}");
 }
+
+/// `cad study` as a user runs it: three variants over two seeds, each evaluated on the real test
+/// split, the paired comparison per seed, the plot; a rerun continues without training again;
+/// bad settings refused.
+#[test]
+fn study_trains_three_variants_and_compares_them() {
+    use support::cli::{fails, ok, temp_dir};
+    let (real, synthetic, out) = (phantoms("study-real", "80", "0.5", "7"), phantoms("study-synthetic", "40", "0.5", "8"), temp_dir("cad", "study"));
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let args = |seeds: &str, ratio: &str| -> Vec<String> {
+        [
+            "cad",
+            "study",
+            "--real",
+            &s(&real),
+            "--synthetic",
+            &s(&synthetic),
+            "--ratio",
+            ratio,
+            "--seeds",
+            seeds,
+            "--epochs",
+            "1",
+            "--size",
+            "64",
+            "--patch",
+            "32",
+            "--batch-size",
+            "8",
+            "--out",
+            &s(&out),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let run = |seeds: &str, ratio: &str| ok(&args(seeds, ratio).iter().map(String::as_str).collect::<Vec<_>>());
+    let printed = run("2", "0.5");
+    let report: Value = serde_json::from_slice(&std::fs::read(out.join("study.json")).unwrap()).unwrap();
+    let real_training = report["real_training_images"].as_u64().unwrap();
+    assert_eq!(report["synthetic_added"].as_u64().unwrap(), (real_training as f64 * 0.5).round() as u64);
+    let aurocs = |variant: &str| -> Vec<f64> {
+        let runs = report["variants"][variant]["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2, "{variant}");
+        runs.iter().map(|r| r["auroc"].as_f64().unwrap()).collect()
+    };
+    let (a, b) = (aurocs("real"), aurocs("real+synthetic"));
+    aurocs("synthetic");
+    // The paired test's difference is the difference of the two areas, computed another way
+    // (means of DeLong's structural components, not trapezoids).
+    let difference = &report["difference_real_plus_synthetic_minus_real"];
+    for (k, test) in difference["paired_delong"].as_array().unwrap().iter().enumerate() {
+        let d = test["difference"].as_f64().unwrap();
+        assert!((d - (b[k] - a[k])).abs() < 1e-12, "seed {k}: paired difference {d} vs {} − {}", b[k], a[k]);
+        let ci: Vec<f64> = test["ci95"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert!(ci[0] <= d && d <= ci[1] && (0.0..=1.0).contains(&test["p_value"].as_f64().unwrap()), "{test}");
+    }
+    assert!(printed.contains("DeLong's paired test p ="), "{printed}");
+    let svg = std::fs::read_to_string(out.join("study.svg")).unwrap();
+    assert_eq!(svg.matches(r#"data-test="run""#).count(), 6);
+    assert_eq!(svg.matches(r#"data-test="mean""#).count(), 3);
+
+    // Again: every run is complete, so nothing trains and the same report comes out.
+    let before = std::fs::read(out.join("study.json")).unwrap();
+    run("2", "0.5");
+    assert!(std::fs::read(out.join("study.json")).unwrap() == before, "a rerun changed study.json");
+    assert_eq!(std::fs::read_to_string(out.join("real-seed0/log.jsonl")).unwrap().lines().count(), 1);
+
+    for (seeds, ratio) in [("0", "0.5"), ("2", "0")] {
+        let err = fails(&args(seeds, ratio).iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(err.contains("--seeds must be at least 1 and --ratio above 0"), "{err}");
+    }
+}

@@ -5,7 +5,7 @@
 
 mod support;
 
-use mam_e::eval::roc::{Rating, analyse, auc, delong, roc_curve};
+use mam_e::eval::roc::{Rating, analyse, auc, delong, delong_paired, roc_curve};
 use serde_json::Value;
 use support::cli::{fails, ok, temp_dir};
 
@@ -57,6 +57,31 @@ fn delong_variance_equals_its_pairwise_definition() {
         let half_width = 1.959963984540054 * expected.sqrt();
         assert!((result.ci95[0] - (area - half_width).max(0.0)).abs() < 1e-12 && (result.ci95[1] - (area + half_width).min(1.0)).abs() < 1e-12, "{name}");
     }
+}
+
+/// DeLong's test of two correlated scorings (two CADs on one test set) against the pairwise
+/// definition of the structural components' covariance.
+#[test]
+fn paired_delong_equals_its_pairwise_definition() {
+    let fixture: Value = serde_json::from_slice(&support::fixtures::read("roc.json")).unwrap();
+    let case = &fixture["paired"];
+    let real: Vec<bool> = case["real"].as_array().unwrap().iter().map(|v| v.as_u64() == Some(1)).collect();
+    let scoring = |key: &str| -> Vec<Rating> { real.iter().zip(floats(&case[key])).map(|(&real, score)| Rating { real, score }).collect() };
+    let (first, second) = (scoring("first"), scoring("second"));
+    let got = delong_paired(&first, &second).unwrap();
+    let (difference, variance, p) = (float(&case["difference"]), float(&case["variance"]), float(&case["p_value"]));
+    eprintln!("paired DeLong: difference {} vs {difference}, variance {} vs {variance}, p {} vs {p}", got.difference, got.variance, got.p_value);
+    assert!((got.difference - difference).abs() <= 1e-15, "difference {} vs {difference}", got.difference);
+    assert!((got.variance - variance).abs() <= 1e-14 * variance, "variance {} vs {variance}", got.variance);
+    assert!((got.p_value - p).abs() <= 1e-13, "p-value {} vs {p}", got.p_value);
+    let half_width = 1.959963984540054 * variance.sqrt();
+    assert!((got.ci95[0] - (difference - half_width)).abs() < 1e-14 && (got.ci95[1] - (difference + half_width)).abs() < 1e-14);
+    // A scoring against itself: no difference, no variance, p = 1.
+    let same = delong_paired(&first, &first).unwrap();
+    assert_eq!((same.difference, same.variance, same.p_value), (0.0, 0.0, 1.0));
+    let mut relabelled = second.clone();
+    relabelled[0].real = !relabelled[0].real;
+    assert!(delong_paired(&first, &relabelled).unwrap_err().contains("same images"));
 }
 
 #[test]

@@ -80,10 +80,14 @@ pub fn logits(model: &Cad, examples: &[&Example], config: &CadConfig, device: &D
         .collect()
 }
 
+/// `scores` of `examples` as ROC ratings (positive: lesion).
+pub fn ratings(examples: &[&Example], scores: &[f32]) -> Vec<Rating> {
+    examples.iter().zip(scores).map(|(e, &s)| Rating { real: e.lesion, score: f64::from(s) }).collect()
+}
+
 /// AUROC with DeLong's interval of `scores` (positive: lesion).
 pub fn auroc(examples: &[&Example], scores: &[f32]) -> Result<(f64, [f64; 2]), String> {
-    let ratings: Vec<Rating> = examples.iter().zip(scores).map(|(e, &s)| Rating { real: e.lesion, score: f64::from(s) }).collect();
-    analyse(&ratings).map(|r| (r.auroc, r.ci95))
+    analyse(&ratings(examples, scores)).map(|r| (r.auroc, r.ci95))
 }
 
 /// PyTorch's `BCEWithLogitsLoss(pos_weight)`, mean over the batch:

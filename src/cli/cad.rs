@@ -10,9 +10,10 @@ use serde_json::json;
 use crate::cad::data::{Example, Split, load, read_pixels};
 use crate::cad::explain::{LesionAttention, check_occlusion, grad_cam, lesion_attention, logit, npy, occlusion, overlay, saliency, smoothgrad};
 use crate::cad::model::{CadConfig, is_breast};
-use crate::cad::train::{Settings, auroc, logits, read_model, train};
+use crate::cad::train::{Settings, auroc, logits, ratings, read_model, train};
 use crate::eval::fidelity::mean_sd;
 use crate::eval::plot::{AurocGroup, auroc_svg};
+use crate::eval::roc::{Rating, delong_paired};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -186,8 +187,16 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// AUROC of the model in `dir` on `data`'s `split`: (examples, AUROC, 95 % CI).
-pub fn evaluate(dir: &Path, data: &Path, split: Split) -> anyhow::Result<(Vec<Example>, f64, [f64; 2])> {
+/// A model on a set's split.
+pub struct Evaluation {
+    pub examples: Vec<Example>,
+    pub scores: Vec<f32>,
+    pub auroc: f64,
+    pub ci95: [f64; 2],
+}
+
+/// The model in `dir` on `data`'s `split`.
+pub fn evaluate(dir: &Path, data: &Path, split: Split) -> anyhow::Result<Evaluation> {
     let device = Device::flex();
     let (model, config) = read_model(dir, &device)?;
     let (examples, skipped) = load(data, config.image_size, split)?;
@@ -196,12 +205,12 @@ pub fn evaluate(dir: &Path, data: &Path, split: Split) -> anyhow::Result<(Vec<Ex
     }
     let refs: Vec<&Example> = examples.iter().collect();
     let scores = logits(&model, &refs, &config, &device);
-    let (area, ci) = auroc(&refs, &scores).map_err(anyhow::Error::msg)?;
-    Ok((examples, area, ci))
+    let (auroc, ci95) = auroc(&refs, &scores).map_err(anyhow::Error::msg)?;
+    Ok(Evaluation { examples, scores, auroc, ci95 })
 }
 
 fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
-    let (examples, area, ci) = evaluate(&a.model, &a.data, a.split)?;
+    let Evaluation { examples, auroc: area, ci95: ci, .. } = evaluate(&a.model, &a.data, a.split)?;
     let lesions = examples.iter().filter(|e| e.lesion).count();
     println!("{} images ({lesions} with a lesion): AUROC {area:.4} (95 % CI {:.4}–{:.4}, DeLong)", examples.len(), ci[0], ci[1]);
     if let Some(path) = &a.json {
@@ -267,8 +276,9 @@ fn run_explain(a: ExplainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One run of the study: seed, AUROC on the real test split, its 95 % interval.
-type StudyRun = (u64, f64, [f64; 2]);
+/// One run of the study: seed, AUROC on the real test split, its 95 % interval, the test
+/// images' ratings (for the paired comparison).
+type StudyRun = (u64, f64, [f64; 2], Vec<Rating>);
 
 fn run_study(a: StudyArgs) -> anyhow::Result<()> {
     if a.seeds == 0 || a.ratio.is_nan() || a.ratio <= 0.0 {
@@ -290,9 +300,9 @@ fn run_study(a: StudyArgs) -> anyhow::Result<()> {
             let folder = a.out.join(format!("{}-seed{seed}", name.replace('+', "-plus-")));
             println!("{name}, seed {seed}: training in {}", folder.display());
             train(&a.recipe.settings(sets.clone(), seed, *extra_limit)?, &folder, false)?;
-            let (_, area, ci) = evaluate(&folder.join("model"), &a.real, Split::Test)?;
+            let Evaluation { examples, scores, auroc: area, ci95: ci } = evaluate(&folder.join("model"), &a.real, Split::Test)?;
             println!("{name}, seed {seed}: AUROC {area:.4} (95 % CI {:.4}–{:.4}) on the real test split", ci[0], ci[1]);
-            runs.push((seed, area, ci));
+            runs.push((seed, area, ci, ratings(&examples.iter().collect::<Vec<_>>(), &scores)));
         }
         results.push((name.to_string(), runs));
     }
@@ -304,12 +314,22 @@ fn run_study(a: StudyArgs) -> anyhow::Result<()> {
         let (mean, sd) = mean_sd(&areas);
         println!("{name:<16} {mean:>8.4} {sd:>8.4}  {}", areas.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(" "));
         report["variants"][name] =
-            json!({ "mean": mean, "sd": sd, "runs": runs.iter().map(|(s, a, ci)| json!({ "seed": s, "auroc": a, "ci95": ci })).collect::<Vec<_>>() });
+            json!({ "mean": mean, "sd": sd, "runs": runs.iter().map(|(s, a, ci, _)| json!({ "seed": s, "auroc": a, "ci95": ci })).collect::<Vec<_>>() });
     }
     let differences: Vec<f64> = results[1].1.iter().zip(&results[0].1).map(|(b, a)| b.1 - a.1).collect();
     let (mean, sd) = mean_sd(&differences);
     println!("real+synthetic − real: {mean:+.4} ± {sd:.4} (mean ± sd over {} paired seeds)", differences.len());
-    report["difference_real_plus_synthetic_minus_real"] = json!({ "mean": mean, "sd": sd, "per_seed": differences });
+    // Per seed, both models scored the same real test images: DeLong's test for correlated curves.
+    let mut paired = Vec::new();
+    for (b, a) in results[1].1.iter().zip(&results[0].1) {
+        let test = delong_paired(&b.3, &a.3).map_err(anyhow::Error::msg)?;
+        println!(
+            "  seed {}: {:+.4} (95 % CI {:+.4} to {:+.4}, DeLong's paired test p = {:.3})",
+            b.0, test.difference, test.ci95[0], test.ci95[1], test.p_value
+        );
+        paired.push(json!({ "seed": b.0, "difference": test.difference, "ci95": test.ci95, "p_value": test.p_value }));
+    }
+    report["difference_real_plus_synthetic_minus_real"] = json!({ "mean": mean, "sd": sd, "per_seed": differences, "paired_delong": paired });
     crate::atomic::write(&a.out.join("study.json"), &serde_json::to_vec_pretty(&report)?)?;
     let groups: Vec<AurocGroup> = results.iter().map(|(name, runs)| AurocGroup { name, runs: runs.iter().map(|r| (r.1, r.2)).collect() }).collect();
     let title = format!("CAD trained on real, real + synthetic, synthetic images: {} seeds, 95 % DeLong intervals", a.seeds);

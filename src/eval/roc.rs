@@ -115,27 +115,71 @@ fn midranks(values: &[f64]) -> Vec<f64> {
     ranks
 }
 
-/// DeLong's variance of the area (DeLong, DeLong & Clarke-Pearson 1988), with the midrank
-/// computation of Sun & Xu (2014): the structural components V10 (per real image: the share of
-/// synthetic ones it beats, ties half) and V01 (per synthetic image), whose sample variances
-/// over m and n give Var(AUC) = S10/m + S01/n. Returns (area, variance).
-pub fn delong(ratings: &[Rating]) -> Result<(f64, f64), String> {
+/// DeLong's structural components (DeLong, DeLong & Clarke-Pearson 1988) by the midrank
+/// computation of Sun & Xu (2014): V10, per real image the share of synthetic ones it beats
+/// (ties half), and V01, per synthetic image the share of real ones that beat it. The area is
+/// the mean of either.
+fn components(ratings: &[Rating]) -> Result<(Vec<f64>, Vec<f64>), String> {
     let (m, n) = check(ratings)?;
     let x: Vec<f64> = ratings.iter().filter(|r| r.real).map(|r| r.score).collect();
     let y: Vec<f64> = ratings.iter().filter(|r| !r.real).map(|r| r.score).collect();
     let all: Vec<f64> = x.iter().chain(&y).copied().collect();
     let (rank_all, rank_x, rank_y) = (midranks(&all), midranks(&x), midranks(&y));
-    let v10: Vec<f64> = (0..m).map(|i| (rank_all[i] - rank_x[i]) / n as f64).collect();
-    let v01: Vec<f64> = (0..n).map(|j| 1.0 - (rank_all[m + j] - rank_y[j]) / m as f64).collect();
-    let area = v10.iter().sum::<f64>() / m as f64;
-    let sample_variance = |v: &[f64]| {
-        if v.len() < 2 {
-            return 0.0;
-        }
-        let mean = v.iter().sum::<f64>() / v.len() as f64;
-        v.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / (v.len() - 1) as f64
+    let v10 = (0..m).map(|i| (rank_all[i] - rank_x[i]) / n as f64).collect();
+    let v01 = (0..n).map(|j| 1.0 - (rank_all[m + j] - rank_y[j]) / m as f64).collect();
+    Ok((v10, v01))
+}
+
+/// The sample covariance (n − 1) of two equally long series; 0 for fewer than two values.
+fn covariance(a: &[f64], b: &[f64]) -> f64 {
+    if a.len() < 2 {
+        return 0.0;
+    }
+    let (mean_a, mean_b) = (a.iter().sum::<f64>() / a.len() as f64, b.iter().sum::<f64>() / b.len() as f64);
+    a.iter().zip(b).map(|(x, y)| (x - mean_a) * (y - mean_b)).sum::<f64>() / (a.len() - 1) as f64
+}
+
+/// DeLong's variance of the area: Var(AUC) = S10/m + S01/n, the sample variances of the
+/// structural components over the real (m) and synthetic (n) counts. Returns (area, variance).
+pub fn delong(ratings: &[Rating]) -> Result<(f64, f64), String> {
+    let (v10, v01) = components(ratings)?;
+    let area = v10.iter().sum::<f64>() / v10.len() as f64;
+    Ok((area, covariance(&v10, &v10) / v10.len() as f64 + covariance(&v01, &v01) / v01.len() as f64))
+}
+
+/// Two scorings of the same images compared (two CADs on one test set): DeLong's test for
+/// correlated ROC curves.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PairedComparison {
+    /// AUROC of the first scoring minus the second's.
+    pub difference: f64,
+    /// Var(A₁ − A₂) = Var(A₁) + Var(A₂) − 2 Cov(A₁, A₂), each from the structural components.
+    pub variance: f64,
+    pub ci95: [f64; 2],
+    /// Two-sided p-value of "the areas are equal" (normal approximation).
+    pub p_value: f64,
+}
+
+/// DeLong's paired comparison of `first` and `second`: the same images, in the same order, with
+/// the same classes.
+pub fn delong_paired(first: &[Rating], second: &[Rating]) -> Result<PairedComparison, String> {
+    if first.len() != second.len() || first.iter().zip(second).any(|(a, b)| a.real != b.real) {
+        return Err("a paired comparison needs the same images, in the same order, scored twice".into());
+    }
+    let ((a10, a01), (b10, b01)) = (components(first)?, components(second)?);
+    let (m, n) = (a10.len() as f64, a01.len() as f64);
+    let difference = a10.iter().sum::<f64>() / m - b10.iter().sum::<f64>() / m;
+    let part = |a: &[f64], b: &[f64], count: f64| (covariance(a, a) + covariance(b, b) - 2.0 * covariance(a, b)) / count;
+    let variance = (part(&a10, &b10, m) + part(&a01, &b01, n)).max(0.0);
+    let half_width = Z_975 * variance.sqrt();
+    let p_value = if variance > 0.0 {
+        libm::erfc(difference.abs() / (2.0 * variance).sqrt())
+    } else if difference == 0.0 {
+        1.0
+    } else {
+        0.0
     };
-    Ok((area, sample_variance(&v10) / m as f64 + sample_variance(&v01) / n as f64))
+    Ok(PairedComparison { difference, variance, ci95: [difference - half_width, difference + half_width], p_value })
 }
 
 /// The whole analysis of a reader study.

@@ -20,12 +20,14 @@ pub const DEFAULT_CAD: &str = "models/cad/";
 /// The largest CAD weights file the page downloads.
 const MAX_WEIGHT_BYTES: u64 = 16 << 20;
 
+type LoadedCad = Rc<(Cad, CadConfig)>;
+
 thread_local! {
     /// The loaded CAD and the folder it came from.
-    static LOADED: RefCell<Option<(String, Rc<(Cad, CadConfig)>)>> = const { RefCell::new(None) };
+    static LOADED: RefCell<Option<(String, LoadedCad)>> = const { RefCell::new(None) };
 }
 
-async fn model(folder: &str) -> Result<Rc<(Cad, CadConfig)>> {
+async fn model(folder: &str) -> Result<LoadedCad> {
     if let Some(loaded) = LOADED.with(|l| l.borrow().as_ref().filter(|(url, _)| url == folder).map(|(_, m)| m.clone())) {
         return Ok(loaded);
     }
