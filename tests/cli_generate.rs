@@ -211,7 +211,7 @@ fn generate_defaults_to_the_models_size() {
 #[test]
 fn generate_follows_the_packages_defaults() {
     let package = temp("defaults-package");
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static/models/tiny-sd");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/packages/tiny-sd");
     std::fs::create_dir_all(&package).unwrap();
     for entry in std::fs::read_dir(&source).unwrap() {
         let entry = entry.unwrap();
@@ -272,7 +272,7 @@ fn generate_follows_the_packages_defaults() {
 /// `bench --model` times a model at its own size (the tiny package: `sample_size` 8, VAE factor 2).
 #[test]
 fn bench_times_a_model_at_its_own_size() {
-    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static/models/tiny-sd");
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/packages/tiny-sd");
     let out = mam_e(&["bench", "--model", model.to_str().unwrap(), "--component", "unet", "--component", "vae", "--runs", "1"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

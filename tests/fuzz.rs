@@ -201,7 +201,10 @@ fn read(path: impl AsRef<Path>) -> Vec<u8> {
 }
 
 fn manifest_seeds() -> Vec<Vec<u8>> {
-    ["tiny-sd", "tiny-sd-inpaint", "demo", "demo-inpaint"].iter().map(|p| read(format!("static/models/{p}/manifest.json"))).collect()
+    ["tests/fixtures/packages/tiny-sd", "tests/fixtures/packages/tiny-sd-inpaint", "static/models/demo", "static/models/demo-inpaint"]
+        .iter()
+        .map(|p| read(format!("{p}/manifest.json")))
+        .collect()
 }
 
 fn config_seeds(component: &str) -> Vec<Vec<u8>> {

@@ -487,7 +487,7 @@ fn a_package_converts_back_to_a_diffusers_folder_with_the_same_images() {
 #[path = "support/scene.rs"]
 mod scene;
 
-/// The embedded packages (static/models/) natively, given only the scene's seed, against
+/// The tiny random-weight packages the browser tests embed (tests/fixtures/packages/) natively, given only the scene's seed, against
 /// diffusers' runs of the same scene on the same weights (tests/fixtures/reference/web-tiny.safetensors,
 /// from tests/fixtures/make_web_reference.py), which the browser test (tests/web_pipeline.rs) is
 /// held to as well.
@@ -496,11 +496,11 @@ fn embedded_packages_reproduce_diffusers_from_the_seed() {
     let device = Device::flex();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let reference = std::fs::read(root.join("tests/fixtures/reference/web-tiny.safetensors")).unwrap();
-    let text = load_package(&root.join("static/models/tiny-sd"), &device).unwrap();
+    let text = load_package(&root.join("tests/fixtures/packages/tiny-sd"), &device).unwrap();
     let mut run = text.start(&scene::text_to_image_params(), None).unwrap();
     while run.step() {}
     fixtures::assert_close(run.latents(), &reference, "text_to_image.latents", 1e-5);
-    let inpaint = load_package(&root.join("static/models/tiny-sd-inpaint"), &device).unwrap();
+    let inpaint = load_package(&root.join("tests/fixtures/packages/tiny-sd-inpaint"), &device).unwrap();
     let (image, mask) = scene::inpaint_input();
     let mut run = inpaint.start_inpaint(&scene::inpaint_params(), &image, &mask, None).unwrap();
     while run.step() {}
