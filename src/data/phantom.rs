@@ -327,41 +327,108 @@ fn bezier(from: (f64, f64), control: (f64, f64), to: (f64, f64), sigma: (f64, f6
         .collect()
 }
 
-/// Renders the phantom `spec` at `cols` pixels wide (rows = 5/4 · cols, portrait).
+/// Where the breast is: the image size, the outline, the pectoral muscle and the nipple.
+struct Geometry {
+    rows: usize,
+    cols: usize,
+    /// Pixels per millimetre.
+    mm: f64,
+    outline: Outline,
+    muscle: Option<Muscle>,
+    nipple: (f64, f64),
+    nipple_r: f64,
+}
+
+/// The geometry and, per pixel, the distance to the skin (pixels; negative outside) and how much
+/// the pixel is muscle.
+struct Body {
+    geometry: Geometry,
+    distance: Vec<f32>,
+    muscle_weight: Vec<f32>,
+}
+
+/// The fibroglandular tissue: a field whose values above `threshold` are dense, the fine texture
+/// over it, the dense fraction it was made for, and the width of the zone under the skin where
+/// the breast thins.
+struct Tissue {
+    field: Vec<f32>,
+    threshold: f32,
+    texture: Vec<f32>,
+    dense_target: f64,
+    edge_zone: f64,
+}
+
+/// The lesions drawn: per pixel their added contrast and mask, and their labels.
+struct Lesions {
+    contrast: Vec<f32>,
+    mask: Vec<u8>,
+    found: Vec<Lesion>,
+}
+
+/// Renders the phantom `spec` at `cols` pixels wide (rows = 5/4 · cols, portrait), stage by
+/// stage, each drawing from the same random stream in turn.
 pub fn render(spec: &PhantomSpec, cols: usize) -> Phantom {
-    let rows = cols * 5 / 4;
-    let mm = rows as f64 / FIELD_HEIGHT_MM; // pixels per millimetre
     let style = Style::of(spec.vendor);
     let mut rng = NoiseRng::new(spec.seed);
+    let body = body(geometry(spec, cols, &mut rng));
+    let tissue = fibroglandular_tissue(&body, spec.density, &mut rng);
+    let lines = ligaments_and_vessels(&body, &tissue, &mut rng);
+    let lesions = lesions(&body, spec.lesions, &mut rng);
+    let (pixels, dense_fraction) = compose(&body, &tissue, &lines, &lesions.contrast, &style, &mut rng);
+    let Geometry { rows, cols, mm, .. } = body.geometry;
+    let mut phantom = Phantom {
+        spec: *spec,
+        rows,
+        cols,
+        pixel_spacing_mm: 1.0 / mm,
+        pixels,
+        window: style.window,
+        lesions: lesions.found,
+        lesion_mask: lesions.mask,
+        dense_fraction,
+    };
+    if spec.laterality == Laterality::R {
+        mirror_in_place(&mut phantom.pixels, cols);
+        mirror_in_place(&mut phantom.lesion_mask, cols);
+        for lesion in &mut phantom.lesions {
+            let b = &mut lesion.finding.bbox;
+            (b.xmin, b.xmax) = (cols as f64 - b.xmax, cols as f64 - b.xmin);
+        }
+    }
+    phantom
+}
 
-    // Outline, sized for the target area class.
+/// The outline (sized for the target area class), the muscle of an MLO view and the nipple.
+fn geometry(spec: &PhantomSpec, cols: usize, rng: &mut NoiseRng) -> Geometry {
+    let rows = cols * 5 / 4;
+    let mm = rows as f64 / FIELD_HEIGHT_MM;
     let base = match spec.view {
         View::Cc => {
             let h = rows as f64 * 0.4;
-            let ratio = uniform(&mut rng, 0.9, 1.1);
+            let ratio = uniform(rng, 0.9, 1.1);
             Outline {
-                depth: h * uniform(&mut rng, 0.85, 1.25),
-                p: uniform(&mut rng, 1.7, 2.3),
-                q: uniform(&mut rng, 1.8, 2.6),
+                depth: h * uniform(rng, 0.85, 1.25),
+                p: uniform(rng, 1.7, 2.3),
+                q: uniform(rng, 1.8, 2.6),
                 nipple_y: rows as f64 * (0.5 + 0.02 * rng.normal()),
                 h_top: h * ratio,
                 h_bottom: h / ratio,
             }
         }
         View::Mlo => {
-            let nipple_y = rows as f64 * uniform(&mut rng, 0.48, 0.6);
+            let nipple_y = rows as f64 * uniform(rng, 0.48, 0.6);
             Outline {
                 depth: cols as f64 * 0.6,
-                p: uniform(&mut rng, 1.6, 2.2),
-                q: uniform(&mut rng, 1.8, 2.4),
+                p: uniform(rng, 1.6, 2.2),
+                q: uniform(rng, 1.8, 2.4),
                 nipple_y,
-                h_top: nipple_y / uniform(&mut rng, 0.55, 0.8),
-                h_bottom: rows as f64 * uniform(&mut rng, 0.25, 0.38),
+                h_top: nipple_y / uniform(rng, 0.55, 0.8),
+                h_bottom: rows as f64 * uniform(rng, 0.25, 0.38),
             }
         }
     };
     let (lo, hi) = area_ratio_range(spec.target_area);
-    let target = uniform(&mut rng, lo, hi);
+    let target = uniform(rng, lo, hi);
     let outline = {
         let (mut s_lo, mut s_hi) = (0.05, 3.0);
         for _ in 0..40 {
@@ -376,17 +443,20 @@ pub fn render(spec: &PhantomSpec, cols: usize) -> Phantom {
         base.scaled(s_lo, spec.view)
     };
     let muscle = (spec.view == View::Mlo).then(|| Muscle {
-        width: outline.x_max(0.0) * uniform(&mut rng, 0.35, 0.7),
-        height: rows as f64 * uniform(&mut rng, 0.35, 0.6),
-        curve: uniform(&mut rng, 0.8, 1.25),
+        width: outline.x_max(0.0) * uniform(rng, 0.35, 0.7),
+        height: rows as f64 * uniform(rng, 0.35, 0.6),
+        curve: uniform(rng, 0.8, 1.25),
     });
-    let nipple_r = uniform(&mut rng, 3.0, 5.0) * mm;
+    let nipple_r = uniform(rng, 3.0, 5.0) * mm;
     let nipple = (outline.x_max(outline.nipple_y) + 0.3 * nipple_r, outline.nipple_y);
+    Geometry { rows, cols, mm, outline, muscle, nipple, nipple_r }
+}
 
-    // Distance to the skin (pixels; negative outside) and muscle membership.
-    let n = rows * cols;
-    let mut distance = vec![-1.0f32; n];
-    let mut muscle_weight = vec![0.0f32; n];
+/// Distance to the skin and muscle membership of every pixel.
+fn body(geometry: Geometry) -> Body {
+    let Geometry { rows, cols, mm, outline, muscle, nipple, nipple_r } = geometry;
+    let mut distance = vec![-1.0f32; rows * cols];
+    let mut muscle_weight = vec![0.0f32; rows * cols];
     for r in 0..rows {
         let y = r as f64 + 0.5;
         let x_max = outline.x_max(y);
@@ -406,13 +476,34 @@ pub fn render(spec: &PhantomSpec, cols: usize) -> Phantom {
             }
         }
     }
+    Body { geometry, distance, muscle_weight }
+}
 
-    // Fibroglandular tissue: soft threshold of noise + prior at the target dense fraction.
-    let anatomy = power_law_noise(cols, rows, 3.0, &mut rng);
-    let texture = power_law_noise(cols, rows, 3.0, &mut rng);
-    let (prior_x, prior_y) = (uniform(&mut rng, 0.3, 0.5), uniform(&mut rng, -0.25, 0.1));
-    let (lo, hi) = dense_fraction_range(spec.density);
-    let dense_target = uniform(&mut rng, lo, hi);
+impl Body {
+    /// A random point inside the breast at least `min_distance` pixels under the skin and off the
+    /// muscle (200 tries).
+    fn inside_point(&self, rng: &mut NoiseRng, min_distance: f64) -> Option<(f64, f64)> {
+        let (rows, cols) = (self.geometry.rows, self.geometry.cols);
+        for _ in 0..200 {
+            let (x, y) = (rng.uniform() * cols as f64, rng.uniform() * rows as f64);
+            let i = (y as usize).min(rows - 1) * cols + (x as usize).min(cols - 1);
+            if self.distance[i] as f64 > min_distance && self.muscle_weight[i] < 0.5 {
+                return Some((x, y));
+            }
+        }
+        None
+    }
+}
+
+/// Fibroglandular tissue: a soft threshold of noise plus a prior, at the density's dense fraction.
+fn fibroglandular_tissue(body: &Body, density: Density, rng: &mut NoiseRng) -> Tissue {
+    let Geometry { rows, cols, outline, nipple, .. } = body.geometry;
+    let n = rows * cols;
+    let anatomy = power_law_noise(cols, rows, 3.0, rng);
+    let texture = power_law_noise(cols, rows, 3.0, rng);
+    let (prior_x, prior_y) = (uniform(rng, 0.3, 0.5), uniform(rng, -0.25, 0.1));
+    let (lo, hi) = dense_fraction_range(density);
+    let dense_target = uniform(rng, lo, hi);
     let edge_zone = 0.12 * outline.depth;
     let mut field = vec![0.0f32; n];
     let mut tissue_values = Vec::with_capacity(n / 2);
@@ -420,12 +511,12 @@ pub fn render(spec: &PhantomSpec, cols: usize) -> Phantom {
         let t = outline.t(r as f64 + 0.5);
         for c in 0..cols {
             let i = r * cols + c;
-            if distance[i] <= 0.0 {
+            if body.distance[i] <= 0.0 {
                 continue;
             }
             let u = (c as f64 + 0.5) / outline.depth;
             let prior = (-((u - prior_x) / 0.32).powi(2) - ((t - prior_y) / 0.55).powi(2)).exp();
-            let near_skin = smoothstep(distance[i] as f64 / edge_zone);
+            let near_skin = smoothstep(body.distance[i] as f64 / edge_zone);
             // Ducts and their stroma converge on the nipple: a copy of the field sampled in polar
             // coordinates about the nipple, compressed along the radius, draws radial strands.
             let (dx, dy) = (nipple.0 - (c as f64 + 0.5), r as f64 + 0.5 - nipple.1);
@@ -433,7 +524,7 @@ pub fn render(spec: &PhantomSpec, cols: usize) -> Phantom {
             let fan = smoothstep(dx.hypot(dy) / (0.3 * outline.depth));
             let structure = (0.55 + 0.4 * (1.0 - fan)) * anatomy[i] as f64 + 0.75 * fan * radial as f64;
             field[i] = (structure + 2.2 * prior * near_skin - 1.5 * (1.0 - near_skin)) as f32;
-            if muscle_weight[i] < 0.5 {
+            if body.muscle_weight[i] < 0.5 {
                 tissue_values.push(field[i]);
             }
         }
@@ -445,41 +536,34 @@ pub fn render(spec: &PhantomSpec, cols: usize) -> Phantom {
         let k = k.min(tissue_values.len() - 1);
         *tissue_values.select_nth_unstable_by(k, |a, b| a.total_cmp(b)).1
     };
-    let softness = 1.2f32;
+    Tissue { field, threshold, texture, dense_target, edge_zone }
+}
 
-    // Ligaments and vessels.
-    let mut lines = vec![0.0f32; n];
-    let inside_point = |rng: &mut NoiseRng, min_distance: f64| -> Option<(f64, f64)> {
-        for _ in 0..200 {
-            let (x, y) = (rng.uniform() * cols as f64, rng.uniform() * rows as f64);
-            let i = (y as usize).min(rows - 1) * cols + (x as usize).min(cols - 1);
-            if distance[i] as f64 > min_distance && muscle_weight[i] < 0.5 {
-                return Some((x, y));
-            }
-        }
-        None
-    };
-    let ligaments = (30.0 * (1.0 - 0.7 * dense_target)).round() as usize;
+/// Cooper's ligaments (fewer in dense breasts) and a few vessels running towards the nipple.
+fn ligaments_and_vessels(body: &Body, tissue: &Tissue, rng: &mut NoiseRng) -> Vec<f32> {
+    let Geometry { rows, cols, mm, outline, nipple, .. } = body.geometry;
+    let mut lines = vec![0.0f32; rows * cols];
+    let ligaments = (30.0 * (1.0 - 0.7 * tissue.dense_target)).round() as usize;
     for _ in 0..ligaments {
-        let Some((x, y)) = inside_point(&mut rng, 4.0 * mm) else { break };
+        let Some((x, y)) = body.inside_point(rng, 4.0 * mm) else { break };
         let h = if y < outline.nipple_y { outline.h_top } else { outline.h_bottom };
         let (gx, gy) = (x / outline.depth / outline.depth, outline.t(y) / h);
         let angle = gy.atan2(gx) + 0.5 * rng.normal();
-        let length = uniform(&mut rng, 6.0, 20.0) * mm;
-        let bend = uniform(&mut rng, -0.3, 0.3) * length;
+        let length = uniform(rng, 6.0, 20.0) * mm;
+        let bend = uniform(rng, -0.3, 0.3) * length;
         let to = (x + length * angle.cos(), y + length * angle.sin());
         let control = (0.5 * (x + to.0) - bend * angle.sin(), 0.5 * (y + to.1) + bend * angle.cos());
-        let sigma = (uniform(&mut rng, 0.2, 0.35) * mm).max(0.5);
-        let amplitude = uniform(&mut rng, 0.04, 0.08);
+        let sigma = (uniform(rng, 0.2, 0.35) * mm).max(0.5);
+        let amplitude = uniform(rng, 0.04, 0.08);
         draw_stroke(&mut lines, rows, cols, &bezier((x, y), control, to, (sigma, sigma), (amplitude, amplitude * 0.6)));
     }
     let vessels = 2 + (rng.next_u64() % 3) as usize;
     for _ in 0..vessels {
-        let mut y = outline.nipple_y + uniform(&mut rng, -0.5, 0.5) * outline.h_bottom;
-        let mut x = uniform(&mut rng, 0.05, 0.2) * outline.depth;
+        let mut y = outline.nipple_y + uniform(rng, -0.5, 0.5) * outline.h_bottom;
+        let mut x = uniform(rng, 0.05, 0.2) * outline.depth;
         let mut heading = (nipple.1 - y).atan2(nipple.0 - x) + 0.3 * rng.normal();
-        let length = uniform(&mut rng, 0.4, 0.8) * outline.depth;
-        let (sigma0, amplitude) = ((uniform(&mut rng, 0.5, 0.8) * mm).max(0.6), uniform(&mut rng, 0.04, 0.06));
+        let length = uniform(rng, 0.4, 0.8) * outline.depth;
+        let (sigma0, amplitude) = ((uniform(rng, 0.5, 0.8) * mm).max(0.6), uniform(rng, 0.04, 0.06));
         let mut points = Vec::new();
         let mut walked = 0.0;
         while walked < length {
@@ -492,13 +576,18 @@ pub fn render(spec: &PhantomSpec, cols: usize) -> Phantom {
         }
         draw_stroke(&mut lines, rows, cols, &points);
     }
+    lines
+}
 
-    // Lesions, in the rows the prepared image keeps.
-    let mut lesion_contrast = vec![0.0f32; n];
-    let mut lesion_mask = vec![0u8; n];
-    let mut lesions = Vec::new();
+/// `count` lesions of random kinds, each inside the rows the prepared image keeps, off the
+/// muscle and clear of the others (a lesion that finds no place is left out).
+fn lesions(body: &Body, count: usize, rng: &mut NoiseRng) -> Lesions {
+    let Geometry { rows, cols, mm, muscle, .. } = body.geometry;
+    let mut contrast = vec![0.0f32; rows * cols];
+    let mut mask = vec![0u8; rows * cols];
+    let mut found = Vec::new();
     let keep_top = rows.saturating_sub(cols) as f64 / 2.0;
-    for _ in 0..spec.lesions {
+    for _ in 0..count {
         let kind = match rng.next_u64() % 5 {
             0 => LesionKind::RoundMass,
             1 => LesionKind::OvalMass,
@@ -507,16 +596,16 @@ pub fn render(spec: &PhantomSpec, cols: usize) -> Phantom {
             _ => LesionKind::Calcifications,
         };
         let size_mm = match kind {
-            LesionKind::Calcifications => 2.0 * uniform(&mut rng, 3.0, 7.0),
-            _ => uniform(&mut rng, 8.0, 25.0),
+            LesionKind::Calcifications => 2.0 * uniform(rng, 3.0, 7.0),
+            _ => uniform(rng, 8.0, 25.0),
         };
         let reach = 0.5 * size_mm * mm * if kind == LesionKind::SpiculatedMass { 2.5 } else { 1.1 };
         let mut centre = None;
         for _ in 0..400 {
-            let Some((x, y)) = inside_point(&mut rng, reach + 3.0 * mm) else { break };
+            let Some((x, y)) = body.inside_point(rng, reach + 3.0 * mm) else { break };
             let inside_kept = y - reach > keep_top + 2.0 && y + reach < keep_top + cols.min(rows) as f64 - 2.0;
             let clear_of_muscle = muscle.is_none_or(|m| x - reach > m.edge(y - reach) + 2.0 * mm);
-            let clear_of_others = lesions.iter().all(|l: &Lesion| {
+            let clear_of_others = found.iter().all(|l: &Lesion| {
                 let b = &l.finding.bbox;
                 x + reach < b.xmin || x - reach > b.xmax || y + reach < b.ymin || y - reach > b.ymax
             });
@@ -527,7 +616,7 @@ pub fn render(spec: &PhantomSpec, cols: usize) -> Phantom {
         }
         let Some(centre) = centre else { continue };
         let mut own = Vec::new();
-        let bbox = render_lesion(kind, size_mm * mm, centre, mm, &mut rng, rows, cols, &mut own);
+        let bbox = render_lesion(kind, size_mm * mm, centre, mm, rng, rows, cols, &mut own);
         let Some((r0, r1, c0, c1)) = bbox else { continue };
         // `own` covers the lesion's window; fold it into the image-wide buffers.
         let width = c1 - c0;
@@ -537,9 +626,9 @@ pub fn render(spec: &PhantomSpec, cols: usize) -> Phantom {
             for c in c0..c1 {
                 let v = own[(r - r0) * width + (c - c0)];
                 let i = r * cols + c;
-                lesion_contrast[i] = lesion_contrast[i].max(v);
+                contrast[i] = contrast[i].max(v);
                 if v > 0.0 && v >= level {
-                    lesion_mask[i] = 255;
+                    mask[i] = 255;
                     (xmin, ymin, xmax, ymax) = (xmin.min(c), ymin.min(r), xmax.max(c + 1), ymax.max(r + 1));
                 }
             }
@@ -548,52 +637,51 @@ pub fn render(spec: &PhantomSpec, cols: usize) -> Phantom {
             continue;
         }
         let bbox = BoundingBox { xmin: xmin as f64, ymin: ymin as f64, xmax: xmax as f64, ymax: ymax as f64 };
-        lesions.push(Lesion { kind, size_mm, finding: Finding { category: kind.category().into(), birads: Some(kind.birads()), bbox } });
+        found.push(Lesion { kind, size_mm, finding: Finding { category: kind.category().into(), birads: Some(kind.birads()), bbox } });
     }
+    Lesions { contrast, mask, found }
+}
 
-    // Compose, add detector noise, apply the tone curve. The muscle brightens towards the corner.
+/// Composes tissue, skin, lines, muscle (brightening towards the corner) and lesions, adds
+/// detector noise and applies the vendor's tone curve: the stored pixels and the dense
+/// fraction actually drawn.
+fn compose(body: &Body, tissue: &Tissue, lines: &[f32], lesion_contrast: &[f32], style: &Style, rng: &mut NoiseRng) -> (Vec<u16>, f64) {
+    let Geometry { rows, cols, mm, muscle, .. } = body.geometry;
+    let softness = 1.2f32;
     let muscle_depth = |i: usize| -> f32 {
         let (r, c) = (i / cols, i % cols);
         muscle.map_or(0.0, |m| (1.0 - (c as f64 + 0.5) / m.edge(r as f64 + 0.5).max(1.0)).clamp(0.0, 1.0) as f32)
     };
-    let mut pixels = vec![0u16; n];
+    let edge_zone = tissue.edge_zone;
+    let mut pixels = vec![0u16; rows * cols];
     let mut dense = (0usize, 0usize);
-    for i in 0..n {
-        let d = distance[i];
+    for (i, pixel) in pixels.iter_mut().enumerate() {
+        let d = body.distance[i];
         if d <= 0.0 {
             continue;
         }
-        let g = smoothstep(((field[i] - threshold) / softness + 0.5) as f64) as f32;
-        let m = muscle_weight[i];
+        let g = smoothstep(((tissue.field[i] - tissue.threshold) / softness + 0.5) as f64) as f32;
+        let m = body.muscle_weight[i];
         if m < 0.5 {
             dense.1 += 1;
             if g > 0.5 {
                 dense.0 += 1;
             }
         }
-        let mut v = style.fat + (style.gland - style.fat) * g + 0.07 * texture[i] * (0.4 + g);
+        let texture = tissue.texture[i];
+        let mut v = style.fat + (style.gland - style.fat) * g + 0.07 * texture * (0.4 + g);
         let thickness = if (d as f64) < edge_zone { (1.0 - (1.0 - d as f64 / edge_zone).powi(2)).sqrt() as f32 } else { 1.0 };
         v *= style.equalization + (1.0 - style.equalization) * thickness;
         v += style.skin * (-(d / (1.2 * mm as f32)).powi(2)).exp();
         v += lines[i] * (1.0 - 0.7 * g);
-        v = v * (1.0 - m) + m * (style.muscle * (0.97 + 0.03 * muscle_depth(i)) + 0.02 * texture[i]);
+        v = v * (1.0 - m) + m * (style.muscle * (0.97 + 0.03 * muscle_depth(i)) + 0.02 * texture);
         v += lesion_contrast[i];
         v += style.noise * rng.normal() as f32;
         let v = v.clamp(0.06, 1.0).powf(style.gamma);
-        pixels[i] = (v * style.stored_max).round() as u16;
+        *pixel = (v * style.stored_max).round() as u16;
     }
     let dense_fraction = if dense.1 == 0 { 0.0 } else { dense.0 as f64 / dense.1 as f64 };
-
-    let mut phantom = Phantom { spec: *spec, rows, cols, pixel_spacing_mm: 1.0 / mm, pixels, window: style.window, lesions, lesion_mask, dense_fraction };
-    if spec.laterality == Laterality::R {
-        mirror_in_place(&mut phantom.pixels, cols);
-        mirror_in_place(&mut phantom.lesion_mask, cols);
-        for lesion in &mut phantom.lesions {
-            let b = &mut lesion.finding.bbox;
-            (b.xmin, b.xmax) = (cols as f64 - b.xmax, cols as f64 - b.xmin);
-        }
-    }
-    phantom
+    (pixels, dense_fraction)
 }
 
 /// The contrast from which a pixel belongs to a lesion's mask: half the lesion's peak (for a
