@@ -12,6 +12,7 @@ use super::{BackendArg, NoiseArg, PrecisionArg, SchedulerArg};
 use crate::device::{Backend, GpuMemory, read_f32};
 use crate::imaging::RgbImage;
 use crate::package::{Defaults, MANIFEST, Manifest, ModelKind, load_model};
+use crate::pipeline::output::{self, finish_image};
 use crate::pipeline::text_to_image::{Denoising, GenerateParams};
 use crate::pipeline::{StableDiffusion, to_rgb8};
 use crate::weights::{read_latents, write_atomically, write_latents};
@@ -148,6 +149,11 @@ impl SamplingArgs {
         })
     }
 
+    /// The run's `parameters` record: see [`output::parameters`] (`keep_outside` for inpainting).
+    fn parameters(&self, params: &GenerateParams, keep_outside: Option<bool>) -> serde_json::Value {
+        output::parameters(params, keep_outside, self.right, &self.model.display().to_string(), concat!("mam-e ", env!("CARGO_PKG_VERSION")))
+    }
+
     /// Runs the denoising loop with a progress bar, then decodes and writes the outputs.
     /// `keep`: for inpainting with `--keep-outside`, the original image and mask to paste back.
     fn finish(&self, sd: &StableDiffusion, mut run: Denoising<'_>, mut parameters: serde_json::Value, keep: Option<(&RgbImage, &[u8])>) -> anyhow::Result<()> {
@@ -170,21 +176,13 @@ impl SamplingArgs {
             let dims = latents.dims();
             write_latents(path, dims, &pollster::block_on(read_f32(latents.clone()))?)?;
         }
-        let mut image = pollster::block_on(to_rgb8(sd.decode(latents)))?;
+        let image = pollster::block_on(to_rgb8(sd.decode(latents)))?;
         if let Some(memory) = memory.as_mut() {
             memory.sample(&sd.device);
             println!("GPU memory with decoding (burn's allocator): {memory}");
         }
-        if let Some((original, mask)) = keep {
-            image = image.keep_outside(original, mask);
-        }
-        if self.right {
-            image = image.mirrored();
-        }
-        parameters["laterality"] = (if self.right { "R" } else { "L" }).into();
-        parameters["model"] = self.model.display().to_string().into();
+        let image = finish_image(image, keep, self.right);
         parameters["init_noise"] = self.init_noise.as_ref().map(|p| p.display().to_string()).into();
-        parameters["software"] = concat!("mam-e ", env!("CARGO_PKG_VERSION")).into();
         write_atomically(&self.output, &image.to_png(&[("parameters", parameters.to_string())])?)?;
         println!("wrote {} ({}×{})", self.output.display(), image.width, image.height);
         Ok(())
@@ -226,7 +224,7 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let sd = s.load()?;
     let params = s.params(args.prompt.as_deref(), model_defaults(&s.model, &sd, ModelKind::TextToImage)?, None)?;
     let run = sd.start(&params, s.init_noise(&sd)?)?;
-    s.finish(&sd, run, params.describe(), None)
+    s.finish(&sd, run, s.parameters(&params, None), None)
 }
 
 pub fn inpaint(args: InpaintArgs) -> anyhow::Result<()> {
@@ -241,9 +239,8 @@ pub fn inpaint(args: InpaintArgs) -> anyhow::Result<()> {
     let params = s.params(args.prompt.as_deref(), model_defaults(&s.model, &sd, ModelKind::Inpainting)?, Some([image.height, image.width]))?;
     let (image, mask) = image.to_model_orientation(&mask.to_gray(), s.right);
     let run = sd.start_inpaint(&params, &image, &mask, s.init_noise(&sd)?)?;
-    let mut parameters = params.describe();
+    let mut parameters = s.parameters(&params, Some(args.keep_outside));
     parameters["image"] = args.image.display().to_string().into();
     parameters["mask"] = args.mask.display().to_string().into();
-    parameters["keep_outside"] = args.keep_outside.into();
     s.finish(&sd, run, parameters, args.keep_outside.then_some((&image, mask.as_slice())))
 }

@@ -3,6 +3,7 @@
 //! progress, preview, cancel, or yield to the browser's event loop) → `decode`.
 
 pub mod inpaint;
+pub mod output;
 pub mod text_to_image;
 
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};

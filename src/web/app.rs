@@ -23,6 +23,7 @@ use super::scope::now_ms;
 use crate::device::ComputePreference;
 use crate::imaging::RgbImage;
 use crate::package::ModelKind;
+use crate::pipeline::output::{self, finish_image};
 use crate::pipeline::text_to_image::GenerateParams;
 
 /// Where the current run stands.
@@ -198,20 +199,11 @@ pub fn App() -> impl IntoView {
                     Ok(None) => return status.set(RunStatus::Cancelled),
                     Err(e) => return status.set(RunStatus::Failed(e.to_string())),
                 };
-                let image = match &task.before {
-                    Some((original, mask)) if task.keep_outside => image.keep_outside(original, mask),
-                    _ => image,
-                };
-                let image = if task.right_breast { image.mirrored() } else { image };
-                let mut parameters = task.params.describe();
-                if task.before.is_some() {
-                    parameters["keep_outside"] = task.keep_outside.into();
-                }
-                parameters["mode"] = task.kind.to_string().into();
-                parameters["laterality"] = (if task.right_breast { "R" } else { "L" }).into();
-                parameters["model"] = info.name.clone().into();
-                parameters["software"] = concat!("mam-e ", env!("CARGO_PKG_VERSION"), " (web)").into();
-                let parameters = parameters.to_string();
+                let keep = task.before.as_ref().filter(|_| task.keep_outside).map(|(original, mask)| (original, mask.as_slice()));
+                let image = finish_image(image, keep, task.right_breast);
+                let keep_outside = task.before.is_some().then_some(task.keep_outside);
+                let software = concat!("mam-e ", env!("CARGO_PKG_VERSION"), " (web)");
+                let parameters = output::parameters(&task.params, keep_outside, task.right_breast, &info.name, software).to_string();
                 let png = match image.to_png(&[("parameters", parameters.clone())]) {
                     Ok(png) => png,
                     Err(e) => return status.set(RunStatus::Failed(e.to_string())),
