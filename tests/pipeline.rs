@@ -7,8 +7,9 @@
 mod support;
 
 use burn::tensor::Device;
+use mam_e::pipeline::StableDiffusion;
+use mam_e::pipeline::image_processor::to_rgb8;
 use mam_e::pipeline::text_to_image::GenerateParams;
-use mam_e::pipeline::{StableDiffusion, to_rgb8};
 use mam_e::schedulers::SchedulerKind;
 use mam_e::weights::load_diffusers;
 use support::fixtures;

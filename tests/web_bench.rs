@@ -28,7 +28,7 @@ fn say(line: String) {
 /// 10-step 128×128 run with guidance (the demo's size), as the page's worker runs them.
 async fn bench(compute: ComputePreference) {
     let started = now_ms();
-    let sd = embedded::load(package!("demo"), compute).await;
+    let sd = embedded::load(package!("../static/models/demo"), compute).await;
     say(format!("{compute:?}: loaded in {:.0} ms", now_ms() - started));
     let params = GenerateParams {
         prompt: "a siemens mammogram in MLO view with high density and small area".into(),
@@ -59,7 +59,7 @@ async fn bench(compute: ComputePreference) {
             }
         }
         let t = now_ms();
-        let image = mam_e::pipeline::to_rgb8(sd.decode(run.latents())).await.unwrap();
+        let image = mam_e::pipeline::image_processor::to_rgb8(sd.decode(run.latents())).await.unwrap();
         let decode = now_ms() - t;
         assert!(image.pixels.iter().max() > image.pixels.iter().min(), "blank image");
         let whole = now_ms() - t0;

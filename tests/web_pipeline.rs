@@ -58,19 +58,19 @@ async fn finish(run: &mut mam_e::pipeline::text_to_image::Denoising<'_>) -> Vec<
 /// A text-to-image run on the backend `compute` picks, and an inpainting run if `inpaint`,
 /// each held to diffusers' final latents.
 async fn generation_and_inpainting_against_diffusers(compute: ComputePreference, inpaint: bool) {
-    let text = load(package!("tiny-sd"), compute).await;
+    let text = load(package!("fixtures/packages/tiny-sd"), compute).await;
     let mut run = text.start(&scene::text_to_image_params(), None).unwrap();
     let latents = finish(&mut run).await;
     let error = relative_error(&latents, &reference("text_to_image.latents"));
     web_sys::console::log_1(&format!("{compute:?} text-to-image: relative error {error:.2e} against diffusers").into());
     assert!(error < MAX_ERROR, "{compute:?}: text-to-image latents differ from diffusers': {error:e}");
-    let image = mam_e::pipeline::to_rgb8(text.decode(run.latents())).await.unwrap();
+    let image = mam_e::pipeline::image_processor::to_rgb8(text.decode(run.latents())).await.unwrap();
     assert!(image.pixels.iter().max() > image.pixels.iter().min(), "blank image");
     if !inpaint {
         return;
     }
 
-    let inpaint = load(package!("tiny-sd-inpaint"), compute).await;
+    let inpaint = load(package!("fixtures/packages/tiny-sd-inpaint"), compute).await;
     let (image, mask) = scene::inpaint_input();
     let mut run = inpaint.start_inpaint(&scene::inpaint_params(), &image, &mask, None).unwrap();
     let latents = finish(&mut run).await;
@@ -117,7 +117,7 @@ async fn a_missing_file_is_a_network_error_naming_it() {
 
 #[wasm_bindgen_test]
 async fn a_corrupt_shard_is_refused_before_use() {
-    let (manifest, shard, _, _) = package!("tiny-sd");
+    let (manifest, shard, _, _) = package!("fixtures/packages/tiny-sd");
     let manifest = Manifest::parse(manifest).unwrap();
     let mut flipped = shard.to_vec();
     flipped[shard.len() / 2] ^= 1;

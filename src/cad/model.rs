@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::imaging::{BREAST_LEVEL, RgbImage, resize};
 use crate::model::ops;
+use crate::pipeline::image_processor::normalize;
 
 /// The architecture: saved as `config.json` beside the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,7 +164,7 @@ impl Cad {
 /// An image as model input (gray, resized, [−1, 1]).
 pub fn to_input(image: &RgbImage, side: usize) -> Vec<f32> {
     let gray: Vec<f32> = image.to_gray().iter().map(|&g| f32::from(g)).collect();
-    resize(&gray, image.width, image.height, side, side).iter().map(|v| v.clamp(0.0, 255.0) / 127.5 - 1.0).collect()
+    resize(&gray, image.width, image.height, side, side).iter().map(|v| normalize(v.clamp(0.0, 255.0))).collect()
 }
 
 /// Whether an input value ([−1, 1]) is breast rather than background.

@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use burn::tensor::{Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -16,8 +15,8 @@ use crate::device::Backend;
 use crate::imaging::RgbImage;
 use crate::model::precision::Precision;
 use crate::package::load_model;
+use crate::pipeline::image_processor::{denormalize, preprocess, to_rgb8};
 use crate::pipeline::text_to_image::GenerateParams;
-use crate::pipeline::to_rgb8;
 use crate::prompt::{Area, Density, Priority, PromptSpec, Template, Vendor, View};
 use crate::rng::NoiseRng;
 use crate::schedulers::SchedulerKind;
@@ -310,10 +309,8 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
 
 /// An image encoded by the model's VAE (the posterior mean) and decoded again.
 fn vae_round_trip(sd: &crate::pipeline::StableDiffusion, image: &RgbImage) -> anyhow::Result<RgbImage> {
-    let (h, w) = (image.height, image.width);
-    let pixels: Vec<f32> = (0..3).flat_map(|c| image.pixels.chunks_exact(3).map(move |px| px[c] as f32 / 127.5 - 1.0)).collect();
-    let x = Tensor::<4>::from_data(TensorData::new(pixels, [1, 3, h, w]), &sd.device);
-    Ok(pollster::block_on(to_rgb8((sd.vae.decode(sd.vae.encode(x)?.mean) / 2.0 + 0.5).clamp(0.0, 1.0)))?)
+    let x = preprocess(image, &sd.device);
+    Ok(pollster::block_on(to_rgb8(denormalize(sd.vae.decode(sd.vae.encode(x)?.mean))))?)
 }
 
 fn inpainting(args: InpaintingArgs) -> anyhow::Result<()> {

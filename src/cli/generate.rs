@@ -12,9 +12,10 @@ use super::{BackendArg, NoiseArg, PrecisionArg, SchedulerArg};
 use crate::device::{Backend, GpuMemory, read_f32};
 use crate::imaging::RgbImage;
 use crate::package::{Defaults, MANIFEST, Manifest, ModelKind, load_model};
+use crate::pipeline::StableDiffusion;
+use crate::pipeline::image_processor::to_rgb8;
 use crate::pipeline::output::{self, finish_image};
 use crate::pipeline::text_to_image::{Denoising, GenerateParams};
-use crate::pipeline::{StableDiffusion, to_rgb8};
 use crate::weights::{read_latents, write_atomically, write_latents};
 
 /// Flags common to `generate` and `inpaint`.

@@ -76,11 +76,9 @@ impl StableDiffusion {
         // masked_image = image * (mask < 0.5) for the inpainting UNet; the image itself for
         // blending. In [-1, 1], channels first.
         let keep = |i: usize| if self.unet.in_channels() == INPAINT_CHANNELS { 1.0 - binary[i] } else { 1.0 };
-        let mut pixels = vec![0.0f32; 3 * h * w];
-        for (i, px) in image.pixels.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                pixels[c * h * w + i] = (px[c] as f32 / 127.5 - 1.0) * keep(i);
-            }
+        let mut pixels = super::image_processor::planes(image);
+        for (k, value) in pixels.iter_mut().enumerate() {
+            *value *= keep(k % (h * w));
         }
         let device = &self.device;
         let mask = Tensor::<4>::from_data(TensorData::new(binary, [1, 1, h, w]), device);

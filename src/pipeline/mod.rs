@@ -2,13 +2,13 @@
 //! `encode_prompt` → `prepare_latents` → denoise (one `step` at a time, so callers can show
 //! progress, preview, cancel, or yield to the browser's event loop) → `decode`.
 
+pub mod image_processor;
 pub mod inpaint;
 pub mod output;
 pub mod text_to_image;
 
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 
-use crate::imaging::RgbImage;
 use crate::model::clip::ClipTextModel;
 use crate::model::precision::{Precision, cast_weights, compute_dtype};
 use crate::model::unet::UNet2DConditionModel;
@@ -105,23 +105,6 @@ impl StableDiffusion {
     /// Final latents to an image in [0, 1]: `vae.decode(latents / scaling_factor) / 2 + 0.5`,
     /// clamped, as diffusers' image processor does.
     pub fn decode(&self, latents: Tensor<4>) -> Tensor<4> {
-        let image = self.vae.decode(latents / self.vae_scaling_factor);
-        (image / 2.0 + 0.5).clamp(0.0, 1.0)
+        image_processor::denormalize(self.vae.decode(latents / self.vae_scaling_factor))
     }
-}
-
-/// An image in [0, 1], `[1, 3, h, w]`, as 8-bit RGB (rounded as diffusers' `numpy_to_pil`).
-pub async fn to_rgb8(image: Tensor<4>) -> Result<RgbImage> {
-    let [_, c, h, w] = image.dims();
-    let values = crate::device::read_f32(image).await?;
-    let mut rgb = vec![0u8; h * w * 3];
-    for y in 0..h {
-        for x in 0..w {
-            for ch in 0..3 {
-                let v = values[(ch.min(c - 1) * h + y) * w + x];
-                rgb[(y * w + x) * 3 + ch] = (v * 255.0).round().clamp(0.0, 255.0) as u8;
-            }
-        }
-    }
-    Ok(RgbImage { width: w, height: h, pixels: rgb })
 }

@@ -215,7 +215,7 @@ impl Denoising<'_> {
     pub fn finish_images(mut self) -> Result<Vec<crate::imaging::RgbImage>> {
         while self.step() {}
         let batch = self.latents.dims()[0];
-        (0..batch).map(|i| pollster::block_on(super::to_rgb8(self.sd.decode(self.latents.clone().narrow(0, i, 1))))).collect()
+        (0..batch).map(|i| pollster::block_on(super::image_processor::to_rgb8(self.sd.decode(self.latents.clone().narrow(0, i, 1))))).collect()
     }
 }
 

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::imaging::RgbImage;
-use crate::imaging::resize;
+use crate::imaging::{RgbImage, resize};
+use crate::pipeline::image_processor::normalize;
 use crate::rng::NoiseRng;
 
 /// One line of a prepared set's `metadata.jsonl`.
@@ -110,7 +110,7 @@ impl TrainingData {
         };
         let mut pixels = Vec::with_capacity(3 * s * s);
         for c in 0..3 {
-            pixels.extend(channel(&image, c).into_iter().map(|v| v / 127.5 - 1.0));
+            pixels.extend(channel(&image, c).into_iter().map(normalize));
         }
         let mask = match &line.mask_file_name {
             Some(name) => {

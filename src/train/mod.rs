@@ -27,8 +27,9 @@ use crate::model::clip::{ClipTextConfig, ClipTextModel};
 use crate::model::ops::mean_all;
 use crate::model::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::model::vae::{AutoencoderKl, AutoencoderKlConfig};
+use crate::pipeline::StableDiffusion;
+use crate::pipeline::image_processor::{denormalize, planes_to_rgb8, to_rgb8};
 use crate::pipeline::text_to_image::GenerateParams;
-use crate::pipeline::{StableDiffusion, to_rgb8};
 use crate::rng::NoiseRng;
 use crate::schedulers::{PredictionType, SchedulerConfig, SchedulerKind};
 use crate::tokenizer::ClipTokenizer;
@@ -527,7 +528,7 @@ impl Trainer {
                     let [n, ..] = image.dims();
                     for i in 0..n {
                         let one = image.clone().narrow(0, i, 1);
-                        tiles.push(pollster::block_on(to_rgb8((one / 2.0 + 0.5).clamp(0.0, 1.0)))?);
+                        tiles.push(pollster::block_on(to_rgb8(denormalize(one)))?);
                     }
                 }
             }
@@ -596,13 +597,7 @@ fn nearest_downsample(masks: &[f32], b: usize, s: usize, h: usize, w: usize) -> 
 
 /// An example's pixels as 8-bit RGB.
 fn example_rgb(example: &Example, s: usize) -> RgbImage {
-    let mut pixels = vec![0u8; s * s * 3];
-    for c in 0..3 {
-        for i in 0..s * s {
-            pixels[i * 3 + c] = ((example.pixels[c * s * s + i] + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8;
-        }
-    }
-    RgbImage { width: s, height: s, pixels }
+    planes_to_rgb8(&example.pixels, s, s)
 }
 
 /// Tiles side by side, `columns` per row, 4-pixel dark gaps.

@@ -8,8 +8,9 @@ use std::rc::Rc;
 use crate::Result;
 use crate::device::read_f32;
 use crate::imaging::RgbImage;
+use crate::pipeline::StableDiffusion;
+use crate::pipeline::image_processor::to_rgb8;
 use crate::pipeline::text_to_image::GenerateParams;
-use crate::pipeline::{StableDiffusion, to_rgb8};
 
 /// How SD1.5 latent channels roughly map to RGB: the widely used linear approximation for
 /// previews (no VAE decode).

@@ -1,4 +1,5 @@
-//! The tiny random-weight packages in tests/fixtures/packages/, compiled into a browser test and loaded through the same
+//! A package folder compiled into a browser test (the tiny random-weight ones in
+//! tests/fixtures/packages/, the demo in static/models/) and loaded through the same
 //! `PackageLoader` the page uses, on the device a compute preference picks. (`package!` paths
 //! are relative to the test file that expands it, in `tests/`.)
 
@@ -6,14 +7,14 @@ use mam_e::device::ComputePreference;
 use mam_e::package::{Manifest, PackageLoader};
 use mam_e::pipeline::StableDiffusion;
 
-/// `(manifest, shard, vocab.json, merges.txt)` of `tests/fixtures/packages/DIR`.
+/// `(manifest, shard, vocab.json, merges.txt)` of the package folder `DIR` (relative to `tests/`).
 macro_rules! package {
     ($dir:literal) => {
         (
-            include_str!(concat!("fixtures/packages/", $dir, "/manifest.json")),
-            include_bytes!(concat!("fixtures/packages/", $dir, "/model-00001.safetensors")).as_slice(),
-            include_bytes!(concat!("fixtures/packages/", $dir, "/tokenizer/vocab.json")).as_slice(),
-            include_bytes!(concat!("fixtures/packages/", $dir, "/tokenizer/merges.txt")).as_slice(),
+            include_str!(concat!($dir, "/manifest.json")),
+            include_bytes!(concat!($dir, "/model-00001.safetensors")).as_slice(),
+            include_bytes!(concat!($dir, "/tokenizer/vocab.json")).as_slice(),
+            include_bytes!(concat!($dir, "/tokenizer/merges.txt")).as_slice(),
         )
     };
 }
