@@ -10,6 +10,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use super::canvas::draw;
+use super::gallery::GalleryItem;
 use super::prompt_panel::on_new_defaults;
 use crate::imaging::RgbImage;
 use crate::mask::{History, Mask};
@@ -26,6 +27,21 @@ pub struct SourceImage {
     pub note: String,
     /// A right breast, shown facing right: the model paints it mirrored (MAM-E's images face left).
     pub right_breast: bool,
+}
+
+impl SourceImage {
+    /// A gallery image to paint on, fitted to the inpainting model's `(height, width)` when it
+    /// differs.
+    pub fn from_gallery(item: &GalleryItem, size: Option<(usize, usize)>) -> Self {
+        let (image, note) = match size {
+            Some((height, width)) if (height, width) != (item.image.height, item.image.width) => {
+                let (fitted, how) = item.image.fit_to(width, height);
+                (fitted, format!("gallery image (seed {}): {how}", item.params.seed))
+            }
+            _ => (item.image.clone(), format!("gallery image (seed {}), {}×{}", item.params.seed, item.image.width, item.image.height)),
+        };
+        SourceImage { image, note, right_breast: item.right_breast }
+    }
 }
 
 /// What Inpaint asks for.
@@ -60,53 +76,22 @@ struct Drag {
     last: (f64, f64),
 }
 
-/// `defaults`: the loaded inpainting package's settings (its size, prompt, steps, guidance,
-/// seed), applied when a package with other defaults loads.
+/// The mask being painted on the source image: the laterality box, tools, brush size, overlay,
+/// undo / redo / clear. A rectangle being dragged is shown before it is committed.
 #[component]
-pub fn MaskPanel(
+fn MaskEditor(
     source: RwSignal<Option<SourceImage>>,
-    #[prop(into)] defaults: Signal<Option<Defaults>>,
-    #[prop(into)] busy: Signal<bool>,
-    on_inpaint: Callback<InpaintRequest>,
+    mask: RwSignal<Mask>,
+    history: RwSignal<History>,
+    right_breast: RwSignal<bool>,
+    message: RwSignal<Option<String>>,
 ) -> impl IntoView {
-    let mask = RwSignal::new(Mask::new(0, 0));
-    let history = RwSignal::new(History::default());
     let tool = RwSignal::new(Tool::Rectangle);
     let radius = RwSignal::new(4.0f64);
     let opacity = RwSignal::new(0.5f64);
     let drag = RwSignal::new(None::<Drag>);
-    let message = RwSignal::new(None::<String>);
-    let prompt = RwSignal::new(LESION_PROMPT.to_string());
-    let guidance = RwSignal::new(3.0f64);
-    let seed = RwSignal::new(1338u64);
-    let steps = RwSignal::new(24usize);
-    let keep_outside = RwSignal::new(true);
-    // The laterality of the image being painted: the source's, until the box is changed (which
-    // must not clear the mask, as a new source does).
-    let right_breast = RwSignal::new(false);
     let canvas = NodeRef::<Canvas>::new();
-    let size = Signal::derive(move || defaults.get().map(|d| (d.height, d.width)));
-    let scheduler = RwSignal::new(SchedulerKind::Dpm);
-    let negative_prompt = RwSignal::new(String::new());
-    on_new_defaults(defaults, move |d| {
-        prompt.set(d.prompt.clone());
-        negative_prompt.set(d.negative_prompt.clone());
-        guidance.set(d.guidance);
-        steps.set(d.steps);
-        seed.set(d.seed);
-        scheduler.set(d.scheduler.parse().unwrap_or_default());
-    });
-
-    // A new source image starts a new, empty mask.
-    Effect::new(move |_| {
-        if let Some(s) = source.get() {
-            mask.set(Mask::new(s.image.width, s.image.height));
-            history.set(History::default());
-            message.set(None);
-            right_breast.set(s.right_breast);
-        }
-    });
-    // Redraw on any change; a rectangle being dragged is shown before it is committed.
+    // Redraw on any change.
     Effect::new(move |_| {
         let (Some(canvas), Some(s)) = (canvas.get(), source.get()) else { return };
         let mut shown = mask.get();
@@ -158,56 +143,6 @@ pub fn MaskPanel(
         drag.set(None);
     };
 
-    let on_upload = move |ev: web_sys::Event| {
-        let Some(input) = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok()) else { return };
-        let Some(file) = input.files().and_then(|f| f.get(0)) else { return };
-        let Some((height, width)) = size.get_untracked() else {
-            message.set(Some("Load an inpainting package first: the image is fitted to its size.".into()));
-            return;
-        };
-        spawn_local(async move {
-            let name = file.name();
-            let decoded = async {
-                let buffer = JsFuture::from(file.array_buffer()).await.map_err(|_| "the file could not be read".to_string())?;
-                let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
-                let image = image::load_from_memory(&bytes).map_err(|e| format!("not a PNG or JPEG image ({e})"))?.to_rgb8();
-                Ok::<_, String>(RgbImage { width: image.width() as usize, height: image.height() as usize, pixels: image.into_raw() })
-            };
-            match decoded.await {
-                Ok(image) => {
-                    let (image, how) = image.fit_to(width, height);
-                    source.set(Some(SourceImage { image, note: format!("{name}: {how}"), right_breast: false }));
-                }
-                Err(reason) => message.set(Some(format!("{name}: {reason}"))),
-            }
-        });
-    };
-
-    let inpaint = move |_| {
-        let Some(s) = source.get_untracked() else {
-            message.set(Some("Choose an image first: “Paint a lesion on this” in the gallery, or upload one.".into()));
-            return;
-        };
-        let m = mask.get_untracked();
-        if m.is_empty() {
-            message.set(Some("The mask is empty: paint where the lesion should go (a rectangle is enough).".into()));
-            return;
-        }
-        on_inpaint.run(InpaintRequest {
-            image: s.image,
-            mask: m.data,
-            prompt: prompt.get_untracked(),
-            negative_prompt: negative_prompt.get_untracked(),
-            guidance: guidance.get_untracked(),
-            steps: steps.get_untracked(),
-            seed: seed.get_untracked(),
-            scheduler: scheduler.get_untracked(),
-            noise: NoiseSource::default(),
-            keep_outside: keep_outside.get_untracked(),
-            right_breast: right_breast.get_untracked(),
-        });
-    };
-
     let tool_button = move |t: Tool, label: &'static str| {
         view! {
             <button type="button" data-tool=label class:active=move || tool.get() == t on:click=move |_| tool.set(t)>{label}</button>
@@ -215,16 +150,6 @@ pub fn MaskPanel(
     };
 
     view! {
-        <section class="panel" id="mask-panel">
-            <h2>"Lesion painting"</h2>
-            <div class="row">
-                <label class="field">
-                    <span>"Upload PNG/JPEG"</span>
-                    <input type="file" name="upload" accept="image/png,image/jpeg" on:change=on_upload />
-                </label>
-            </div>
-            <Show when=move || source.get().is_some()
-                fallback=|| view! { <p class="empty">"Choose “Paint a lesion on this” under a gallery image, or upload a mammogram."</p> }>
                 <p class="note" data-test="source-note">{move || source.get().map(|s| s.note).unwrap_or_default()}</p>
                 <label class="check" title="The model paints left breasts (facing left): a right breast is mirrored for it, and the result back">
                     <input type="checkbox" name="source-right" prop:checked=move || right_breast.get()
@@ -260,7 +185,19 @@ pub fn MaskPanel(
                         mask.update(|m| m.data.fill(0));
                     }>"Clear"</button>
                 </div>
-            </Show>
+    }
+}
+
+/// The lesion's prompt and sampling settings, and whether the original is kept outside the mask.
+#[component]
+fn LesionSettings(
+    prompt: RwSignal<String>,
+    guidance: RwSignal<f64>,
+    steps: RwSignal<usize>,
+    seed: RwSignal<u64>,
+    keep_outside: RwSignal<bool>,
+) -> impl IntoView {
+    view! {
             <label class="field wide">
                 <span>"Lesion prompt"</span>
                 <textarea name="lesion-prompt" rows="1" prop:value=move || prompt.get() on:input=move |ev| prompt.set(event_target_value(&ev)) />
@@ -287,6 +224,118 @@ pub fn MaskPanel(
                     <span>"keep the image outside the mask"</span>
                 </label>
             </div>
+    }
+}
+
+/// The upload field's handler: the chosen PNG/JPEG, fitted to the inpainting model's `size`,
+/// becomes the source (or `message` says why not).
+fn on_upload(size: Signal<Option<(usize, usize)>>, source: RwSignal<Option<SourceImage>>, message: RwSignal<Option<String>>) -> impl Fn(web_sys::Event) {
+    move |ev: web_sys::Event| {
+        let Some(input) = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok()) else { return };
+        let Some(file) = input.files().and_then(|f| f.get(0)) else { return };
+        let Some((height, width)) = size.get_untracked() else {
+            message.set(Some("Load an inpainting package first: the image is fitted to its size.".into()));
+            return;
+        };
+        spawn_local(async move {
+            let name = file.name();
+            let decoded = async {
+                let buffer = JsFuture::from(file.array_buffer()).await.map_err(|_| "the file could not be read".to_string())?;
+                let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
+                let image = image::load_from_memory(&bytes).map_err(|e| format!("not a PNG or JPEG image ({e})"))?.to_rgb8();
+                Ok::<_, String>(RgbImage { width: image.width() as usize, height: image.height() as usize, pixels: image.into_raw() })
+            };
+            match decoded.await {
+                Ok(image) => {
+                    let (image, how) = image.fit_to(width, height);
+                    source.set(Some(SourceImage { image, note: format!("{name}: {how}"), right_breast: false }));
+                }
+                Err(reason) => message.set(Some(format!("{name}: {reason}"))),
+            }
+        });
+    }
+}
+
+/// `defaults`: the loaded inpainting package's settings (its size, prompt, steps, guidance,
+/// seed), applied when a package with other defaults loads.
+#[component]
+pub fn MaskPanel(
+    source: RwSignal<Option<SourceImage>>,
+    #[prop(into)] defaults: Signal<Option<Defaults>>,
+    #[prop(into)] busy: Signal<bool>,
+    on_inpaint: Callback<InpaintRequest>,
+) -> impl IntoView {
+    let mask = RwSignal::new(Mask::new(0, 0));
+    let history = RwSignal::new(History::default());
+    let message = RwSignal::new(None::<String>);
+    let prompt = RwSignal::new(LESION_PROMPT.to_string());
+    let guidance = RwSignal::new(3.0f64);
+    let seed = RwSignal::new(1338u64);
+    let steps = RwSignal::new(24usize);
+    let keep_outside = RwSignal::new(true);
+    // The laterality of the image being painted: the source's, until the box is changed (which
+    // must not clear the mask, as a new source does).
+    let right_breast = RwSignal::new(false);
+    let size = Signal::derive(move || defaults.get().map(|d| (d.height, d.width)));
+    let scheduler = RwSignal::new(SchedulerKind::Dpm);
+    let negative_prompt = RwSignal::new(String::new());
+    on_new_defaults(defaults, move |d| {
+        prompt.set(d.prompt.clone());
+        negative_prompt.set(d.negative_prompt.clone());
+        guidance.set(d.guidance);
+        steps.set(d.steps);
+        seed.set(d.seed);
+        scheduler.set(d.scheduler.parse().unwrap_or_default());
+    });
+
+    // A new source image starts a new, empty mask.
+    Effect::new(move |_| {
+        if let Some(s) = source.get() {
+            mask.set(Mask::new(s.image.width, s.image.height));
+            history.set(History::default());
+            message.set(None);
+            right_breast.set(s.right_breast);
+        }
+    });
+    let inpaint = move |_| {
+        let Some(s) = source.get_untracked() else {
+            message.set(Some("Choose an image first: “Paint a lesion on this” in the gallery, or upload one.".into()));
+            return;
+        };
+        let m = mask.get_untracked();
+        if m.is_empty() {
+            message.set(Some("The mask is empty: paint where the lesion should go (a rectangle is enough).".into()));
+            return;
+        }
+        on_inpaint.run(InpaintRequest {
+            image: s.image,
+            mask: m.data,
+            prompt: prompt.get_untracked(),
+            negative_prompt: negative_prompt.get_untracked(),
+            guidance: guidance.get_untracked(),
+            steps: steps.get_untracked(),
+            seed: seed.get_untracked(),
+            scheduler: scheduler.get_untracked(),
+            noise: NoiseSource::default(),
+            keep_outside: keep_outside.get_untracked(),
+            right_breast: right_breast.get_untracked(),
+        });
+    };
+
+    view! {
+        <section class="panel" id="mask-panel">
+            <h2>"Lesion painting"</h2>
+            <div class="row">
+                <label class="field">
+                    <span>"Upload PNG/JPEG"</span>
+                    <input type="file" name="upload" accept="image/png,image/jpeg" on:change=on_upload(size, source, message) />
+                </label>
+            </div>
+            <Show when=move || source.get().is_some()
+                fallback=|| view! { <p class="empty">"Choose “Paint a lesion on this” under a gallery image, or upload a mammogram."</p> }>
+                <MaskEditor source mask history right_breast message />
+            </Show>
+            <LesionSettings prompt guidance steps seed keep_outside />
             {move || message.get().map(|m| view! { <p class="notice error" role="alert" data-test="mask-message">{m}</p> })}
             <button type="button" class="primary" name="inpaint"
                 prop:disabled=move || size.get().is_none() || busy.get()

@@ -16,9 +16,11 @@ pub mod model_panel;
 pub mod models;
 pub mod prompt_panel;
 pub mod protocol;
+pub mod queue;
 pub mod reader_study;
 pub mod run;
 pub mod scope;
+pub mod slots;
 pub mod worker;
 
 pub use app::App;

@@ -4,6 +4,7 @@
 use leptos::prelude::*;
 
 use crate::package::Defaults;
+use crate::pipeline::text_to_image::GenerateParams;
 use crate::prompt::{Area, Density, Priority, PromptSpec, Template, Vendor, View};
 use crate::rng::NoiseSource;
 use crate::schedulers::SchedulerKind;
@@ -98,41 +99,29 @@ pub struct GenerateRequest {
     pub count: u32,
 }
 
-/// Prompt controls and sampling settings. Generate is enabled when `ready` (a model is loaded)
-/// and not `busy`.
-#[component]
-pub fn PromptPanel(
-    #[prop(into, default = Signal::stored(false))] ready: Signal<bool>,
-    #[prop(into, default = Signal::stored(false))] busy: Signal<bool>,
-    /// The loaded package's settings: applied when a package with other defaults loads.
-    #[prop(into, optional)]
-    defaults: Option<Signal<Option<Defaults>>>,
-    #[prop(optional)] on_generate: Option<Callback<GenerateRequest>>,
-    #[prop(optional)] children: Option<Children>,
-) -> impl IntoView {
-    let count = RwSignal::new(1u32);
-    let spec = RwSignal::new(PromptSpec::default());
-    let prompt = RwSignal::new(spec.get_untracked().to_string());
-    let settings = RwSignal::new(SamplingSettings::default());
-    if let Some(defaults) = defaults {
-        on_new_defaults(defaults, move |d| {
-            if let Some(template) = d.template {
-                spec.update(|s| s.template = template);
-                prompt.set(spec.get_untracked().to_string());
-            }
-            if !d.prompt.is_empty() {
-                prompt.set(d.prompt.clone());
-            }
-            settings.update(|s| {
-                s.negative_prompt = d.negative_prompt.clone();
-                s.steps = d.steps as u32;
-                s.guidance = d.guidance as f32;
-                s.scheduler = d.scheduler.parse().unwrap_or_default();
-                s.seed = d.seed;
-            });
-        });
+impl GenerateRequest {
+    /// The `k`-th image's parameters at the model's size (`defaults`): seed `seed + k`, or
+    /// `random_seed()` when asked.
+    pub fn params(&self, k: u64, defaults: &Defaults, random_seed: fn() -> u64) -> GenerateParams {
+        let s = &self.settings;
+        GenerateParams {
+            prompt: self.prompt.clone(),
+            negative_prompt: s.negative_prompt.clone(),
+            steps: s.steps as usize,
+            guidance: s.guidance as f64,
+            scheduler: s.scheduler,
+            height: defaults.height,
+            width: defaults.width,
+            seed: if s.random_seed { random_seed() } else { GenerateParams::batch_seed(s.seed, k) },
+            noise: s.noise,
+        }
     }
-    // A control change rewrites the prompt text at once; hand edits of the text stay until then.
+}
+
+/// The prompt's parts (MAM-E's template, vendor, view, density, area; laterality) and its
+/// priority: a change rewrites the prompt text at once; hand edits of the text stay until then.
+#[component]
+fn PromptControls(spec: RwSignal<PromptSpec>, prompt: RwSignal<String>, settings: RwSignal<SamplingSettings>) -> impl IntoView {
     let edit = move |change: fn(&mut PromptSpec, usize)| {
         Callback::new(move |i: usize| {
             spec.update(|s| change(s, i));
@@ -148,8 +137,6 @@ pub fn PromptPanel(
     let template = move || spec.get().template;
 
     view! {
-        <section class="panel" id="prompt-panel">
-            <h2>"Prompt"</h2>
             <div class="controls">
                 <Choice label="Model" name="template"
                     selected=Signal::derive(move || Template::ALL.iter().position(|t| *t == template()).unwrap_or(0))
@@ -190,11 +177,13 @@ pub fn PromptPanel(
                     })
                     .collect_view()}
             </div>
-            <label class="field wide">
-                <span>"Prompt (edit freely)"</span>
-                <textarea name="prompt" rows="2" prop:value=move || prompt.get()
-                    on:input=move |ev| prompt.set(event_target_value(&ev)) />
-            </label>
+    }
+}
+
+/// Negative prompt, steps, guidance, scheduler, seed and noise source.
+#[component]
+fn SamplingControls(settings: RwSignal<SamplingSettings>) -> impl IntoView {
+    view! {
             <label class="field wide">
                 <span>"Negative prompt"</span>
                 <textarea name="negative-prompt" rows="1" prop:value=move || settings.get().negative_prompt
@@ -237,6 +226,53 @@ pub fn PromptPanel(
                     <span>"random seed"</span>
                 </label>
             </div>
+    }
+}
+
+/// Prompt controls and sampling settings. Generate is enabled when `ready` (a model is loaded)
+/// and not `busy`.
+#[component]
+pub fn PromptPanel(
+    #[prop(into, default = Signal::stored(false))] ready: Signal<bool>,
+    #[prop(into, default = Signal::stored(false))] busy: Signal<bool>,
+    /// The loaded package's settings: applied when a package with other defaults loads.
+    #[prop(into, optional)]
+    defaults: Option<Signal<Option<Defaults>>>,
+    #[prop(optional)] on_generate: Option<Callback<GenerateRequest>>,
+    #[prop(optional)] children: Option<Children>,
+) -> impl IntoView {
+    let count = RwSignal::new(1u32);
+    let spec = RwSignal::new(PromptSpec::default());
+    let prompt = RwSignal::new(spec.get_untracked().to_string());
+    let settings = RwSignal::new(SamplingSettings::default());
+    if let Some(defaults) = defaults {
+        on_new_defaults(defaults, move |d| {
+            if let Some(template) = d.template {
+                spec.update(|s| s.template = template);
+                prompt.set(spec.get_untracked().to_string());
+            }
+            if !d.prompt.is_empty() {
+                prompt.set(d.prompt.clone());
+            }
+            settings.update(|s| {
+                s.negative_prompt = d.negative_prompt.clone();
+                s.steps = d.steps as u32;
+                s.guidance = d.guidance as f32;
+                s.scheduler = d.scheduler.parse().unwrap_or_default();
+                s.seed = d.seed;
+            });
+        });
+    }
+    view! {
+        <section class="panel" id="prompt-panel">
+            <h2>"Prompt"</h2>
+            <PromptControls spec prompt settings />
+            <label class="field wide">
+                <span>"Prompt (edit freely)"</span>
+                <textarea name="prompt" rows="2" prop:value=move || prompt.get()
+                    on:input=move |ev| prompt.set(event_target_value(&ev)) />
+            </label>
+            <SamplingControls settings />
             <div class="actions">
                 <label class="field">
                     <span>"Images"</span>
