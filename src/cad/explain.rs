@@ -160,6 +160,11 @@ pub fn occlusion(model: &Cad, pixels: &[f32], side: usize, window: usize, stride
     Ok(total.iter().zip(&count).map(|(t, &c)| t / c as f32).collect())
 }
 
+/// The lesion probability of a logit (the sigmoid).
+pub fn probability(logit: f32) -> f32 {
+    1.0 / (1.0 + (-logit).exp())
+}
+
 /// How much of a heatmap's positive mass falls on the lesion, against the lesion's share of the
 /// breast: a ratio above 1 means the CAD looks at the lesion more than at a random spot of
 /// the breast of its size.

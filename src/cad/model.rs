@@ -167,6 +167,17 @@ pub fn to_input(image: &RgbImage, side: usize) -> Vec<f32> {
     resize(&gray, image.width, image.height, side, side).iter().map(|v| normalize(v.clamp(0.0, 255.0))).collect()
 }
 
+/// A lesion mask as model input (`to_input` of the mask image) to flags: inside where the resized
+/// gray is at least 127.5, which the input maps to ≥ 0.
+pub fn lesion_mask(input: &[f32]) -> Vec<bool> {
+    input.iter().map(|&v| v >= 0.0).collect()
+}
+
+/// The breast pixels of a model input ([`is_breast`]).
+pub fn breast_mask(input: &[f32]) -> Vec<bool> {
+    input.iter().map(|&v| is_breast(v)).collect()
+}
+
 /// Whether an input value ([−1, 1]) is breast rather than background.
 pub fn is_breast(value: f32) -> bool {
     (value + 1.0) * 127.5 > f32::from(BREAST_LEVEL)

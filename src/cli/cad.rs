@@ -8,8 +8,8 @@ use burn::tensor::Device;
 use serde_json::json;
 
 use crate::cad::data::{Example, Split, load, read_pixels};
-use crate::cad::explain::{LesionAttention, check_occlusion, grad_cam, lesion_attention, logit, npy, occlusion, overlay, saliency, smoothgrad};
-use crate::cad::model::{CadConfig, is_breast};
+use crate::cad::explain::{LesionAttention, check_occlusion, grad_cam, lesion_attention, logit, npy, occlusion, overlay, probability, saliency, smoothgrad};
+use crate::cad::model::{CadConfig, breast_mask, lesion_mask};
 use crate::cad::train::{Settings, auroc, logits, ratings, read_model, train};
 use crate::eval::fidelity::mean_sd;
 use crate::eval::plot::{AurocGroup, auroc_svg};
@@ -229,8 +229,7 @@ fn run_explain(a: ExplainArgs) -> anyhow::Result<()> {
     let side = config.image_size;
     let pixels = read_pixels(&a.image, side)?;
     let mask = match &a.mask {
-        // Inside: gray ≥ 127.5 after the resize, which the model input maps to ≥ 0.
-        Some(path) => Some(read_pixels(path, side)?.iter().map(|&v| v >= 0.0).collect::<Vec<bool>>()),
+        Some(path) => Some(lesion_mask(&read_pixels(path, side)?)),
         None => {
             println!("no --mask: the heatmaps are written without the lesion-attention figures");
             None
@@ -239,7 +238,7 @@ fn run_explain(a: ExplainArgs) -> anyhow::Result<()> {
     if a.method == Method::Occlusion || a.method == Method::All {
         check_occlusion(side, a.window, a.stride).map_err(anyhow::Error::msg)?;
     }
-    let breast: Vec<bool> = pixels.iter().map(|&v| is_breast(v)).collect();
+    let breast = breast_mask(&pixels);
     let l = logit(&model, &pixels, side, &device);
     let methods: Vec<Method> = match a.method {
         Method::All => vec![Method::GradCam, Method::Saliency, Method::Smoothgrad, Method::Occlusion],
@@ -258,7 +257,7 @@ fn run_explain(a: ExplainArgs) -> anyhow::Result<()> {
         maps.push((name, map, attention));
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let mut report = json!({ "image": a.image.display().to_string(), "logit": l, "probability": 1.0 / (1.0 + (-l).exp()), "input_size": side });
+    let mut report = json!({ "image": a.image.display().to_string(), "logit": l, "probability": probability(l), "input_size": side });
     for (name, map, attention) in &maps {
         crate::atomic::write(&a.out.join(format!("{name}.png")), &overlay(&pixels, map, side, 0.5).to_png(&[])?)?;
         crate::atomic::write(&a.out.join(format!("{name}.npy")), &npy(map, side, side))?;
@@ -272,7 +271,7 @@ fn run_explain(a: ExplainArgs) -> anyhow::Result<()> {
         }
     }
     crate::atomic::write(&a.out.join("explain.json"), &serde_json::to_vec_pretty(&report)?)?;
-    println!("lesion probability {:.3}; heatmaps in {}", 1.0 / (1.0 + (-l).exp()), a.out.display());
+    println!("lesion probability {:.3}; heatmaps in {}", probability(l), a.out.display());
     Ok(())
 }
 

@@ -10,8 +10,8 @@ use burn::tensor::Device;
 
 use super::download::fetch_bytes;
 use super::protocol::Reply;
-use crate::cad::explain::{LesionAttention, check_occlusion, grad_cam, lesion_attention, logit, occlusion};
-use crate::cad::model::{Cad, CadConfig, is_breast, to_input};
+use crate::cad::explain::{LesionAttention, check_occlusion, grad_cam, lesion_attention, logit, occlusion, probability};
+use crate::cad::model::{Cad, CadConfig, breast_mask, lesion_mask, to_input};
 use crate::imaging::RgbImage;
 use crate::{Error, Result};
 
@@ -64,7 +64,7 @@ fn from_bytes(bytes: &[u8]) -> Vec<f32> {
 
 impl Explanation {
     pub fn probability(&self) -> f32 {
-        1.0 / (1.0 + (-self.logit).exp())
+        probability(self.logit)
     }
 
     /// The worker's reply and its parts.
@@ -103,12 +103,12 @@ pub async fn explain(folder: &str, image: &RgbImage, mask: &[u8], occlusion_wind
     check_occlusion(side, window, stride).map_err(invalid)?;
     let device = Device::flex();
     let input = to_input(image, side);
-    // The mask as the image: resized the same way, inside where it is at least half on.
+    // The mask as the image: resized the same way.
     let mask: Option<Vec<bool>> = (!mask.is_empty()).then(|| {
         let gray = RgbImage { width: image.width, height: image.height, pixels: mask.iter().flat_map(|&m| [m, m, m]).collect() };
-        to_input(&gray, side).iter().map(|&v| v >= 0.0).collect()
+        lesion_mask(&to_input(&gray, side))
     });
-    let breast: Vec<bool> = input.iter().map(|&v| is_breast(v)).collect();
+    let breast = breast_mask(&input);
     let logit = logit(cad, &input, side, &device);
     let grad_cam = grad_cam(cad, &input, side, &device).2;
     let occlusion = occlusion(cad, &input, side, window, stride, &device).map_err(invalid)?;
