@@ -190,7 +190,7 @@ fn fuzz_cases(name: &str, total: usize, seeds: Vec<Vec<u8>>, json: bool, parse: 
     }
     eprintln!("{name}: {} cases in {:.1} s, {accepted} accepted, {panics} panics", total + seeds.len(), start.elapsed().as_secs_f64());
     if let Some(input) = first {
-        let saved = std::env::temp_dir().join(format!("mam-e-fuzz-{name}.bin"));
+        let saved = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fuzz-{name}.bin"));
         std::fs::write(&saved, &input).unwrap();
         panic!("{name}: {panics} of {total} inputs panicked; the first is in {}", saved.display());
     }
@@ -269,7 +269,7 @@ fn png_uploads() {
 
 /// Each case is written to a file first: the readers take paths, as `prepare` gives them.
 fn through_file(name: &str, file_name: &str) -> impl Fn(&[u8]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mam-e-fuzz-{name}-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz").join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(file_name);
     move |bytes| {

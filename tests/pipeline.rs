@@ -86,7 +86,7 @@ fn broken_model_folders_are_named() {
     let err = load_diffusers(&fixtures::path("tokenizer"), &device).err().unwrap().to_string();
     assert!(err.contains("model_index.json"), "{err}");
     // A folder with model_index.json but no components.
-    let dir = std::env::temp_dir().join(format!("mam-e-broken-{}", std::process::id()));
+    let dir = support::cli::temp_dir("pipeline", "broken");
     std::fs::create_dir_all(dir.join("unet")).unwrap();
     std::fs::write(dir.join("model_index.json"), "{}").unwrap();
     let err = load_diffusers(&dir, &device).err().unwrap().to_string();

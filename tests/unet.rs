@@ -59,7 +59,7 @@ fn a_widened_text_to_image_unet_starts_as_the_original() {
     // computes diffusers' text-to-image output whatever the mask and masked-image channels hold.
     use burn::tensor::{Distribution, Tensor};
     use mam_e::train::inpainting_start::write_inpainting_start;
-    let dir = std::env::temp_dir().join(format!("mam-e-inpainting-start-{}", std::process::id()));
+    let dir = support::cli::temp_dir("unet", "inpainting-start");
     write_inpainting_start(&fixtures::path("tiny-sd"), &dir).unwrap();
     let device = Device::flex();
     let config = UNet2DConditionConfig::from_json(&std::fs::read_to_string(dir.join("unet/config.json")).unwrap()).unwrap();

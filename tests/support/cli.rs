@@ -3,9 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A fresh (emptied) folder `name` under this test process's temporary folder for `suite`.
+/// A fresh (emptied) folder `suite/name` under cargo's temporary folder for tests
+/// (`target/tmp`). Each test empties its own folder when it starts, so the disk holds one run's
+/// output at most (the last one, left for a look after a failure), however many runs there were.
 pub fn temp_dir(suite: &str, name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mam-e-{suite}-{}", std::process::id())).join(name);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(suite).join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
     dir
