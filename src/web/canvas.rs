@@ -1,6 +1,9 @@
 //! Pixels to the screen: an [`RgbImage`] (optionally with a mask overlay) drawn into a canvas,
 //! and PNG bytes as a blob URL for `<img>` and downloads.
 
+use std::sync::{Arc, Mutex};
+
+use leptos::prelude::{Memo, on_cleanup};
 use wasm_bindgen::{Clamped, JsCast};
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, ImageData};
 
@@ -27,9 +30,38 @@ pub fn draw(canvas: &HtmlCanvasElement, image: &RgbImage, mask: Option<(&[u8], f
     }
 }
 
-/// A `blob:` URL for PNG bytes (revoke with `Url::revoke_object_url` when dropped from view).
+/// A `blob:` URL for PNG bytes (free it with [`revoke`] when dropped from view).
 pub fn png_url(png: &[u8]) -> String {
     blob_url(png, "image/png")
+}
+
+/// A `blob:` URL for `bytes`, revoked when the view that made it goes (its reactive owner is
+/// cleaned up).
+pub fn scoped_blob_url(bytes: &[u8], mime: &str) -> String {
+    let url = blob_url(bytes, mime);
+    let made = url.clone();
+    on_cleanup(move || revoke(&made));
+    url
+}
+
+/// A `blob:` URL of `bytes()` that follows them: a new URL when they change with the previous one
+/// revoked, and the last one revoked when the view that made it goes.
+pub fn blob_url_memo(bytes: impl Fn() -> Vec<u8> + Send + Sync + 'static, mime: &'static str) -> Memo<String> {
+    let last = Arc::new(Mutex::new(String::new()));
+    let current = last.clone();
+    on_cleanup(move || revoke(&last.lock().unwrap_or_else(|e| e.into_inner())));
+    Memo::new(move |_| {
+        let url = blob_url(&bytes(), mime);
+        revoke(&std::mem::replace(&mut *current.lock().unwrap_or_else(|e| e.into_inner()), url.clone()));
+        url
+    })
+}
+
+/// Frees a `blob:` URL's bytes (an empty URL: nothing to do).
+pub fn revoke(url: &str) {
+    if !url.is_empty() {
+        let _ = web_sys::Url::revoke_object_url(url);
+    }
 }
 
 /// A `blob:` URL for bytes of `mime` type (empty: let the browser sniff it).

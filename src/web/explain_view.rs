@@ -10,7 +10,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use super::cad::{DEFAULT_CAD, Explanation};
-use super::canvas::{blob_url, draw};
+use super::canvas::{blob_url_memo, draw};
 use super::engine;
 use crate::cad::explain::{LesionAttention, npy, overlay};
 use crate::imaging::RgbImage;
@@ -108,7 +108,7 @@ pub fn ExplainView(before_url: String, after_url: String, alt: String, image: Rg
                 State::Failed(reason) => view! { <span class="error" role="alert" data-test="explain-error">{reason}</span> }.into_any(),
                 State::Done(e) => {
                     let for_map = e.clone();
-                    let map = move || npy(method.get().map(&for_map), for_map.side, for_map.side);
+                    let npy_url = blob_url_memo(move || npy(method.get().map(&for_map), for_map.side, for_map.side), "application/octet-stream");
                     let file = move || format!("mam-e-lesion-{seed}-{}.npy", if method.get() == Method::GradCam { "grad-cam" } else { "occlusion" });
                     let attention = {
                         let e = e.clone();
@@ -128,7 +128,7 @@ pub fn ExplainView(before_url: String, after_url: String, alt: String, image: Rg
                                     <input type="range" name="explain-opacity" min="0" max="100" prop:value=move || (opacity.get() * 100.0).round()
                                         on:input=move |ev| opacity.set(event_target_value(&ev).parse::<f32>().unwrap_or(50.0) / 100.0) />
                                 </label>
-                                <a class="button" data-test="explain-heatmap" href=move || blob_url(&map(), "application/octet-stream") download=file>"Heatmap (.npy)"</a>
+                                <a class="button" data-test="explain-heatmap" href=npy_url download=file>"Heatmap (.npy)"</a>
                             </div>
                             <p class="caption">
                                 {format!("Lesion probability {:.2}. ", e.probability())}

@@ -11,7 +11,7 @@ use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
-use super::canvas::blob_url;
+use super::canvas::{blob_url, revoke, scoped_blob_url};
 use super::download::{cached, open_cache, store};
 use super::gallery::GalleryItem;
 use crate::eval::plot::roc_svg;
@@ -103,8 +103,8 @@ fn StudyResult(ratings: Vec<Rating>, csv: String, title: String) -> impl IntoVie
     let mut report = serde_json::to_value(&result).unwrap_or_default();
     report["histogram"] = serde_json::json!({ "real": counts[1], "synthetic": counts[0] });
     report["ci_method"] = "DeLong (normal approximation)".into();
-    let json_url = blob_url(report.to_string().as_bytes(), "application/json");
-    let csv_url = blob_url(csv.as_bytes(), "text/csv");
+    let json_url = scoped_blob_url(report.to_string().as_bytes(), "application/json");
+    let csv_url = scoped_blob_url(csv.as_bytes(), "text/csv");
     let row = |class: &'static str, counts: [usize; 5]| {
         view! { <tr><th>{class}</th>{counts.iter().map(|n| view! { <td>{*n}</td> }).collect_view()}</tr> }
     };
@@ -300,6 +300,7 @@ fn StudySetup(
 #[component]
 fn StudyRating(study: StudySignal, message: RwSignal<Option<String>>) -> impl IntoView {
     let shown = RwSignal::new(None::<String>);
+    on_cleanup(move || shown.try_get_untracked().flatten().iter().for_each(|url| revoke(url)));
     // Shows the current image: its bytes from Cache Storage as a blob URL.
     Effect::new(move |_| {
         let position = study.with(|s| s.as_ref().filter(|s| !s.finished()).map(|s| s.position));
@@ -309,7 +310,7 @@ fn StudyRating(study: StudySignal, message: RwSignal<Option<String>>) -> impl In
             match cached(cache.as_ref(), &image_key(position)).await {
                 Some(bytes) => {
                     if let Some(old) = shown.get_untracked() {
-                        let _ = web_sys::Url::revoke_object_url(&old);
+                        revoke(&old);
                     }
                     shown.set(Some(blob_url(&bytes, "")));
                 }
