@@ -447,34 +447,146 @@ fn bad_arguments_fail_clearly_and_touch_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("multiple of 8"));
 }
 
-#[test]
-fn measurements_agree_with_phantom_labels() {
-    use mam_e::data::measure::measure;
+/// Phantoms prepared as `prepare` does (`count` of them, seed `seed`, `size`²), labelled, by vendor.
+fn labelled_phantoms(seed: u64, count: usize, size: usize) -> Vec<(Vendor, mam_e::data::measure::Labelled, f64)> {
+    use mam_e::data::measure::Labelled;
     use mam_e::data::prepare::{Scaling, prepare_pixels};
-    let options = phantom::DatasetOptions { seed: 77, cols: 256, lesion_fraction: 0.0, vendors: vec![Vendor::Siemens, Vendor::Hologic] };
-    let (mut area, mut view, mut density, n) = ([[0usize; 3]; 3], [[0usize; 2]; 2], [[0usize; 4]; 4], 160);
-    for index in 0..n {
-        let entry = phantom::dataset_entry(&options, index);
-        let p = render(&entry.spec, 256);
-        let prepared = prepare_pixels(&p.source_pixels(), entry.spec.laterality, &[], 256, Scaling::Vendor);
-        let m = measure(&prepared.gray, 256, Some(entry.spec.vendor));
-        let truth_area = Area::from_ratio(prepared.area_ratio);
-        let idx = |a: Area| Area::ALL.iter().position(|&x| x == a).unwrap();
-        area[idx(truth_area)][idx(m.area)] += 1;
-        view[(entry.spec.view == View::Mlo) as usize][(m.view == View::Mlo) as usize] += 1;
-        if std::env::var("MEASURE_DEBUG").is_ok() {
-            println!(
-                "{:?} {:?} muscle {:.3} dense {:.3} truth {:.3} {:?}",
-                entry.spec.view, entry.spec.vendor, m.pectoral_share, m.dense_fraction, p.dense_fraction, entry.spec.density
-            );
-        }
-        let d = |d: Density| Density::ALL.iter().position(|&x| x == d).unwrap();
-        density[d(entry.spec.density)][d(m.density)] += 1;
+    let options = phantom::DatasetOptions { seed, cols: size, lesion_fraction: 0.0, vendors: vec![Vendor::Siemens, Vendor::Hologic] };
+    (0..count)
+        .map(|index| {
+            let spec = phantom::dataset_entry(&options, index).spec;
+            let prepared = prepare_pixels(&render(&spec, size).source_pixels(), spec.laterality, &[], size, Scaling::Vendor);
+            (spec.vendor, Labelled { gray: prepared.gray, size, view: spec.view, density: Some(spec.density) }, prepared.area_ratio)
+        })
+        .collect()
+}
+
+/// Per-vendor levels learned from `count` labelled phantoms (seed `seed`, `size`²), printed beside
+/// the generator's own boundaries (which `measure` does not use).
+fn calibrated_levels(seed: u64, count: usize, size: usize) -> Vec<(Vendor, mam_e::data::measure::Levels)> {
+    let training = labelled_phantoms(seed, count, size);
+    [Vendor::Siemens, Vendor::Hologic]
+        .iter()
+        .map(|&vendor| {
+            let images: Vec<_> = training.iter().filter(|(v, _, _)| *v == vendor).map(|(_, l, _)| l.clone()).collect();
+            let fit = mam_e::data::measure::calibrate(&images);
+            println!("{vendor:?} at {size}²: {fit:?}; generator boundaries (dense, muscle) {:.1?}", generator_boundaries(vendor));
+            (vendor, fit.levels)
+        })
+        .collect()
+}
+
+/// The phantom generator's own (dense, muscle) boundaries in prepared gray levels: halfway
+/// between fat and gland, and between the brightest gland and the muscle.
+fn generator_boundaries(vendor: Vendor) -> (f64, f64) {
+    use mam_e::data::phantom::{gray_level, tissue_levels};
+    let (fat, gland, muscle) = tissue_levels(vendor);
+    (gray_level(vendor, 0.5 * (fat + gland)), gray_level(vendor, 0.5 * (gland + 0.07 + 0.97 * muscle)))
+}
+
+fn levels_of(levels: &[(Vendor, mam_e::data::measure::Levels)], vendor: Vendor) -> Option<mam_e::data::measure::Levels> {
+    levels.iter().find(|(v, _)| *v == vendor).map(|(_, l)| *l)
+}
+
+/// Levels learned from one draw of labelled phantoms (`calibrate`) measure another draw as its
+/// labels say; and they lie where the generator's tissue levels put the boundaries.
+#[test]
+fn measurements_calibrated_on_labelled_phantoms_agree_with_other_phantoms() {
+    use mam_e::data::measure::measure;
+    let levels = calibrated_levels(79, 160, 256);
+    // Learned from labels alone, the levels land within 4 gray levels of the generator's own
+    // boundaries (measured: 0.5 and 3.6 for dense tissue, 2.9 and 0.5 for the muscle).
+    for (vendor, learned) in &levels {
+        let (dense, muscle) = generator_boundaries(*vendor);
+        assert!((learned.dense - dense).abs() <= 4.0 && (learned.muscle - muscle).abs() <= 4.0, "{vendor:?}: {learned:?} vs ({dense:.1}, {muscle:.1})");
     }
-    let accuracy = |diag: usize| diag as f64 / n as f64;
+    let (mut area, mut view, mut density, test) = ([[0usize; 3]; 3], [[0usize; 2]; 2], [[0usize; 4]; 4], labelled_phantoms(77, 160, 256));
+    for (vendor, image, area_ratio) in &test {
+        let m = measure(&image.gray, 256, levels_of(&levels, *vendor));
+        let idx = |a: Area| Area::ALL.iter().position(|&x| x == a).unwrap();
+        area[idx(Area::from_ratio(*area_ratio))][idx(m.area)] += 1;
+        view[(image.view == View::Mlo) as usize][(m.view == View::Mlo) as usize] += 1;
+        let d = |d: Density| Density::ALL.iter().position(|&x| x == d).unwrap();
+        density[d(image.density.unwrap())][d(m.density)] += 1;
+    }
+    let accuracy = |diag: usize| diag as f64 / test.len() as f64;
     let (a, v, d) = (accuracy((0..3).map(|i| area[i][i]).sum()), accuracy((0..2).map(|i| view[i][i]).sum()), accuracy((0..4).map(|i| density[i][i]).sum()));
     println!("area {a:.3} {area:?}\nview {v:.3} {view:?}\ndensity {d:.3} {density:?}");
     assert!(a >= 0.98 && v >= 0.98 && d >= 0.98, "area {a} {area:?}, view {v} {view:?}, density {d} {density:?}");
+}
+
+/// `eval calibrate` reads a prepared set (PNGs, labels) into the same levels `calibrate` learns
+/// from those phantoms in memory; `eval adherence --calibration` measures with them; a file that
+/// is not a calibration and a folder without a prepared set are named.
+#[test]
+fn eval_calibrate_writes_the_levels_adherence_measures_with() {
+    let set = temp("calibrate-set");
+    let file = temp("calibrate-out").join("calibration.json");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    mam_e(&[
+        "phantom",
+        "--format",
+        "prepared",
+        "--count",
+        "48",
+        "--width",
+        "128",
+        "--size",
+        "128",
+        "--lesion-fraction",
+        "0",
+        "--seed",
+        "79",
+        "--out",
+        &path(&set),
+    ]);
+    let printed = String::from_utf8_lossy(&mam_e(&["eval", "calibrate", "--data", &path(&set), "--out", &path(&file)]).stdout).into_owned();
+    let written: mam_e::data::measure::Calibration = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    for (vendor, levels) in calibrated_levels(79, 48, 128) {
+        assert_eq!(written.levels(vendor.word()), Some(levels), "{vendor:?}: {written:?}");
+        assert!(printed.contains(&format!("{}: dense above {:.1}, muscle from {:.1}", vendor.word(), levels.dense, levels.muscle)), "{printed}");
+    }
+    let report = String::from_utf8_lossy(&mam_e(&["eval", "adherence", "--phantoms", "--calibration", &path(&file), "--count", "4", "--size", "128"]).stdout)
+        .into_owned();
+    assert!(report.contains("hologic: dense above") && report.contains("view: ") && !report.contains("labelled phantoms"), "{report}");
+    let not_one = set.join("healthy/metadata.jsonl");
+    let out = support::cli::run(&["eval", "adherence", "--phantoms", "--calibration", &path(&not_one), "--count", "1", "--size", "64"], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a calibration"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = support::cli::run(&["eval", "calibrate", "--data", "/nonexistent/set", "--out", &path(&file)], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("healthy/metadata.jsonl"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The levels are the middle of the best run: a label set any level in a range satisfies gets
+/// that range's middle, and labels no level can all satisfy get the level most of them agree on.
+#[test]
+fn calibration_picks_the_middle_of_the_levels_that_fit_best() {
+    use mam_e::data::measure::{Labelled, calibrate};
+    // A flat breast at `tissue` (chest wall to the right edge, 64²) with a bright 20×20 corner block
+    // (`corner` gray) as the muscle, or none.
+    let image = |tissue: u8, corner: Option<u8>, view: View, density: Density| {
+        let size = 64;
+        let mut gray = vec![tissue; size * size];
+        if let Some(c) = corner {
+            for y in 0..20 {
+                for x in 0..20 {
+                    gray[y * size + x] = c;
+                }
+            }
+        }
+        Labelled { gray, size, view, density: Some(density) }
+    };
+    // MLO muscles at 200 and 220, CC corners at 150 (tissue): the muscle level fits anywhere in
+    // 151..=200, so it is 175.5; density D (all dense) at tissue 150 and A (none) at 100: dense
+    // levels 100..=149 fit both, so 124.5.
+    let fit = calibrate(&[
+        image(150, Some(200), View::Mlo, Density::D),
+        image(150, Some(220), View::Mlo, Density::D),
+        image(150, None, View::Cc, Density::D),
+        image(100, None, View::Cc, Density::A),
+    ]);
+    assert_eq!((fit.levels.muscle, fit.levels.dense), (175.5, 124.5), "{fit:?}");
+    assert_eq!((fit.view_agreement, fit.density_agreement), (1.0, 1.0));
 }
 
 /// A decoder darkens an image's outermost pixels (its convolutions pad with zeros): an MLO view
@@ -484,15 +596,16 @@ fn the_pectoral_muscle_is_found_behind_a_dark_image_border() {
     use mam_e::data::measure::measure;
     use mam_e::data::prepare::{Scaling, prepare_pixels};
     let options = phantom::DatasetOptions { seed: 78, cols: 256, lesion_fraction: 0.0, vendors: vec![Vendor::Siemens, Vendor::Hologic] };
-    let mut checked = 0;
+    let (mut checked, size) = (0, 128);
+    let calibration = calibrated_levels(79, 160, size);
     for index in 0..40 {
         let entry = phantom::dataset_entry(&options, index);
         if entry.spec.view != View::Mlo {
             continue;
         }
-        let size = 128;
+        let levels = levels_of(&calibration, entry.spec.vendor);
         let prepared = prepare_pixels(&render(&entry.spec, size).source_pixels(), entry.spec.laterality, &[], size, Scaling::Vendor);
-        let clean = measure(&prepared.gray, size, Some(entry.spec.vendor));
+        let clean = measure(&prepared.gray, size, levels);
         if clean.view != View::Mlo {
             continue; // the measurement's own misses are counted by the test above
         }
@@ -502,7 +615,7 @@ fn the_pectoral_muscle_is_found_behind_a_dark_image_border() {
                 bordered[i] = bordered[i].saturating_sub(25);
             }
         }
-        let m = measure(&bordered, size, Some(entry.spec.vendor));
+        let m = measure(&bordered, size, levels);
         assert_eq!(m.view, View::Mlo, "phantom {index}: muscle share {:.3} → {:.3} behind a dark border", clean.pectoral_share, m.pectoral_share);
         checked += 1;
     }

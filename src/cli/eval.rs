@@ -1,16 +1,19 @@
 //! `mam-e eval adherence`: does a model obey its prompts? Generates images over random fusion
-//! prompts and measures each with the functions validated on phantoms (area class, view by the
-//! pectoral muscle, density by dense-tissue share), printing confusion matrices.
+//! prompts and measures each (area class, view by the pectoral muscle, density by dense-tissue
+//! share; `data::measure`, with per-vendor gray levels learned from labelled images), printing
+//! confusion matrices. `mam-e eval calibrate`: those levels from a labelled prepared set.
 //! `mam-e eval inpainting`: do inpainted lesions stay inside their masks?
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::cli::BackendArg;
-use crate::data::measure::{Measured, measure};
+use crate::data::measure::{Calibration, Labelled, Measured, UNCALIBRATED_MUSCLE, calibrate, measure};
+use crate::data::training_set::Record;
 use crate::device::Backend;
 use crate::imaging::RgbImage;
 use crate::model::precision::Precision;
@@ -25,6 +28,9 @@ use crate::schedulers::SchedulerKind;
 pub enum EvalCommand {
     /// Generate over random prompts and measure whether each image obeys its prompt.
     Adherence(AdherenceArgs),
+    /// Learn the gray levels `adherence` measures view and density with, per vendor, from a
+    /// labelled prepared set (like the model's training data).
+    Calibrate(CalibrateArgs),
     /// Inpaint the lesion boxes of a prepared lesion set and measure the change outside the masks.
     Inpainting(InpaintingArgs),
     /// A reader study's ratings (class, 0–4 rating) → ROC curve, AUROC with DeLong's 95 % CI.
@@ -66,6 +72,22 @@ pub struct AdherenceArgs {
     out: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendArg,
+    /// Per-vendor gray levels from `mam-e eval calibrate` on labelled images like the model's
+    /// training data. Without it they are learned from 160 labelled phantoms of another seed:
+    /// right for models trained on phantoms (the demo), not for real mammograms.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CalibrateArgs {
+    /// A prepared set (`prepare`, `phantom --format prepared`): its healthy/ images and their
+    /// view, density and vendor labels.
+    #[arg(long)]
+    data: PathBuf,
+    /// Where to write the levels (JSON) for `eval adherence --calibration`.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -186,6 +208,7 @@ fn default_size(model: &std::path::Path) -> anyhow::Result<usize> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         EvalCommand::Adherence(a) => adherence(a),
+        EvalCommand::Calibrate(a) => calibrate_command(a),
         EvalCommand::Inpainting(a) => inpainting(a),
         EvalCommand::Roc(a) => super::roc::roc(a),
         EvalCommand::Fidelity(a) => super::fidelity::fidelity(a),
@@ -193,10 +216,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
-    let mut rng = NoiseRng::new(args.seed ^ 0xADE5);
-    let mut tally = Tally::new();
-    let mut gallery = Vec::new();
-    let bar = ProgressBar::new(args.count as u64).with_style(ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} eta {eta}").context("template")?);
     // The model, loaded once, serves the random prompts and the grid.
     let device = Backend::from(args.backend).device()?;
     let sd = match &args.model {
@@ -216,88 +235,51 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
             model.display()
         );
     }
-    if args.phantoms {
-        use crate::data::Laterality;
-        use crate::data::phantom::{PhantomSpec, render};
-        use crate::data::prepare::{Scaling, prepare_pixels};
-        for i in 0..args.count {
-            let mut spec = random_spec(&mut rng);
-            let phantom = render(
-                &PhantomSpec {
-                    seed: rng.next_u64(),
-                    view: spec.view,
-                    laterality: Laterality::L,
-                    density: spec.density,
-                    vendor: spec.vendor,
-                    target_area: spec.area,
-                    lesions: 0,
-                },
-                size,
-            );
-            let prepared = prepare_pixels(&phantom.source_pixels(), Laterality::L, &[], size, Scaling::Vendor);
-            // A phantom's area is whatever was measured when it was made (its label).
-            spec.area = Area::from_ratio(prepared.area_ratio);
-            let image = RgbImage { width: size, height: size, pixels: prepared.gray.iter().flat_map(|&g| [g, g, g]).collect() };
-            let image = match &sd {
-                Some(sd) => vae_round_trip(sd, &image)?,
-                None => image,
-            };
-            tally.add(&spec, &measure(&image.to_gray(), size, Some(spec.vendor)));
-            if i < 16 {
-                gallery.push(image);
-            }
-            bar.inc(1);
+    let calibration = match &args.calibration {
+        Some(path) => read_calibration(path)?,
+        None => {
+            println!("levels learned from {PHANTOM_CALIBRATION_COUNT} labelled phantoms (pass --calibration from `mam-e eval calibrate` for other data)");
+            phantom_calibration(args.seed ^ PHANTOM_CALIBRATION_SEED, PHANTOM_CALIBRATION_COUNT, size)
         }
-    } else {
-        let sd = sd.as_ref().expect("--model is required unless --phantoms");
-        for i in 0..args.count {
-            let spec = random_spec(&mut rng);
-            let params = GenerateParams {
-                prompt: spec.to_string(),
-                steps: args.steps,
-                guidance: args.guidance,
-                scheduler: SchedulerKind::Dpm,
-                height: size,
-                width: size,
-                seed: rng.next_u64() % 1_000_000,
-                ..GenerateParams::default()
-            };
-            let image = sd.start(&params, None)?.finish_image()?;
-            tally.add(&spec, &measure(&image.to_gray(), size, Some(spec.vendor)));
-            if i < 16 {
-                gallery.push(image);
-            }
-            bar.inc(1);
-        }
-    }
-    bar.finish_and_clear();
-    let (text, json) = tally.report();
-    print!("{text}");
-    if let (Some(out), Some(sd), false) = (&args.out, &sd, args.phantoms) {
-        std::fs::create_dir_all(out)?;
-        let (mut tiles, mut rows) = (Vec::new(), String::new());
-        for (vendor, view, density, area) in GRID_PROMPTS {
-            let prompt = PromptSpec { vendor, view, density, area, priority: Priority::Density, template: Template::Fusion }.to_string();
-            for seed in 0..4 {
+    };
+    print!("{}", calibration_text(&calibration));
+    let mut rng = NoiseRng::new(args.seed ^ 0xADE5);
+    let (mut tally, mut gallery) = (Tally::new(), Vec::new());
+    let bar = ProgressBar::new(args.count as u64).with_style(ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} eta {eta}").context("template")?);
+    for i in 0..args.count {
+        let (spec, image) = match &sd {
+            _ if args.phantoms => phantom_case(&mut rng, size, sd.as_ref())?,
+            Some(sd) => {
+                let spec = random_spec(&mut rng);
                 let params = GenerateParams {
-                    prompt: prompt.clone(),
+                    prompt: spec.to_string(),
                     steps: args.steps,
                     guidance: args.guidance,
+                    scheduler: SchedulerKind::Dpm,
                     height: size,
                     width: size,
-                    seed: 1338 + seed,
+                    seed: rng.next_u64() % 1_000_000,
                     ..GenerateParams::default()
                 };
-                tiles.push(sd.start(&params, None)?.finish_image()?);
+                (spec, sd.start(&params, None)?.finish_image()?)
             }
-            rows.push_str(&prompt);
-            rows.push('\n');
+            None => unreachable!("clap requires --model unless --phantoms"),
+        };
+        tally.add(&spec, &measure(&image.to_gray(), size, calibration.levels(spec.vendor.word())));
+        if i < 16 {
+            gallery.push(image);
         }
-        crate::weights::write_atomically(&out.join("grid.png"), &crate::train::grid(&tiles, 4).to_png(&[("Description", rows.clone())])?)?;
-        crate::weights::write_atomically(&out.join("grid.txt"), rows.as_bytes())?;
+        bar.inc(1);
     }
+    bar.finish_and_clear();
+    let (text, mut json) = tally.report();
+    json["calibration"] = serde_json::to_value(&calibration)?;
+    print!("{text}");
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out)?;
+        if let (Some(sd), false) = (&sd, args.phantoms) {
+            write_grid(sd, &args, size, out)?;
+        }
         crate::weights::write_atomically(&out.join("report.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
         if !gallery.is_empty() {
             crate::weights::write_atomically(&out.join("images.png"), &crate::train::grid(&gallery, 4).to_png(&[])?)?;
@@ -305,6 +287,145 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
         println!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// A random phantom prepared as `prepare` would, its area label what was measured when it was
+/// made, sent through `sd`'s VAE when given; and the prompt it answers.
+fn phantom_case(rng: &mut NoiseRng, size: usize, sd: Option<&crate::pipeline::StableDiffusion>) -> anyhow::Result<(PromptSpec, RgbImage)> {
+    use crate::data::Laterality;
+    use crate::data::phantom::{PhantomSpec, render};
+    use crate::data::prepare::{Scaling, prepare_pixels};
+    let mut spec = random_spec(rng);
+    let phantom_spec = PhantomSpec {
+        seed: rng.next_u64(),
+        view: spec.view,
+        laterality: Laterality::L,
+        density: spec.density,
+        vendor: spec.vendor,
+        target_area: spec.area,
+        lesions: 0,
+    };
+    let prepared = prepare_pixels(&render(&phantom_spec, size).source_pixels(), Laterality::L, &[], size, Scaling::Vendor);
+    spec.area = Area::from_ratio(prepared.area_ratio);
+    let image = RgbImage { width: size, height: size, pixels: prepared.gray.iter().flat_map(|&g| [g, g, g]).collect() };
+    Ok((spec, if let Some(sd) = sd { vae_round_trip(sd, &image)? } else { image }))
+}
+
+/// `grid.png`: one row per prompt of [`GRID_PROMPTS`], 4 seeds each (the prompts in `grid.txt`).
+fn write_grid(sd: &crate::pipeline::StableDiffusion, args: &AdherenceArgs, size: usize, out: &Path) -> anyhow::Result<()> {
+    let (mut tiles, mut rows) = (Vec::new(), String::new());
+    for (vendor, view, density, area) in GRID_PROMPTS {
+        let prompt = PromptSpec { vendor, view, density, area, priority: Priority::Density, template: Template::Fusion }.to_string();
+        for seed in 0..4 {
+            let params = GenerateParams {
+                prompt: prompt.clone(),
+                steps: args.steps,
+                guidance: args.guidance,
+                height: size,
+                width: size,
+                seed: 1338 + seed,
+                ..GenerateParams::default()
+            };
+            tiles.push(sd.start(&params, None)?.finish_image()?);
+        }
+        rows.push_str(&prompt);
+        rows.push('\n');
+    }
+    crate::weights::write_atomically(&out.join("grid.png"), &crate::train::grid(&tiles, 4).to_png(&[("Description", rows.clone())])?)?;
+    crate::weights::write_atomically(&out.join("grid.txt"), rows.as_bytes())?;
+    Ok(())
+}
+
+/// How many labelled phantoms the default calibration learns from, and the seed it draws them
+/// with (mixed with `--seed`, so they are never the phantoms being measured).
+const PHANTOM_CALIBRATION_COUNT: usize = 160;
+const PHANTOM_CALIBRATION_SEED: u64 = 0xCA11;
+
+/// Levels learned from `count` labelled phantoms (both vendors) at `size`, prepared as `prepare`
+/// would.
+pub fn phantom_calibration(seed: u64, count: usize, size: usize) -> Calibration {
+    use crate::data::phantom::{DatasetOptions, dataset_entry, render};
+    use crate::data::prepare::{Scaling, prepare_pixels};
+    let options = DatasetOptions { seed, cols: size, lesion_fraction: 0.0, vendors: Vendor::ALL.to_vec() };
+    let mut groups: BTreeMap<String, Vec<Labelled>> = BTreeMap::new();
+    for index in 0..count {
+        let spec = dataset_entry(&options, index).spec;
+        let prepared = prepare_pixels(&render(&spec, size).source_pixels(), spec.laterality, &[], size, Scaling::Vendor);
+        groups.entry(spec.vendor.word().into()).or_default().push(Labelled { gray: prepared.gray, size, view: spec.view, density: Some(spec.density) });
+    }
+    calibrate_groups(groups)
+}
+
+fn calibrate_groups(groups: BTreeMap<String, Vec<Labelled>>) -> Calibration {
+    Calibration { vendors: groups.into_iter().map(|(vendor, images)| (vendor, calibrate(&images))).collect() }
+}
+
+fn read_calibration(path: &Path) -> anyhow::Result<Calibration> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a calibration (write one with `mam-e eval calibrate`)", path.display()))
+}
+
+/// A line per vendor: its levels and how well they fit their labels.
+fn calibration_text(calibration: &Calibration) -> String {
+    let mut out = String::new();
+    for (vendor, fit) in &calibration.vendors {
+        out += &format!(
+            "{vendor}: dense above {:.1}, muscle from {:.1} (on {} labelled images: view {:.1} %, density {:.1} %)\n",
+            fit.levels.dense,
+            fit.levels.muscle,
+            fit.images,
+            100.0 * fit.view_agreement,
+            100.0 * fit.density_agreement
+        );
+    }
+    for vendor in Vendor::ALL.iter().filter(|v| calibration.levels(v.word()).is_none()) {
+        out += &format!("{}: not calibrated (density by each image's Otsu threshold, muscle from {UNCALIBRATED_MUSCLE:.1})\n", vendor.word());
+    }
+    out
+}
+
+fn calibrate_command(args: CalibrateArgs) -> anyhow::Result<()> {
+    let healthy = if args.data.join("metadata.jsonl").exists() { args.data.clone() } else { args.data.join("healthy") };
+    let metadata = healthy.join("metadata.jsonl");
+    let text = std::fs::read_to_string(&metadata).with_context(|| format!("{} has no healthy/metadata.jsonl (a prepared set)", args.data.display()))?;
+    let (mut groups, mut skipped): (BTreeMap<String, Vec<Labelled>>, Vec<String>) = Default::default();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let record: Record = serde_json::from_str(line).with_context(|| format!("{}:{}", metadata.display(), i + 1))?;
+        match labelled(&healthy, &record) {
+            Ok(image) => groups.entry(record.vendor.to_lowercase()).or_default().push(image),
+            Err(reason) => skipped.push(format!("{}: {reason}", record.file_name)),
+        }
+    }
+    for reason in &skipped {
+        eprintln!("skipped {reason}");
+    }
+    if groups.is_empty() {
+        bail!("{}: no usable labelled images", metadata.display());
+    }
+    let calibration = calibrate_groups(groups);
+    print!("{}", calibration_text(&calibration));
+    crate::weights::write_atomically(&args.out, serde_json::to_string_pretty(&calibration)?.as_bytes())?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+/// A prepared record's image and labels, or why it cannot be used.
+fn labelled(folder: &Path, record: &Record) -> Result<Labelled, String> {
+    let view =
+        View::ALL.into_iter().find(|v| v.word().eq_ignore_ascii_case(&record.view)).ok_or_else(|| format!("view {:?} is neither CC nor MLO", record.view))?;
+    let density = match record.density.as_deref() {
+        None | Some("") => None,
+        Some(letter) => Some(
+            Density::ALL.into_iter().find(|d| letter.eq_ignore_ascii_case(&d.letter().to_string())).ok_or_else(|| format!("density {letter:?} is not A–D"))?,
+        ),
+    };
+    let path = folder.join(&record.file_name);
+    let bytes = std::fs::read(&path).map_err(|e| format!("{e}"))?;
+    let image = RgbImage::from_png(&bytes).map_err(|e| e.to_string())?;
+    if image.width != image.height {
+        return Err(format!("{}×{} is not square (prepare makes square images)", image.width, image.height));
+    }
+    Ok(Labelled { gray: image.to_gray(), size: image.width, view, density })
 }
 
 /// An image encoded by the model's VAE (the posterior mean) and decoded again.

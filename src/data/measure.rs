@@ -1,17 +1,38 @@
 //! What a prepared (or generated) 8-bit mammogram shows, measured from its pixels: the breast
 //! area class (MAM-E's ratio of breast pixels, thresholds 0.4 and 0.6), the view (an MLO view
 //! has the pectoral muscle filling the upper chest-wall corner), and the density (the share of
-//! dense tissue inside the breast). `mam-e eval adherence` uses these on generated images; they
-//! are validated on phantoms, whose labels are known.
+//! dense tissue inside the breast). `mam-e eval adherence` uses these on generated images.
+//!
+//! The two gray levels that split tissue classes (dense tissue above one, pectoral muscle above
+//! the other) differ between vendors and datasets, so they are learned from labelled images of
+//! the same kind ([`calibrate`]): per vendor, the levels at which the measured view and density
+//! agree with the most labels. Without them, density falls back to each image's Otsu threshold.
 
-use crate::data::phantom::{gray_level, tissue_levels};
-use crate::prompt::{Area, Density, Vendor, View};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use crate::imaging::BREAST_LEVEL;
+use crate::prompt::{Area, Density, View};
 
 /// The side of the top-left square, as a share of the image side, whose muscle-bright pixels
 /// start the pectoral muscle's flood fill.
 const CORNER_SEED: f64 = 0.03;
+
+/// An image is MLO when its pectoral muscle covers more than this share of it.
+const MLO_SHARE: f64 = 0.01;
+
+/// The muscle level without a calibration.
+pub const UNCALIBRATED_MUSCLE: f64 = 0.9 * 255.0;
+
+/// The gray levels (8-bit) that split one vendor's tissue classes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Levels {
+    /// Breast pixels brighter than this (after a 5×5 mean) are dense tissue.
+    pub dense: f64,
+    /// Pixels at least this bright, connected to the upper chest-wall corner, are pectoral muscle.
+    pub muscle: f64,
+}
 
 /// The measurements of one left-facing image.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,30 +64,34 @@ pub fn density_of(dense_fraction: f64) -> Density {
 /// Measures a `size`×`size` gray image of a left-facing breast (chest wall on the left).
 ///
 /// - **Area**: breast pixels (above [`BREAST_LEVEL`]) over all pixels.
-/// - **View**: the pectoral muscle is the region of muscle-bright pixels (above the vendor's
-///   level halfway between its brightest gland and its muscle) connected to the top-left corner
-///   (its first 3 % of rows and columns); MLO when it covers more than 1 % of the image.
-/// - **Density**: breast pixels outside the muscle and a 2 % skin band brighter than the level
-///   halfway between the vendor's fat and fibroglandular tissue, over all those pixels. Without a
-///   vendor, the Otsu threshold of those pixels.
-pub fn measure(gray: &[u8], size: usize, vendor: Option<Vendor>) -> Measured {
+/// - **View**: the pectoral muscle is the region of pixels at least `levels.muscle` bright
+///   connected to the top-left corner (its first 3 % of rows and columns); MLO when it covers
+///   more than 1 % of the image.
+/// - **Density**: breast pixels outside the muscle and a 2 % skin band brighter than
+///   `levels.dense`, over all those pixels. Without levels, the muscle level is 0.9 × 255 and the
+///   dense level each image's Otsu threshold of those pixels.
+pub fn measure(gray: &[u8], size: usize, levels: Option<Levels>) -> Measured {
     assert_eq!(gray.len(), size * size, "measure: image is not size×size");
-    let breast: Vec<bool> = gray.iter().map(|&g| g > BREAST_LEVEL).collect();
     let area_ratio = breast_ratio(gray);
-    let levels = vendor.map(|v| {
-        let (fat, gland, muscle) = tissue_levels(v);
-        let brightest_gland = gland + 0.07;
-        (gray_level(v, 0.5 * (fat + gland)), gray_level(v, 0.5 * (brightest_gland + 0.97 * muscle)))
-    });
-    let muscle_level = levels.map_or(0.9 * 255.0, |l| l.1);
-    // Flood fill of muscle-bright pixels from the corner: from each pixel of its first few rows
-    // and columns, not the corner pixel alone, because a decoder's outermost pixels come out
-    // darker (its convolutions pad with zeros) and a generated muscle would be missed.
+    let muscle = pectoral_muscle(gray, size, levels.map_or(UNCALIBRATED_MUSCLE, |l| l.muscle));
+    let pectoral_share = muscle.iter().filter(|&&m| m).count() as f64 / (size * size) as f64;
+    let view = if pectoral_share > MLO_SHARE { View::Mlo } else { View::Cc };
+    let tissue = tissue_values(gray, size, &muscle);
+    let dense = levels.map_or_else(|| otsu(&tissue), |l| l.dense);
+    let dense_fraction = if tissue.is_empty() { 0.0 } else { tissue.iter().filter(|&&v| v as f64 > dense).count() as f64 / tissue.len() as f64 };
+    Measured { area_ratio, area: Area::from_ratio(area_ratio), pectoral_share, view, dense_fraction, density: density_of(dense_fraction) }
+}
+
+/// The pectoral muscle of a left-facing image: pixels at least `level` bright connected to the
+/// top-left corner. Filled from each pixel of the corner's first few rows and columns, not the
+/// corner pixel alone, because a decoder's outermost pixels come out darker (its convolutions
+/// pad with zeros) and a generated muscle would be missed.
+fn pectoral_muscle(gray: &[u8], size: usize, level: f64) -> Vec<bool> {
     let seed = (CORNER_SEED * size as f64).ceil() as usize;
     let mut muscle = vec![false; size * size];
     let mut stack: Vec<usize> = (0..seed * seed).map(|k| (k / seed) * size + k % seed).collect();
     while let Some(i) = stack.pop() {
-        if muscle[i] || (gray[i] as f64) < muscle_level {
+        if muscle[i] || (gray[i] as f64) < level {
             continue;
         }
         muscle[i] = true;
@@ -84,15 +109,132 @@ pub fn measure(gray: &[u8], size: usize, vendor: Option<Vendor>) -> Measured {
             stack.push(i - size);
         }
     }
-    let muscle_share = muscle.iter().filter(|&&m| m).count() as f64 / (size * size) as f64;
-    let view = if muscle_share > 0.01 { View::Mlo } else { View::Cc };
+    muscle
+}
+
+/// The breast's tissue, whose bright share is its density: the 5×5 means (so texture and noise
+/// do not decide single pixels) of breast pixels outside `muscle` and a 2 % skin band.
+fn tissue_values(gray: &[u8], size: usize, muscle: &[bool]) -> Vec<u8> {
+    let breast: Vec<bool> = gray.iter().map(|&g| g > BREAST_LEVEL).collect();
     let interior = erode(&breast, size, (0.02 * size as f64).round() as usize);
-    // A 5×5 mean first, so texture and noise do not decide single pixels.
     let smooth = box_mean(gray, size, 2);
-    let tissue: Vec<u8> = (0..size * size).filter(|&i| interior[i] && !muscle[i]).map(|i| smooth[i]).collect();
-    let threshold = levels.map_or_else(|| otsu(&tissue), |l| l.0);
-    let dense_fraction = if tissue.is_empty() { 0.0 } else { tissue.iter().filter(|&&v| v as f64 > threshold).count() as f64 / tissue.len() as f64 };
-    Measured { area_ratio, area: Area::from_ratio(area_ratio), pectoral_share: muscle_share, view, dense_fraction, density: density_of(dense_fraction) }
+    (0..size * size).filter(|&i| interior[i] && !muscle[i]).map(|i| smooth[i]).collect()
+}
+
+/// One labelled image for [`calibrate`]: left-facing gray pixels, its view and (if known) its
+/// BI-RADS density.
+#[derive(Debug, Clone)]
+pub struct Labelled {
+    pub gray: Vec<u8>,
+    pub size: usize,
+    pub view: View,
+    pub density: Option<Density>,
+}
+
+/// Levels learned for one vendor, and how well the measurement then agrees with the labels.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Fit {
+    pub levels: Levels,
+    pub images: usize,
+    /// Share of the images whose measured view equals the label.
+    pub view_agreement: f64,
+    /// Share of the images with a density label whose measured density equals it.
+    pub density_agreement: f64,
+}
+
+/// Per-vendor levels (keys: vendors in lowercase, as the prompts name them), as
+/// `mam-e eval calibrate` writes them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub vendors: BTreeMap<String, Fit>,
+}
+
+impl Calibration {
+    /// The levels for `vendor` (any case), if it was calibrated.
+    pub fn levels(&self, vendor: &str) -> Option<Levels> {
+        self.vendors.get(&vendor.to_lowercase()).map(|fit| fit.levels)
+    }
+}
+
+/// The levels at which measurements of `images` (one vendor's) agree with the most labels.
+///
+/// - **Muscle**: each image is MLO for every level up to the brightest one at which its corner
+///   region still passes 1 % of the image (found by bisection: the region only shrinks as the
+///   level rises). The level is the middle of the widest run of levels that classify the most
+///   images right.
+/// - **Dense**: with that muscle, each image's tissue values; the level (again the middle of the
+///   best run of whole gray levels) at which the most images fall in their labelled density
+///   quartile. Images without a density label do not vote; with none at all, the dense level is
+///   the mean of the images' Otsu thresholds.
+pub fn calibrate(images: &[Labelled]) -> Fit {
+    // An image's view is MLO at muscle level t iff t ≤ its critical level (t in 0..=256).
+    let critical: Vec<usize> = images
+        .iter()
+        .map(|image| {
+            let mlo_at = |t: usize| {
+                pectoral_muscle(&image.gray, image.size, t as f64).iter().filter(|&&m| m).count() as f64 > MLO_SHARE * (image.size * image.size) as f64
+            };
+            // mlo_at(0) holds (the whole image is one region); find the last t with mlo_at(t).
+            let (mut lo, mut hi) = (0usize, 257usize);
+            while hi - lo > 1 {
+                let mid = (lo + hi) / 2;
+                if mlo_at(mid) { lo = mid } else { hi = mid }
+            }
+            lo
+        })
+        .collect();
+    let muscle_votes: Vec<usize> =
+        (0..=256).map(|t| images.iter().zip(&critical).filter(|(image, c)| (t <= **c) == (image.view == View::Mlo)).count()).collect();
+    let muscle = best_run_middle(&muscle_votes);
+    let tissues: Vec<Vec<u8>> = images.iter().map(|image| tissue_values(&image.gray, image.size, &pectoral_muscle(&image.gray, image.size, muscle))).collect();
+    let labelled: Vec<(&Vec<u8>, Density)> = tissues.iter().zip(images).filter_map(|(t, image)| image.density.map(|d| (t, d))).collect();
+    let dense = if labelled.is_empty() {
+        tissues.iter().map(|t| otsu(t)).sum::<f64>() / tissues.len().max(1) as f64
+    } else {
+        // Dense at level t: values above t, i.e. at least t + 1; votes for t = 0..=255.
+        let fractions = |t: &Vec<u8>| -> Vec<f64> {
+            let mut above = [0usize; 257];
+            for &v in t {
+                above[v as usize] += 1;
+            }
+            for v in (0..256).rev() {
+                above[v] += above[v + 1];
+            }
+            (0..256).map(|level| if t.is_empty() { 0.0 } else { above[level + 1] as f64 / t.len() as f64 }).collect()
+        };
+        let per_image: Vec<(Vec<f64>, Density)> = labelled.iter().map(|(t, d)| (fractions(t), *d)).collect();
+        let votes: Vec<usize> = (0..256).map(|level| per_image.iter().filter(|(f, d)| density_of(f[level]) == *d).count()).collect();
+        best_run_middle(&votes)
+    };
+    let levels = Levels { dense, muscle };
+    let measured: Vec<Measured> = images.iter().map(|image| measure(&image.gray, image.size, Some(levels))).collect();
+    let share = |hits: usize, of: usize| if of == 0 { 0.0 } else { hits as f64 / of as f64 };
+    let view_hits = images.iter().zip(&measured).filter(|(image, m)| image.view == m.view).count();
+    let density_hits = images.iter().zip(&measured).filter(|(image, m)| image.density == Some(m.density)).count();
+    Fit {
+        levels,
+        images: images.len(),
+        view_agreement: share(view_hits, images.len()),
+        density_agreement: share(density_hits, images.iter().filter(|i| i.density.is_some()).count()),
+    }
+}
+
+/// The middle of the longest run of indices where `votes` reaches its maximum (the first such
+/// run on a tie): a level as far as the labels allow from levels that classify worse.
+fn best_run_middle(votes: &[usize]) -> f64 {
+    let best = votes.iter().copied().max().unwrap_or(0);
+    let (mut start, mut widest) = (None::<usize>, (0usize, 0usize));
+    for (i, &v) in votes.iter().enumerate() {
+        if v != best {
+            start = None;
+            continue;
+        }
+        let first = *start.get_or_insert(i);
+        if i - first > widest.1 - widest.0 || votes[widest.0] != best {
+            widest = (first, i);
+        }
+    }
+    (widest.0 + widest.1) as f64 / 2.0
 }
 
 /// Otsu's threshold of 8-bit values (maximum between-class variance); values above it are the
