@@ -183,55 +183,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let bar =
         ProgressBar::new(args.count as u64).with_style(ProgressStyle::with_template("phantoms [{bar:30}] {pos}/{len} {per_sec} eta {eta}").expect("template"));
     let started = Instant::now();
-    type Made = (VindrRow, GroundTruth, Option<Record>);
     let made: Vec<Made> = (0..args.count)
         .into_par_iter()
-        .map(|index| -> anyhow::Result<Made> {
-            let entry = dataset_entry(&options, index);
-            let phantom = render(&entry.spec, options.cols);
-            let file = format!("images/{}/{}.dicom", entry.study_id, entry.image_id);
-            // The prepared image's area ratio is the label; a prepared set has it already.
-            let (record, area_ratio) = match &set {
-                None => {
-                    let dir = args.out.join("images").join(&entry.study_id);
-                    std::fs::create_dir_all(&dir)?;
-                    write_phantom(&args.out.join(&file), &phantom, &entry)?;
-                    if !phantom.lesions.is_empty() {
-                        let mask = gray_png(&phantom.lesion_mask, phantom.cols, phantom.rows)?;
-                        write_atomic(&args.out.join("lesion_masks").join(format!("{}.png", entry.image_id)), &mask)?;
-                    }
-                    (None, measured_area(&phantom, args.size).0)
-                }
-                Some(set) => {
-                    let boxes: Vec<_> = phantom.lesions.iter().map(|l| l.finding.bbox).collect();
-                    let prepared = prepare_pixels(&phantom.source_pixels(), entry.spec.laterality, &boxes, args.size, Scaling::Vendor);
-                    let labels = Labels {
-                        id: entry.image_id.clone(),
-                        laterality: entry.spec.laterality,
-                        view: entry.spec.view,
-                        density: Some(entry.spec.density),
-                        vendor: entry.spec.vendor.word().into(),
-                        split: entry.split.into(),
-                        lesion: !phantom.lesions.is_empty(),
-                    };
-                    (Some(set.write(&labels, &prepared)?), prepared.area_ratio)
-                }
-            };
-            let truth = ground_truth(&entry, &phantom, file, area_ratio);
-            let row = VindrRow {
-                study_id: entry.study_id.clone(),
-                series_id: entry.series_id.clone(),
-                image_id: entry.image_id.clone(),
-                laterality: entry.spec.laterality,
-                view: entry.spec.view,
-                height: phantom.rows,
-                width: phantom.cols,
-                density: entry.spec.density,
-                split: entry.split.into(),
-                findings: phantom.lesions.iter().map(|l| l.finding.clone()).collect(),
-            };
+        .map(|index| {
+            let made = make(&args, &options, set.as_ref(), index);
             bar.inc(1);
-            Ok((row, truth, record))
+            made
         })
         .collect::<anyhow::Result<_>>()?;
     bar.finish_and_clear();
@@ -260,6 +217,57 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// One phantom's CSV row, ground truth and (in a prepared set) training record.
+type Made = (VindrRow, GroundTruth, Option<Record>);
+
+/// Renders phantom `index` and writes it: as a DICOM file (with its lesion mask) in VinDr's
+/// layout, or prepared into `set`.
+fn make(args: &Args, options: &DatasetOptions, set: Option<&TrainingSet>, index: usize) -> anyhow::Result<Made> {
+    let entry = dataset_entry(options, index);
+    let phantom = render(&entry.spec, options.cols);
+    let file = format!("images/{}/{}.dicom", entry.study_id, entry.image_id);
+    // The prepared image's area ratio is the label; a prepared set has it already.
+    let (record, area_ratio) = match set {
+        None => {
+            std::fs::create_dir_all(args.out.join("images").join(&entry.study_id))?;
+            write_phantom(&args.out.join(&file), &phantom, &entry)?;
+            if !phantom.lesions.is_empty() {
+                let mask = gray_png(&phantom.lesion_mask, phantom.cols, phantom.rows)?;
+                write_atomic(&args.out.join("lesion_masks").join(format!("{}.png", entry.image_id)), &mask)?;
+            }
+            (None, measured_area(&phantom, args.size).0)
+        }
+        Some(set) => {
+            let boxes: Vec<_> = phantom.lesions.iter().map(|l| l.finding.bbox).collect();
+            let prepared = prepare_pixels(&phantom.source_pixels(), entry.spec.laterality, &boxes, args.size, Scaling::Vendor);
+            let labels = Labels {
+                id: entry.image_id.clone(),
+                laterality: entry.spec.laterality,
+                view: entry.spec.view,
+                density: Some(entry.spec.density),
+                vendor: entry.spec.vendor.word().into(),
+                split: entry.split.into(),
+                lesion: !phantom.lesions.is_empty(),
+            };
+            (Some(set.write(&labels, &prepared)?), prepared.area_ratio)
+        }
+    };
+    let truth = ground_truth(&entry, &phantom, file, area_ratio);
+    let row = VindrRow {
+        study_id: entry.study_id.clone(),
+        series_id: entry.series_id.clone(),
+        image_id: entry.image_id.clone(),
+        laterality: entry.spec.laterality,
+        view: entry.spec.view,
+        height: phantom.rows,
+        width: phantom.cols,
+        density: entry.spec.density,
+        split: entry.split.into(),
+        findings: phantom.lesions.iter().map(|l| l.finding.clone()).collect(),
+    };
+    Ok((row, truth, record))
 }
 
 /// Rows density A–D; columns CC and MLO for Siemens, then Hologic; medium area; 256-pixel cells.

@@ -8,7 +8,7 @@ use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
-use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder, VoiLutFunction, VoiLutOption};
+use dicom_pixeldata::{ConvertOptions, DecodedPixelData, ModalityLutOption, PixelDecoder, VoiLutFunction, VoiLutOption};
 
 use crate::data::Laterality;
 use crate::prompt::{Vendor, View};
@@ -144,44 +144,9 @@ fn read_unguarded(path: &Path) -> Result<DicomImage, String> {
     let options = ConvertOptions::new().with_modality_lut(ModalityLutOption::Default).with_voi_lut(VoiLutOption::Identity);
     let modality: Vec<f32> = decoded.to_vec_frame_with_options(0, &options).map_err(|e| format!("cannot convert pixel data: {e}"))?;
     let bits_stored = decoded.bits_stored();
-    let signed = matches!(decoded.pixel_representation(), dicom_pixeldata::PixelRepresentation::Signed);
-    let (mut y_min, mut y_max) =
-        if signed { (-(2f64.powi(bits_stored as i32 - 1)), 2f64.powi(bits_stored as i32 - 1) - 1.0) } else { (0.0, 2f64.powi(bits_stored as i32) - 1.0) };
-    if let Ok(rescale) = decoded.rescale()
-        && let Some(r) = rescale.first()
-    {
-        (y_min, y_max) = (y_min * r.slope + r.intercept, y_max * r.slope + r.intercept);
-        if y_min > y_max {
-            std::mem::swap(&mut y_min, &mut y_max);
-        }
-    }
+    let (y_min, y_max) = modality_range(&decoded);
     let mut notes = Vec::new();
-    // A VOI LUT the file has but dicom-rs finds malformed (it drops such a sequence: wrong length,
-    // more than 16 bits) is the file's error: the window instead would be another image than the
-    // file says.
-    let tables = decoded.voi_lut_sequence().map_err(|e| format!("VOI LUT Sequence: {e}"))?;
-    let listed = obj.get(tags::VOILUT_SEQUENCE).and_then(|e| e.items()).is_some_and(|items| !items.is_empty());
-    if listed && tables.is_none_or(|t| t.is_empty()) {
-        return Err("VOI LUT Sequence: a table is malformed (its length, entries or bits per entry, 1 to 16)".into());
-    }
-    let voi = match (tables, decoded.window().ok().flatten()) {
-        (Some(tables), _) if !tables.is_empty() => {
-            let t = &tables[0];
-            // dicom-rs accepts 0 bits per entry, which leaves no output range.
-            if t.data.is_empty() || !(1..=16).contains(&t.bits_stored) {
-                return Err(format!("VOI LUT Sequence: a table of {} entries of {} bits (1 to 16 bits, at least one entry)", t.data.len(), t.bits_stored));
-            }
-            Voi::Table { first_mapped: t.min_pixel_value, bits: t.bits_stored, data: t.data.clone() }
-        }
-        (_, Some(windows)) if !windows.is_empty() => {
-            let function = decoded.voi_lut_function().ok().flatten().and_then(|f| f.first().copied()).unwrap_or_default();
-            Voi::Window { center: windows[0].center, width: windows[0].width, function }
-        }
-        _ => {
-            notes.push("no VOI LUT or window in the file: modality values used as they are".into());
-            Voi::Identity
-        }
-    };
+    let voi = voi_of(&obj, &decoded, &mut notes)?;
     let (out_min, out_max) = voi.output_range(y_min, y_max);
     let monochrome1 = decoded.photometric_interpretation().as_str() == "MONOCHROME1";
     if monochrome1 {
@@ -216,6 +181,53 @@ fn read_unguarded(path: &Path) -> Result<DicomImage, String> {
         view,
         transfer_syntax,
         notes,
+    })
+}
+
+/// The range of modality values the stored bits can hold: signed or not, through the rescale.
+fn modality_range(decoded: &DecodedPixelData<'_>) -> (f64, f64) {
+    let bits_stored = decoded.bits_stored() as i32;
+    let signed = matches!(decoded.pixel_representation(), dicom_pixeldata::PixelRepresentation::Signed);
+    let (mut y_min, mut y_max) = if signed { (-(2f64.powi(bits_stored - 1)), 2f64.powi(bits_stored - 1) - 1.0) } else { (0.0, 2f64.powi(bits_stored) - 1.0) };
+    if let Ok(rescale) = decoded.rescale()
+        && let Some(r) = rescale.first()
+    {
+        (y_min, y_max) = (y_min * r.slope + r.intercept, y_max * r.slope + r.intercept);
+        if y_min > y_max {
+            std::mem::swap(&mut y_min, &mut y_max);
+        }
+    }
+    (y_min, y_max)
+}
+
+/// The file's VOI transform: its first VOI LUT table, else its first window (with its function),
+/// else none (noted).
+fn voi_of(obj: &InMemDicomObject, decoded: &DecodedPixelData<'_>, notes: &mut Vec<String>) -> Result<Voi, String> {
+    // A VOI LUT the file has but dicom-rs finds malformed (it drops such a sequence: wrong length,
+    // more than 16 bits) is the file's error: the window instead would be another image than the
+    // file says.
+    let tables = decoded.voi_lut_sequence().map_err(|e| format!("VOI LUT Sequence: {e}"))?;
+    let listed = obj.get(tags::VOILUT_SEQUENCE).and_then(|e| e.items()).is_some_and(|items| !items.is_empty());
+    if listed && tables.is_none_or(|t| t.is_empty()) {
+        return Err("VOI LUT Sequence: a table is malformed (its length, entries or bits per entry, 1 to 16)".into());
+    }
+    Ok(match (tables, decoded.window().ok().flatten()) {
+        (Some(tables), _) if !tables.is_empty() => {
+            let t = &tables[0];
+            // dicom-rs accepts 0 bits per entry, which leaves no output range.
+            if t.data.is_empty() || !(1..=16).contains(&t.bits_stored) {
+                return Err(format!("VOI LUT Sequence: a table of {} entries of {} bits (1 to 16 bits, at least one entry)", t.data.len(), t.bits_stored));
+            }
+            Voi::Table { first_mapped: t.min_pixel_value, bits: t.bits_stored, data: t.data.clone() }
+        }
+        (_, Some(windows)) if !windows.is_empty() => {
+            let function = decoded.voi_lut_function().ok().flatten().and_then(|f| f.first().copied()).unwrap_or_default();
+            Voi::Window { center: windows[0].center, width: windows[0].width, function }
+        }
+        _ => {
+            notes.push("no VOI LUT or window in the file: modality values used as they are".into());
+            Voi::Identity
+        }
     })
 }
 

@@ -116,12 +116,32 @@ fn column(headers: &[String], name: &str, file: &Path) -> Result<usize, String> 
 /// Whole-file problems (missing CSV, missing column) are errors; row and file problems are
 /// returned as skipped entries.
 pub fn read_vindr(root: &Path) -> Result<(Vec<ImageRecord>, Vec<Skipped>), String> {
+    let mut skipped = Vec::new();
+    let mut records = read_breast_levels(root, &mut skipped)?;
+    let with_findings = read_findings(root, &mut records, &mut skipped)?;
+    // Every image needs a finding row (VinDr lists "No Finding" explicitly).
+    let mut out = Vec::new();
+    for (image, record) in records {
+        if with_findings.contains(&image) {
+            out.push(record);
+        } else {
+            skipped.push(Skipped {
+                file: record.path.strip_prefix(root).unwrap_or(&record.path).display().to_string(),
+                reason: format!("no row in {FINDING_CSV}"),
+            });
+        }
+    }
+    skip_unlisted_files(root, &out, &mut skipped);
+    Ok((out, skipped))
+}
+
+/// The images of `breast-level_annotations.csv` by image id; rows that cannot be used are
+/// added to `skipped` with their reason.
+fn read_breast_levels(root: &Path, skipped: &mut Vec<Skipped>) -> Result<BTreeMap<String, ImageRecord>, String> {
     let breast_path = root.join(BREAST_LEVEL_CSV);
-    let finding_path = root.join(FINDING_CSV);
     let (mut reader, headers) = open_csv(&breast_path)?;
     let at: Vec<usize> = BREAST_COLUMNS.iter().map(|c| column(&headers, c, &breast_path)).collect::<Result<_, _>>()?;
     let mut records: BTreeMap<String, ImageRecord> = BTreeMap::new();
-    let mut skipped = Vec::new();
     for (line, row) in reader.records().enumerate() {
         let line = line + 2;
         let row = match row {
@@ -133,47 +153,50 @@ pub fn read_vindr(root: &Path) -> Result<(Vec<ImageRecord>, Vec<Skipped>), Strin
         };
         let get = |k: usize| row.get(at[k]).unwrap_or("").trim().to_string();
         let (study, image) = (get(0), get(2));
-        let file = format!("images/{study}/{image}.dicom");
-        let problem = if study.is_empty() || image.is_empty() {
-            Some("row without study_id or image_id".to_string())
+        let parsed = if study.is_empty() || image.is_empty() {
+            Err("row without study_id or image_id".to_string())
         } else if let Some(id) = [&study, &image].into_iter().find(|id| !is_plain_name(id)) {
             // The ids name the input file and the outputs: `../` would reach outside both folders.
-            Some(format!("id {id:?} is not a plain name (no /, \\, . or ..)"))
+            Err(format!("id {id:?} is not a plain name (no /, \\, . or ..)"))
         } else if records.contains_key(&image) {
-            Some(format!("image_id {image:?} is listed twice in {BREAST_LEVEL_CSV}; the first row is used"))
-        } else if parse_laterality(&get(3)).is_none() {
-            Some(format!("laterality {:?} is not L or R", get(3)))
-        } else if parse_view(&get(4)).is_none() {
-            Some(format!("view {:?} is not CC or MLO (other views are not used)", get(4)))
+            Err(format!("image_id {image:?} is listed twice in {BREAST_LEVEL_CSV}; the first row is used"))
         } else {
-            parse_density(&get(8)).err()
+            let laterality = parse_laterality(&get(3)).ok_or_else(|| format!("laterality {:?} is not L or R", get(3)));
+            let view = parse_view(&get(4)).ok_or_else(|| format!("view {:?} is not CC or MLO (other views are not used)", get(4)));
+            laterality.and_then(|l| view.map(|v| (l, v))).and_then(|(l, v)| parse_density(&get(8)).map(|d| (l, v, d)))
         };
-        if let Some(reason) = problem {
-            skipped.push(Skipped { file: format!("{BREAST_LEVEL_CSV}:{line} ({file})"), reason });
-            continue;
+        match parsed {
+            Ok((laterality, view, density)) => {
+                let path = root.join("images").join(&study).join(format!("{image}.dicom"));
+                let record = ImageRecord {
+                    id: image.clone(),
+                    path,
+                    laterality,
+                    view,
+                    density,
+                    vendor: None,
+                    split: get(9),
+                    findings: Vec::new(),
+                    unboxed_findings: Vec::new(),
+                };
+                records.insert(image, record);
+            }
+            Err(reason) => skipped.push(Skipped { file: format!("{BREAST_LEVEL_CSV}:{line} (images/{study}/{image}.dicom)"), reason }),
         }
-        records.insert(
-            image.clone(),
-            ImageRecord {
-                id: image.clone(),
-                path: root.join("images").join(&study).join(format!("{image}.dicom")),
-                laterality: parse_laterality(&get(3)).expect("checked"),
-                view: parse_view(&get(4)).expect("checked"),
-                density: parse_density(&get(8)).expect("checked"),
-                vendor: None,
-                split: get(9),
-                findings: Vec::new(),
-                unboxed_findings: Vec::new(),
-            },
-        );
     }
+    Ok(records)
+}
+
+/// Adds `finding_annotations.csv`'s lesions (boxed or not) to `records`; the ids of the images
+/// it has a row for.
+fn read_findings(root: &Path, records: &mut BTreeMap<String, ImageRecord>, skipped: &mut Vec<Skipped>) -> Result<HashSet<String>, String> {
+    let finding_path = root.join(FINDING_CSV);
     let (mut reader, headers) = open_csv(&finding_path)?;
     let image_at = column(&headers, "image_id", &finding_path)?;
     let extra: Vec<usize> = FINDING_EXTRA.iter().map(|c| column(&headers, c, &finding_path)).collect::<Result<_, _>>()?;
     let mut seen_findings = HashSet::new();
     for (line, row) in reader.records().enumerate() {
-        let line = line + 2;
-        let where_ = format!("{FINDING_CSV}:{line}");
+        let where_ = format!("{FINDING_CSV}:{}", line + 2);
         let row = match row {
             Ok(row) => row,
             Err(e) => {
@@ -202,37 +225,27 @@ pub fn read_vindr(root: &Path) -> Result<(Vec<ImageRecord>, Vec<Skipped>), Strin
             }
         }
     }
-    // Every image needs a finding row (VinDr lists "No Finding" explicitly).
-    let mut out = Vec::new();
-    for (image, record) in records {
-        if seen_findings.contains(&image) {
-            out.push(record);
-        } else {
-            skipped.push(Skipped {
-                file: record.path.strip_prefix(root).unwrap_or(&record.path).display().to_string(),
-                reason: format!("no row in {FINDING_CSV}"),
-            });
-        }
-    }
-    // DICOM files that no CSV row names.
-    let listed: HashSet<PathBuf> = out.iter().map(|r| r.path.clone()).collect();
-    if let Ok(studies) = std::fs::read_dir(root.join("images")) {
-        for study in studies.flatten() {
-            for file in std::fs::read_dir(study.path()).into_iter().flatten().flatten() {
-                let path = file.path();
-                if path.extension().is_some_and(|e| e == "dicom" || e == "dcm")
-                    && !listed.contains(&path)
-                    && !skipped.iter().any(|s| s.file.contains(&*path.file_stem().unwrap_or_default().to_string_lossy()))
-                {
-                    skipped.push(Skipped {
-                        file: path.strip_prefix(root).unwrap_or(&path).display().to_string(),
-                        reason: format!("not listed in {BREAST_LEVEL_CSV}"),
-                    });
-                }
+    Ok(seen_findings)
+}
+
+/// Reports the DICOM files under `images/` that no kept record and no skipped row names.
+fn skip_unlisted_files(root: &Path, records: &[ImageRecord], skipped: &mut Vec<Skipped>) {
+    let listed: HashSet<PathBuf> = records.iter().map(|r| r.path.clone()).collect();
+    let Ok(studies) = std::fs::read_dir(root.join("images")) else { return };
+    for study in studies.flatten() {
+        for file in std::fs::read_dir(study.path()).into_iter().flatten().flatten() {
+            let path = file.path();
+            if path.extension().is_some_and(|e| e == "dicom" || e == "dcm")
+                && !listed.contains(&path)
+                && !skipped.iter().any(|s| s.file.contains(&*path.file_stem().unwrap_or_default().to_string_lossy()))
+            {
+                skipped.push(Skipped {
+                    file: path.strip_prefix(root).unwrap_or(&path).display().to_string(),
+                    reason: format!("not listed in {BREAST_LEVEL_CSV}"),
+                });
             }
         }
     }
-    Ok((out, skipped))
 }
 
 /// Reads the generic CSV: `path` (relative to the CSV's folder), `view`, `laterality`, and

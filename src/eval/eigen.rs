@@ -41,6 +41,8 @@ impl SymmetricEigen {
 
 /// Householder reduction of the symmetric matrix in `v` to tridiagonal form: diagonal in `d`,
 /// sub-diagonal in `e[1..]`. With `accumulate`, `v` ends as the orthogonal transformation.
+/// Kept as one function, in the order of the textbook algorithm (EISPACK's `tred2`): its
+/// reflection and accumulation loops share their indices and scratch rows.
 fn tridiagonalize(v: &mut [f64], n: usize, d: &mut [f64], e: &mut [f64], accumulate: bool) {
     let at = |i: usize, j: usize| j * n + i;
     for j in 0..n {

@@ -23,6 +23,7 @@ pub struct Dims {
 }
 
 /// `softmax(q kᵀ / sqrt(head_dim)) v` for every head, returned as `[batch·heads, seq_q, v_dim]`.
+/// Its length is the two `gemm` calls, whose 18 arguments each stand one to a line.
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> Vec<f32> {
     let Dims { heads, seq_q, seq_k, head_dim, v_dim } = dims;
     assert_eq!(q.len(), heads * seq_q * head_dim, "query length");

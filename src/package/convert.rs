@@ -150,44 +150,11 @@ pub fn convert(from: &Path, out: &Path, options: &ConvertOptions, progress: &mut
     let mut shards = ShardWriter { out, tensors: Vec::new(), metadata: BTreeMap::new(), bytes: 0, written: Vec::new() };
     let mut components = Vec::new();
     for (component, stem) in [("text_encoder", "model"), ("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model")] {
-        let bytes = weights_file(from, component, stem)?;
-        let file = safetensors::parse(&bytes).map_err(|reason| Error::Weights { component: component.into(), reason })?;
-        let mut size = ComponentSize { component, parameters: 0, q8: 0, q4: 0, float: 0, bytes: 0 };
-        let total = file.tensors.len();
-        for (done, view) in file.tensors.iter().enumerate() {
-            progress(component, done, total);
-            let key = canonical_key(&view.name);
-            let decoder_only = kind == ModelKind::TextToImage && component == "vae" && (key.starts_with("encoder.") || key.starts_with("quant_conv."));
-            if IGNORED_BUFFERS.contains(&key.as_str()) || decoder_only {
-                continue;
-            }
-            let values = view.to_f32().map_err(|reason| Error::Weights { component: component.into(), reason })?;
-            let key = format!("{component}.{key}");
-            let storage = storage_for(options.dtype, &key, &view.shape);
-            let mut metadata = BTreeMap::new();
-            let entries = quant::encode(&key, &view.shape, &values, storage, &mut metadata);
-            size.parameters += values.len();
-            match storage {
-                Storage::Q8 => size.q8 += values.len(),
-                Storage::Q4 => size.q4 += values.len(),
-                _ => size.float += values.len(),
-            }
-            size.bytes += entries.iter().map(|e| e.data.len() as u64).sum::<u64>();
-            shards.push(entries, metadata)?;
-        }
-        progress(component, total, total);
-        components.push(size);
+        components.push(convert_component(from, (component, stem), kind, options.dtype, &mut shards, progress)?);
     }
     shards.flush()?;
 
-    let mut tokenizer = Vec::new();
-    let names: &[&str] = if from.join("tokenizer/tokenizer.json").exists() { &["tokenizer.json"] } else { &["vocab.json", "merges.txt"] };
-    for name in names {
-        let data = read(&from.join("tokenizer").join(name))?;
-        let file = format!("tokenizer/{name}");
-        write_atomically(&out.join(&file), &data)?;
-        tokenizer.push(FileRef::of(file, &data));
-    }
+    let tokenizer = copy_tokenizer(from, out)?;
 
     let pixels = options.size.unwrap_or(unet.sample_size.unwrap_or(64) * (1 << (vae.block_out_channels.len() - 1)));
     let defaults = match (kind, options.template) {
@@ -210,4 +177,57 @@ pub fn convert(from: &Path, out: &Path, options: &ConvertOptions, progress: &mut
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
     write_atomically(&out.join(MANIFEST), text.as_bytes())?;
     Ok(ConvertReport { kind, components, shards: manifest.shards.len(), total_bytes: manifest.total_bytes() })
+}
+
+/// One component's tensors, each stored as `dtype` asks (a text-to-image package keeps the VAE's
+/// decoder only), into `shards`; what it came to.
+fn convert_component(
+    from: &Path,
+    (component, stem): (&'static str, &str),
+    kind: ModelKind,
+    dtype: StorageDtype,
+    shards: &mut ShardWriter,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<ComponentSize> {
+    let bytes = weights_file(from, component, stem)?;
+    let file = safetensors::parse(&bytes).map_err(|reason| Error::Weights { component: component.into(), reason })?;
+    let mut size = ComponentSize { component, parameters: 0, q8: 0, q4: 0, float: 0, bytes: 0 };
+    let total = file.tensors.len();
+    for (done, view) in file.tensors.iter().enumerate() {
+        progress(component, done, total);
+        let key = canonical_key(&view.name);
+        let decoder_only = kind == ModelKind::TextToImage && component == "vae" && (key.starts_with("encoder.") || key.starts_with("quant_conv."));
+        if IGNORED_BUFFERS.contains(&key.as_str()) || decoder_only {
+            continue;
+        }
+        let values = view.to_f32().map_err(|reason| Error::Weights { component: component.into(), reason })?;
+        let key = format!("{component}.{key}");
+        let storage = storage_for(dtype, &key, &view.shape);
+        let mut metadata = BTreeMap::new();
+        let entries = quant::encode(&key, &view.shape, &values, storage, &mut metadata);
+        size.parameters += values.len();
+        match storage {
+            Storage::Q8 => size.q8 += values.len(),
+            Storage::Q4 => size.q4 += values.len(),
+            _ => size.float += values.len(),
+        }
+        size.bytes += entries.iter().map(|e| e.data.len() as u64).sum::<u64>();
+        shards.push(entries, metadata)?;
+    }
+    progress(component, total, total);
+    Ok(size)
+}
+
+/// The tokenizer's files (`tokenizer.json`, or `vocab.json` + `merges.txt`) copied into the
+/// package.
+fn copy_tokenizer(from: &Path, out: &Path) -> Result<Vec<FileRef>> {
+    let mut tokenizer = Vec::new();
+    let names: &[&str] = if from.join("tokenizer/tokenizer.json").exists() { &["tokenizer.json"] } else { &["vocab.json", "merges.txt"] };
+    for name in names {
+        let data = read(&from.join("tokenizer").join(name))?;
+        let file = format!("tokenizer/{name}");
+        write_atomically(&out.join(&file), &data)?;
+        tokenizer.push(FileRef::of(file, &data));
+    }
+    Ok(tokenizer)
 }

@@ -163,28 +163,44 @@ fn MaskEditor(
                 </div>
                 <canvas node_ref=canvas class="mask-canvas" data-test="mask-canvas"
                     on:pointerdown=on_down on:pointermove=on_move on:pointerup=on_up on:pointercancel=on_up />
-                <div class="controls">
-                    <label class="field">
-                        <span>"Brush " {move || radius.get()} " px"</span>
-                        <input type="range" name="brush" min="1" max="32" prop:value=move || radius.get()
-                            on:input=move |ev| if let Ok(v) = event_target_value(&ev).parse() { radius.set(v) } />
-                    </label>
-                    <label class="field">
-                        <span>"Overlay " {move || format!("{:.0} %", opacity.get() * 100.0)}</span>
-                        <input type="range" name="opacity" min="0" max="1" step="0.05" prop:value=move || opacity.get()
-                            on:input=move |ev| if let Ok(v) = event_target_value(&ev).parse() { opacity.set(v) } />
-                    </label>
-                </div>
-                <div class="row">
-                    <button type="button" name="undo" prop:disabled=move || !history.get().can_undo()
-                        on:click=move |_| { let mut m = mask.get_untracked(); if history.try_update(|h| h.undo(&mut m)).unwrap_or(false) { mask.set(m) } }>"Undo"</button>
-                    <button type="button" name="redo" prop:disabled=move || !history.get().can_redo()
-                        on:click=move |_| { let mut m = mask.get_untracked(); if history.try_update(|h| h.redo(&mut m)).unwrap_or(false) { mask.set(m) } }>"Redo"</button>
-                    <button type="button" name="clear" on:click=move |_| {
-                        history.update(|h| h.record(&mask.get_untracked()));
-                        mask.update(|m| m.data.fill(0));
-                    }>"Clear"</button>
-                </div>
+                <BrushControls radius=radius opacity=opacity />
+                <MaskHistory mask=mask history=history />
+    }
+}
+
+/// The brush radius and the mask overlay's opacity.
+#[component]
+fn BrushControls(radius: RwSignal<f64>, opacity: RwSignal<f64>) -> impl IntoView {
+    view! {
+        <div class="controls">
+            <label class="field">
+                <span>"Brush " {move || radius.get()} " px"</span>
+                <input type="range" name="brush" min="1" max="32" prop:value=move || radius.get()
+                    on:input=move |ev| if let Ok(v) = event_target_value(&ev).parse() { radius.set(v) } />
+            </label>
+            <label class="field">
+                <span>"Overlay " {move || format!("{:.0} %", opacity.get() * 100.0)}</span>
+                <input type="range" name="opacity" min="0" max="1" step="0.05" prop:value=move || opacity.get()
+                    on:input=move |ev| if let Ok(v) = event_target_value(&ev).parse() { opacity.set(v) } />
+            </label>
+        </div>
+    }
+}
+
+/// Undo, redo and clear of the mask.
+#[component]
+fn MaskHistory(mask: RwSignal<Mask>, history: RwSignal<History>) -> impl IntoView {
+    view! {
+        <div class="row">
+            <button type="button" name="undo" prop:disabled=move || !history.get().can_undo()
+                on:click=move |_| { let mut m = mask.get_untracked(); if history.try_update(|h| h.undo(&mut m)).unwrap_or(false) { mask.set(m) } }>"Undo"</button>
+            <button type="button" name="redo" prop:disabled=move || !history.get().can_redo()
+                on:click=move |_| { let mut m = mask.get_untracked(); if history.try_update(|h| h.redo(&mut m)).unwrap_or(false) { mask.set(m) } }>"Redo"</button>
+            <button type="button" name="clear" on:click=move |_| {
+                history.update(|h| h.record(&mask.get_untracked()));
+                mask.update(|m| m.data.fill(0));
+            }>"Clear"</button>
+        </div>
     }
 }
 
