@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use futures::channel::oneshot;
+use gloo_events::{EventListener, EventListenerOptions};
 use js_sys::Array;
 use wasm_bindgen::prelude::*;
 use web_sys::{ErrorEvent, MessageEvent, Worker, WorkerOptions, WorkerType};
@@ -48,8 +49,8 @@ struct Engine {
     queue: Vec<(JsValue, Array)>,
     next_id: u32,
     handlers: HashMap<u32, Handler>,
-    _on_message: Closure<dyn FnMut(MessageEvent)>,
-    _on_error: Closure<dyn FnMut(ErrorEvent)>,
+    _on_message: EventListener,
+    _on_error: EventListener,
 }
 
 /// What runs after the worker died (see [`on_restart`]).
@@ -76,7 +77,8 @@ fn spawn() -> Result<Engine> {
     // compiling the wasm a second time.
     worker.post_message(&wasm_bindgen::module()).map_err(|e| Error::Worker(js_text(&e)))?;
 
-    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(|event: MessageEvent| {
+    let on_message = EventListener::new(&worker, "message", |event| {
+        let Some(event) = event.dyn_ref::<MessageEvent>() else { return };
         let message = match Message::<Reply>::from_js(&event.data()) {
             Ok(message) => message,
             Err(reason) => return web_sys::console::error_1(&format!("mam-e: {reason}").into()),
@@ -106,12 +108,12 @@ fn spawn() -> Result<Engine> {
             None => {}
         }
     });
-    let on_error = Closure::<dyn FnMut(ErrorEvent)>::new(|event: ErrorEvent| {
+    // Not passive: the error is handled here, so the browser does not report it again.
+    let on_error = EventListener::new_with_options(&worker, "error", EventListenerOptions::enable_prevent_default(), |event| {
         event.prevent_default();
-        died(if event.message().is_empty() { "it stopped without a message".to_string() } else { event.message() });
+        let message = event.dyn_ref::<ErrorEvent>().map(ErrorEvent::message).unwrap_or_default();
+        died(if message.is_empty() { "it stopped without a message".to_string() } else { message });
     });
-    worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-    worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     Ok(Engine { worker, ready: false, queue: Vec::new(), next_id: 1, handlers: HashMap::new(), _on_message: on_message, _on_error: on_error })
 }
 

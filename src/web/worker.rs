@@ -6,6 +6,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use gloo_events::EventListener;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::spawn_local;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
@@ -42,11 +43,13 @@ fn reply(id: u32, body: Reply) {
 
 /// Starts listening for requests and says so with [`Reply::Ready`].
 pub fn start() {
-    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(|event: MessageEvent| match Message::<Request>::from_js(&event.data()) {
-        Ok(message) => handle(message),
-        Err(reason) => reply(0, Reply::Failed { reason }),
+    let on_message = EventListener::new(&scope(), "message", |event| {
+        let Some(event) = event.dyn_ref::<MessageEvent>() else { return };
+        match Message::<Request>::from_js(&event.data()) {
+            Ok(message) => handle(message),
+            Err(reason) => reply(0, Reply::Failed { reason }),
+        }
     });
-    scope().set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     // The worker lives as long as the page: so does its handler.
     on_message.forget();
     reply(0, Reply::Ready);
