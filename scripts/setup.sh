@@ -42,6 +42,7 @@ ensure_rust() {
     (cd "$ROOT" && rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install)
     (cd "$ROOT" && rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown)
     (cd "$ROOT" && rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt)
+    (cd "$ROOT" && rustup component list --installed | grep -q '^clippy' || rustup component add clippy)
 }
 
 # Runs a `cargo install` without the tool's fat LTO and single codegen unit (trunk's release

@@ -111,7 +111,7 @@ fn torch_noise_is_bit_identical_in_the_browser() {
 #[wasm_bindgen_test]
 async fn a_missing_file_is_a_network_error_naming_it() {
     let file = FileRef { file: "no-such-shard.safetensors".into(), bytes: 10, sha256: "0".repeat(64) };
-    let error = fetch_verified("/", &file, &mut |_| {}).await.err().expect("fetched a missing file");
+    let error = fetch_verified("/", &file, &mut |_| {}).await.expect_err("fetched a missing file");
     assert!(matches!(&error, Error::Io { path, reason } if path.ends_with("no-such-shard.safetensors") && reason.contains("HTTP 404")), "{error}");
 }
 
@@ -123,7 +123,7 @@ async fn a_corrupt_shard_is_refused_before_use() {
     flipped[shard.len() / 2] ^= 1;
     let (device, _) = mam_e::web::models::device(ComputePreference::Cpu).await.unwrap();
     let mut loader = PackageLoader::new(manifest.clone(), &device).unwrap();
-    let error = loader.add_shard(0, &flipped).err().expect("a flipped byte passed");
+    let error = loader.add_shard(0, &flipped).expect_err("a flipped byte passed");
     assert!(matches!(&error, Error::Corrupt { file, .. } if *file == manifest.shards[0].file), "{error}");
     assert!(loader.finish().is_err(), "a loader missing its shard must not finish");
 }
@@ -135,7 +135,7 @@ async fn a_body_longer_than_listed_is_refused_while_streaming() {
     let file = FileRef { file: "0123456789".into(), bytes: 4, sha256: "0".repeat(64) };
     let mut seen = 0;
     allow_package("data:application/octet-stream,");
-    let error = fetch_verified("data:application/octet-stream,", &file, &mut |n| seen += n).await.err().expect("an over-long body was accepted");
+    let error = fetch_verified("data:application/octet-stream,", &file, &mut |n| seen += n).await.expect_err("an over-long body was accepted");
     assert!(matches!(&error, Error::Corrupt { reason, .. } if reason.contains("more than the 4 bytes")), "{error}");
     assert_eq!(seen, 0, "progress counted bytes past the limit");
 }
@@ -145,14 +145,14 @@ async fn a_body_longer_than_listed_is_refused_while_streaming() {
 #[wasm_bindgen_test]
 async fn the_worker_fetches_only_its_origin_and_the_chosen_packages() {
     let refused = |error: &Error| matches!(error, Error::InvalidInput { what: "URL", reason } if reason.contains("refusing to fetch"));
-    let error = fetch_text("https://elsewhere.invalid/pkg/manifest.json").await.err().expect("fetched another origin");
+    let error = fetch_text("https://elsewhere.invalid/pkg/manifest.json").await.expect_err("fetched another origin");
     assert!(refused(&error), "{error}");
     // Its own origin: requested (and answered 404).
-    let error = fetch_text("/no-such-manifest.json").await.err().expect("a missing file");
+    let error = fetch_text("/no-such-manifest.json").await.expect_err("a missing file");
     assert!(matches!(&error, Error::Io { reason, .. } if reason.contains("HTTP 404")), "{error}");
     // A chosen package folder: requested (the network fails: .invalid does not resolve) ...
     allow_package("https://elsewhere.invalid/pkg/");
-    let error = fetch_text("https://elsewhere.invalid/pkg/manifest.json").await.err().expect("no network to .invalid");
+    let error = fetch_text("https://elsewhere.invalid/pkg/manifest.json").await.expect_err("no network to .invalid");
     assert!(!refused(&error), "{error}");
     // ... but not a path that climbs out of it, nor a sibling folder.
     for url in [
@@ -160,7 +160,7 @@ async fn the_worker_fetches_only_its_origin_and_the_chosen_packages() {
         "https://elsewhere.invalid/pkg2/manifest.json",
         "https://elsewhere.invalid.attacker.example/pkg/x",
     ] {
-        let error = fetch_text(url).await.err().expect("fetched outside the chosen folder");
+        let error = fetch_text(url).await.expect_err("fetched outside the chosen folder");
         assert!(refused(&error), "{url}: {error}");
     }
 }
