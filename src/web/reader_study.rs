@@ -6,6 +6,7 @@
 //! ratings as CSV (what `mam-e eval roc` reads) and the result as JSON. A study in progress
 //! survives a reload: its state is in `localStorage`, its images in Cache Storage.
 
+use gloo_storage::{LocalStorage, Storage};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
@@ -27,24 +28,16 @@ fn image_key(k: usize) -> String {
     format!("reader-study/{k}")
 }
 
-fn local_storage() -> Option<web_sys::Storage> {
-    web_sys::window()?.local_storage().ok().flatten()
-}
-
 fn save(study: &Study) {
-    if let (Some(storage), Ok(json)) = (local_storage(), serde_json::to_string(study)) {
-        let _ = storage.set_item(STATE_KEY, &json);
-    }
+    let _ = LocalStorage::set(STATE_KEY, study);
 }
 
 fn saved() -> Option<Study> {
-    serde_json::from_str(&local_storage()?.get_item(STATE_KEY).ok()??).ok()
+    LocalStorage::get(STATE_KEY).ok()
 }
 
 async fn forget() {
-    if let Some(storage) = local_storage() {
-        let _ = storage.remove_item(STATE_KEY);
-    }
+    LocalStorage::delete(STATE_KEY);
     if let Some(caches) = super::scope::caches() {
         let _ = JsFuture::from(caches.delete(IMAGE_CACHE)).await;
     }
