@@ -143,12 +143,6 @@ fn MaskEditor(
         drag.set(None);
     };
 
-    let tool_button = move |t: Tool, label: &'static str| {
-        view! {
-            <button type="button" data-tool=label class:active=move || tool.get() == t on:click=move |_| tool.set(t)>{label}</button>
-        }
-    };
-
     view! {
                 <p class="note" data-test="source-note">{move || source.get().map(|s| s.note).unwrap_or_default()}</p>
                 <label class="check" title="The model paints left breasts (facing left): a right breast is mirrored for it, and the result back">
@@ -156,15 +150,28 @@ fn MaskEditor(
                         on:change=move |ev| right_breast.set(event_target_checked(&ev)) />
                     " a right breast (R), facing right"
                 </label>
-                <div class="segmented" role="group" aria-label="Mask tool">
-                    {tool_button(Tool::Rectangle, "rectangle")}
-                    {tool_button(Tool::Brush, "brush")}
-                    {tool_button(Tool::Eraser, "eraser")}
-                </div>
+                <ToolPicker tool=tool />
                 <canvas node_ref=canvas class="mask-canvas" data-test="mask-canvas"
                     on:pointerdown=on_down on:pointermove=on_move on:pointerup=on_up on:pointercancel=on_up />
                 <BrushControls radius=radius opacity=opacity />
                 <MaskHistory mask=mask history=history />
+    }
+}
+
+/// The mask tools: rectangle, brush and eraser.
+#[component]
+fn ToolPicker(tool: RwSignal<Tool>) -> impl IntoView {
+    let button = move |t: Tool, label: &'static str| {
+        view! {
+            <button type="button" data-tool=label class:active=move || tool.get() == t on:click=move |_| tool.set(t)>{label}</button>
+        }
+    };
+    view! {
+        <div class="segmented" role="group" aria-label="Mask tool">
+            {button(Tool::Rectangle, "rectangle")}
+            {button(Tool::Brush, "brush")}
+            {button(Tool::Eraser, "eraser")}
+        </div>
     }
 }
 
