@@ -450,12 +450,11 @@ fn bad_arguments_fail_clearly_and_touch_nothing() {
 /// Phantoms prepared as `prepare` does (`count` of them, seed `seed`, `size`²), labelled, by vendor.
 fn labelled_phantoms(seed: u64, count: usize, size: usize) -> Vec<(Vendor, mam_e::data::measure::Labelled, f64)> {
     use mam_e::data::measure::Labelled;
-    use mam_e::data::prepare::{Scaling, prepare_pixels};
     let options = phantom::DatasetOptions { seed, cols: size, lesion_fraction: 0.0, vendors: vec![Vendor::Siemens, Vendor::Hologic] };
     (0..count)
         .map(|index| {
             let spec = phantom::dataset_entry(&options, index).spec;
-            let prepared = prepare_pixels(&render(&spec, size).source_pixels(), spec.laterality, &[], size, Scaling::Vendor);
+            let prepared = render(&spec, size).prepared(size);
             (spec.vendor, Labelled { gray: prepared.gray, size, view: spec.view, density: Some(spec.density) }, prepared.area_ratio)
         })
         .collect()
@@ -594,7 +593,6 @@ fn calibration_picks_the_middle_of_the_levels_that_fit_best() {
 #[test]
 fn the_pectoral_muscle_is_found_behind_a_dark_image_border() {
     use mam_e::data::measure::measure;
-    use mam_e::data::prepare::{Scaling, prepare_pixels};
     let options = phantom::DatasetOptions { seed: 78, cols: 256, lesion_fraction: 0.0, vendors: vec![Vendor::Siemens, Vendor::Hologic] };
     let (mut checked, size) = (0, 128);
     let calibration = calibrated_levels(79, 160, size);
@@ -604,7 +602,7 @@ fn the_pectoral_muscle_is_found_behind_a_dark_image_border() {
             continue;
         }
         let levels = levels_of(&calibration, entry.spec.vendor);
-        let prepared = prepare_pixels(&render(&entry.spec, size).source_pixels(), entry.spec.laterality, &[], size, Scaling::Vendor);
+        let prepared = render(&entry.spec, size).prepared(size);
         let clean = measure(&prepared.gray, size, levels);
         if clean.view != View::Mlo {
             continue; // the measurement's own misses are counted by the test above

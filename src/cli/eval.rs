@@ -294,7 +294,6 @@ fn adherence(args: AdherenceArgs) -> anyhow::Result<()> {
 fn phantom_case(rng: &mut NoiseRng, size: usize, sd: Option<&crate::pipeline::StableDiffusion>) -> anyhow::Result<(PromptSpec, RgbImage)> {
     use crate::data::Laterality;
     use crate::data::phantom::{PhantomSpec, render};
-    use crate::data::prepare::{Scaling, prepare_pixels};
     let mut spec = random_spec(rng);
     let phantom_spec = PhantomSpec {
         seed: rng.next_u64(),
@@ -305,7 +304,7 @@ fn phantom_case(rng: &mut NoiseRng, size: usize, sd: Option<&crate::pipeline::St
         target_area: spec.area,
         lesions: 0,
     };
-    let prepared = prepare_pixels(&render(&phantom_spec, size).source_pixels(), Laterality::L, &[], size, Scaling::Vendor);
+    let prepared = render(&phantom_spec, size).prepared(size);
     spec.area = Area::from_ratio(prepared.area_ratio);
     let image = RgbImage { width: size, height: size, pixels: prepared.gray.iter().flat_map(|&g| [g, g, g]).collect() };
     Ok((spec, if let Some(sd) = sd { vae_round_trip(sd, &image)? } else { image }))
@@ -345,12 +344,11 @@ const PHANTOM_CALIBRATION_SEED: u64 = 0xCA11;
 /// would.
 pub fn phantom_calibration(seed: u64, count: usize, size: usize) -> Calibration {
     use crate::data::phantom::{DatasetOptions, dataset_entry, render};
-    use crate::data::prepare::{Scaling, prepare_pixels};
     let options = DatasetOptions { seed, cols: size, lesion_fraction: 0.0, vendors: Vendor::ALL.to_vec() };
     let mut groups: BTreeMap<String, Vec<Labelled>> = BTreeMap::new();
     for index in 0..count {
         let spec = dataset_entry(&options, index).spec;
-        let prepared = prepare_pixels(&render(&spec, size).source_pixels(), spec.laterality, &[], size, Scaling::Vendor);
+        let prepared = render(&spec, size).prepared(size);
         groups.entry(spec.vendor.word().into()).or_default().push(Labelled { gray: prepared.gray, size, view: spec.view, density: Some(spec.density) });
     }
     calibrate_groups(groups)

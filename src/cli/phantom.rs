@@ -286,9 +286,7 @@ fn contact_sheet(path: &Path, seed: u64) -> anyhow::Result<()> {
         .map(|(row, col, density, vendor, view)| {
             let spec =
                 PhantomSpec { seed: seed ^ (row * 4 + col) as u64, view, laterality: Laterality::L, density, vendor, target_area: Area::Medium, lesions: 0 };
-            let phantom = render(&spec, 512);
-            let prepared = prepare_pixels(&phantom.source_pixels(), Laterality::L, &[], CELL, Scaling::Vendor);
-            (row, col, prepared.gray)
+            (row, col, render(&spec, 512).prepared(CELL).gray)
         })
         .collect();
     for (row, col, gray) in cells {

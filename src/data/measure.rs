@@ -74,8 +74,8 @@ pub fn measure(gray: &[u8], size: usize, levels: Option<Levels>) -> Measured {
     assert_eq!(gray.len(), size * size, "measure: image is not size×size");
     let area_ratio = breast_ratio(gray);
     let muscle = pectoral_muscle(gray, size, levels.map_or(UNCALIBRATED_MUSCLE, |l| l.muscle));
-    let pectoral_share = muscle.iter().filter(|&&m| m).count() as f64 / (size * size) as f64;
-    let view = if pectoral_share > MLO_SHARE { View::Mlo } else { View::Cc };
+    let pectoral_share = share(&muscle);
+    let view = view_of(pectoral_share);
     let tissue = tissue_values(gray, size, &muscle);
     let dense = levels.map_or_else(|| otsu(&tissue), |l| l.dense);
     let dense_fraction = if tissue.is_empty() { 0.0 } else { tissue.iter().filter(|&&v| v as f64 > dense).count() as f64 / tissue.len() as f64 };
@@ -110,6 +110,16 @@ fn pectoral_muscle(gray: &[u8], size: usize, level: f64) -> Vec<bool> {
         }
     }
     muscle
+}
+
+/// The share of a mask's pixels that are set.
+fn share(mask: &[bool]) -> f64 {
+    mask.iter().filter(|&&m| m).count() as f64 / mask.len() as f64
+}
+
+/// MLO when the pectoral muscle covers more than [`MLO_SHARE`] of the image.
+fn view_of(pectoral_share: f64) -> View {
+    if pectoral_share > MLO_SHARE { View::Mlo } else { View::Cc }
 }
 
 /// The breast's tissue, whose bright share is its density: the 5×5 means (so texture and noise
@@ -171,9 +181,7 @@ pub fn calibrate(images: &[Labelled]) -> Fit {
     let critical: Vec<usize> = images
         .iter()
         .map(|image| {
-            let mlo_at = |t: usize| {
-                pectoral_muscle(&image.gray, image.size, t as f64).iter().filter(|&&m| m).count() as f64 > MLO_SHARE * (image.size * image.size) as f64
-            };
+            let mlo_at = |t: usize| view_of(share(&pectoral_muscle(&image.gray, image.size, t as f64))) == View::Mlo;
             // mlo_at(0) holds (the whole image is one region); find the last t with mlo_at(t).
             let (mut lo, mut hi) = (0usize, 257usize);
             while hi - lo > 1 {

@@ -851,11 +851,17 @@ pub fn dataset_entry(options: &DatasetOptions, index: usize) -> DatasetEntry {
 /// A phantom's labels as the prepared 512 image shows them (the ground truth `prepare` must
 /// reproduce): the measured breast/image ratio and its class.
 pub fn measured_area(phantom: &Phantom, size: usize) -> (f64, Area) {
-    let prepared = prepare::prepare_pixels(&phantom.source_pixels(), phantom.spec.laterality, &[], size, prepare::Scaling::Vendor);
+    let prepared = phantom.prepared(size);
     (prepared.area_ratio, Area::from_ratio(prepared.area_ratio))
 }
 
 impl Phantom {
+    /// The phantom as `prepare` makes a training image of it at `size` (its laterality, the
+    /// vendor's scaling; no lesion boxes).
+    pub fn prepared(&self, size: usize) -> prepare::Prepared {
+        prepare::prepare_pixels(&self.source_pixels(), self.spec.laterality, &[], size, prepare::Scaling::Vendor)
+    }
+
     /// Its pixels through the VOI window its DICOM header carries (exactly what reading the
     /// written file gives), ready for `prepare`.
     pub fn source_pixels(&self) -> SourcePixels {
