@@ -5,7 +5,6 @@
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use super::ops::{self, scaled_dot_product_attention};
@@ -87,13 +86,7 @@ impl FeedForward {
     pub fn forward(&self, mut x: Tensor<3>) -> Tensor<3> {
         for layer in &self.net {
             x = match layer {
-                FeedForwardLayer::Geglu(g) => {
-                    let projected = g.proj.forward(x);
-                    let [b, n, two_inner] = projected.dims();
-                    let inner = two_inner / 2;
-                    let hidden = projected.clone().slice([0..b, 0..n, 0..inner]);
-                    hidden * gelu(projected.slice([0..b, 0..n, inner..two_inner]))
-                }
+                FeedForwardLayer::Geglu(g) => ops::geglu(g.proj.forward(x)),
                 // Inference: dropout is the identity.
                 FeedForwardLayer::Dropout(_) => x,
                 FeedForwardLayer::Linear(l) => l.forward(x),

@@ -3,8 +3,9 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor, TensorData};
+
+use super::ops;
 
 /// Sinusoidal embedding of (possibly fractional) timesteps, `[batch, dim]`.
 ///
@@ -41,6 +42,6 @@ impl TimestepEmbedding {
     }
 
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.linear_2.forward(silu(self.linear_1.forward(x)))
+        self.linear_2.forward(ops::silu(self.linear_1.forward(x)))
     }
 }

@@ -99,8 +99,71 @@ fn sliced_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool, max_
     Tensor::cat(slices, 2).cast(dtype)
 }
 
+/// `x · sigmoid(x)` (burn's `silu`), on all cores on the plain CPU device (see [`cpu_map`]).
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if on_plain_cpu(&x.device()) {
+        return cpu_map(x, |v| v * sigmoid(v));
+    }
+    burn::tensor::activation::silu(x)
+}
+
+/// diffusers' GEGLU after its projection: `projected` `[b, n, 2·inner]` split in halves on the
+/// last axis, `hidden · gelu(gate)` (erf GELU), `[b, n, inner]`; on all cores on the plain CPU
+/// device (see [`cpu_map`]).
+pub fn geglu(projected: Tensor<3>) -> Tensor<3> {
+    let [b, n, two_inner] = projected.dims();
+    let inner = two_inner / 2;
+    #[cfg(not(target_arch = "wasm32"))]
+    if on_plain_cpu(&projected.device()) {
+        use rayon::prelude::*;
+        let (device, dtype) = (projected.device(), FloatDType::from(projected.dtype()));
+        let values = f32_values(projected);
+        let mut out = vec![0.0f32; b * n * inner];
+        out.par_chunks_mut(inner).zip(values.par_chunks(two_inner)).for_each(|(out, row)| {
+            let (hidden, gate) = row.split_at(inner);
+            for ((o, h), g) in out.iter_mut().zip(hidden).zip(gate) {
+                *o = h * gelu(*g);
+            }
+        });
+        return Tensor::<3>::from_data(burn::tensor::TensorData::new(out, [b, n, inner]), &device).cast(dtype);
+    }
+    let hidden = projected.clone().slice([0..b, 0..n, 0..inner]);
+    hidden * burn::tensor::activation::gelu(projected.slice([0..b, 0..n, inner..two_inner]))
+}
+
+/// `f` on every value, in f32 whatever `x`'s precision, on all cores: burn-flex 0.22 runs
+/// element-wise operations on one thread, and SiLU and GEGLU's GELU (`expf`, `erff` per value) were
+/// a tenth of an SD1.5 UNet step's samples on the main thread while the other core waited.
+#[cfg(not(target_arch = "wasm32"))]
+fn cpu_map<const D: usize>(x: Tensor<D>, f: impl Fn(f32) -> f32 + Sync) -> Tensor<D> {
+    use rayon::prelude::*;
+    let (device, dtype, shape) = (x.device(), FloatDType::from(x.dtype()), x.shape());
+    let mut values = f32_values(x);
+    values.par_chunks_mut(1 << 14).for_each(|chunk| chunk.iter_mut().for_each(|v| *v = f(*v)));
+    Tensor::<D>::from_data(burn::tensor::TensorData::new(values, shape), &device).cast(dtype)
+}
+
+/// The logistic function as burn-flex computes it (the same bits, so the CPU results do not
+/// depend on which path ran).
+#[cfg(not(target_arch = "wasm32"))]
+fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// The erf GELU as burn-flex computes it: `0.5 · x · (1 + erf(x / √2))` with libm's `erff`.
+#[cfg(not(target_arch = "wasm32"))]
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x / std::f32::consts::SQRT_2))
+}
+
 /// Whether `device` is the CPU backend without autodiff (inference), where
-/// [`super::cpu_attention`] replaces burn's attention. Told by the device's variant: asking a GPU
+/// [`super::cpu_attention`] replaces burn's attention and [`cpu_map`] its SiLU and GELU. Told by the device's variant: asking a GPU
 /// for its memory pool (as `device::is_gpu` does) on every attention call would cost a round trip.
 #[cfg(not(target_arch = "wasm32"))]
 fn on_plain_cpu(device: &burn::tensor::Device) -> bool {
@@ -113,10 +176,15 @@ fn cpu_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     use burn::tensor::TensorData;
     let device = q.device();
     let ([b, h, seq_q, head_dim], [_, _, seq_k, v_dim]) = (q.dims(), v.dims());
-    let values = |t: Tensor<4>| t.into_data().try_into_vec::<f32>().expect("attention inputs are f32 here");
     let dims = super::cpu_attention::Dims { heads: b * h, seq_q, seq_k, head_dim, v_dim };
-    let out = super::cpu_attention::attention(&values(q), &values(k), &values(v), dims);
+    let out = super::cpu_attention::attention(&f32_values(q), &f32_values(k), &f32_values(v), dims);
     Tensor::from_data(TensorData::new(out, [b, h, seq_q, v_dim]), &device)
+}
+
+/// A CPU tensor's values in f32 (without a copy when `t` is contiguous f32 and not shared).
+#[cfg(not(target_arch = "wasm32"))]
+fn f32_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.cast(FloatDType::F32).into_data().try_into_vec::<f32>().expect("cast to f32")
 }
 
 #[cfg(test)]
@@ -134,6 +202,20 @@ mod tests {
         let sliced = sliced_attention(q, k, v, false, 5 * 2 * 3 * 29 * 4);
         let diff = (whole.clone() - sliced).abs().max().into_scalar::<f32>();
         assert!(diff <= 1e-6 * whole.abs().max().into_scalar::<f32>(), "sliced attention differs by {diff}");
+    }
+
+    /// On the plain CPU device SiLU and GEGLU run on our element-wise path; they give burn-flex's
+    /// own results bit for bit (values over the sigmoid's and erf's branches), and f16 stays f16.
+    #[test]
+    fn cpu_activations_equal_burns() {
+        let device = Device::flex();
+        let x = Tensor::<3>::random([2, 33, 2 * 70], Distribution::Normal(0.0, 4.0), &device);
+        let burns = burn::tensor::activation::silu(x.clone());
+        assert_eq!(silu(x.clone()).into_data(), burns.into_data());
+        let (hidden, gate) = (x.clone().slice([0..2, 0..33, 0..70]), x.clone().slice([0..2, 0..33, 70..140]));
+        let burns = hidden * burn::tensor::activation::gelu(gate);
+        assert_eq!(geglu(x.clone()).into_data(), burns.into_data());
+        assert_eq!(FloatDType::from(silu(x.cast(FloatDType::F16)).dtype()), FloatDType::F16);
     }
 
     /// On the plain CPU device the attention is our kernel; it equals burn-flex's own (its flash

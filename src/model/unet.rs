@@ -7,7 +7,6 @@ use super::ops;
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, FloatDType, Tensor};
 use serde::Deserialize;
 
@@ -391,6 +390,6 @@ impl UNet2DConditionModel {
                 x = up.forward(x, size);
             }
         }
-        self.conv_out.forward(silu(ops::group_norm(&self.conv_norm_out, x))).cast(FloatDType::F32)
+        self.conv_out.forward(ops::silu(ops::group_norm(&self.conv_norm_out, x))).cast(FloatDType::F32)
     }
 }

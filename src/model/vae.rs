@@ -7,7 +7,6 @@
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear, LinearConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 use serde::Deserialize;
 
@@ -316,7 +315,7 @@ impl AutoencoderKl {
             }
         }
         x = e.mid_block.forward(x);
-        x = e.conv_out.forward(silu(ops::group_norm(&e.conv_norm_out, x)));
+        x = e.conv_out.forward(ops::silu(ops::group_norm(&e.conv_norm_out, x)));
         if let Some(quant) = &self.quant_conv {
             x = quant.forward(x);
         }
@@ -348,6 +347,6 @@ impl AutoencoderKl {
                 x = up.forward(x, None);
             }
         }
-        d.conv_out.forward(silu(ops::group_norm(&d.conv_norm_out, x)))
+        d.conv_out.forward(ops::silu(ops::group_norm(&d.conv_norm_out, x)))
     }
 }
