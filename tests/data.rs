@@ -554,6 +554,26 @@ fn eval_calibrate_writes_the_levels_adherence_measures_with() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a calibration"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = support::cli::run(&["eval", "calibrate", "--data", "/nonexistent/set", "--out", &path(&file)], &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("healthy/metadata.jsonl"), "{}", String::from_utf8_lossy(&out.stderr));
+    // A set none of whose rows can be used is refused, each row's reason printed, and the
+    // calibration written above is left as it was.
+    let unusable = temp("calibrate-unusable").join("healthy");
+    std::fs::create_dir_all(&unusable).unwrap();
+    let rows: Vec<String> = std::fs::read_to_string(&not_one)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut row: serde_json::Value = serde_json::from_str(line).unwrap();
+            row["view"] = "LAT".into();
+            row.to_string()
+        })
+        .collect();
+    std::fs::write(unusable.join("metadata.jsonl"), rows.join("\n")).unwrap();
+    let before = std::fs::read(&file).unwrap();
+    let out = support::cli::run(&["eval", "calibrate", "--data", &path(unusable.parent().unwrap()), "--out", &path(&file)], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("no usable labelled images"), "{stderr}");
+    assert_eq!(stderr.matches("view \"LAT\" is neither CC nor MLO").count(), rows.len(), "{stderr}");
+    assert_eq!(std::fs::read(&file).unwrap(), before, "the earlier calibration was changed");
 }
 
 /// The levels are the middle of the best run: a label set any level in a range satisfies gets
