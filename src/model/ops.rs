@@ -163,8 +163,9 @@ fn gelu(x: f32) -> f32 {
 }
 
 /// Whether `device` is the CPU backend without autodiff (inference), where
-/// [`super::cpu_attention`] replaces burn's attention and [`cpu_map`] its SiLU and GELU. Told by the device's variant: asking a GPU
-/// for its memory pool (as `device::is_gpu` does) on every attention call would cost a round trip.
+/// [`super::cpu_attention`] replaces burn's attention and [`cpu_map`] its SiLU and GELU. Told by
+/// the device's variant: asking a GPU for its memory pool (as `device::is_gpu` does) on every
+/// attention call would cost a round trip.
 #[cfg(not(target_arch = "wasm32"))]
 fn on_plain_cpu(device: &burn::tensor::Device) -> bool {
     matches!(device.as_dispatch(), burn::backend::DispatchDevice::Flex(_))
