@@ -9,8 +9,9 @@ fn main() -> anyhow::Result<()> {
 /// glibc's allocator maps every allocation over 32 MiB straight from the kernel and unmaps it
 /// when freed (and returns a freed heap top over its trim threshold), so the large tensors of each
 /// UNet step came back as fresh pages that the kernel zeroes on first touch: 7 % of an SD1.5 step
-/// in page faults (`perf`); the dev build's CFG step took 12.7–13.0 s with this, 14.4–15.5 s without. Here freed memory stays in the heap and is reused; the process keeps
-/// its peak, which it reaches in the first step anyway (peak RSS unchanged).
+/// in page faults (`perf`); the dev build's CFG step took 12.7–13.0 s with this, 14.4–15.5 s
+/// without. Here freed memory stays in the heap and is reused; the process keeps its peak, which
+/// it reaches in the first step anyway (peak RSS unchanged).
 #[cfg(not(target_arch = "wasm32"))]
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
