@@ -166,14 +166,14 @@ impl Transformer2DModel {
         let to_image = |t: Tensor<3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
         let normed = ops::group_norm(&self.norm, x.clone());
         let mut tokens = match &self.proj_in {
-            Projection::Conv(p) => to_tokens(p.forward(normed)),
+            Projection::Conv(p) => to_tokens(ops::conv2d(p, normed)),
             Projection::Linear(p) => p.forward(to_tokens(normed)),
         };
         for block in &self.transformer_blocks {
             tokens = block.forward(tokens, context.clone());
         }
         let out = match &self.proj_out {
-            Projection::Conv(p) => p.forward(to_image(tokens)),
+            Projection::Conv(p) => ops::conv2d(p, to_image(tokens)),
             Projection::Linear(p) => to_image(p.forward(tokens)),
         };
         out + x

@@ -4,6 +4,8 @@ pub mod attention;
 pub mod clip;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cpu_attention;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cpu_conv;
 pub mod embeddings;
 pub mod ops;
 pub mod precision;

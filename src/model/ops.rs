@@ -4,6 +4,8 @@
 //! longer than [`MAX_REDUCED_RUN`] (see [`group_norm`]).
 
 use burn::nn::GroupNorm;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{FloatDType, Tensor};
@@ -37,6 +39,10 @@ pub fn mean_all<const D: usize>(x: Tensor<D>) -> Tensor<1> {
 /// f32 itself), else the same two-pass statistics (biased variance) reduced in chunks, in f32
 /// whatever the input's precision and returned in it.
 pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if on_plain_cpu(&x.device()) {
+        return cpu_group_norm(norm, x, false);
+    }
     let [b, c, h, w] = x.dims();
     let groups = norm.num_groups;
     if c / groups * h * w <= MAX_REDUCED_RUN {
@@ -53,6 +59,30 @@ pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
         _ => normalized,
     };
     out.cast(dtype)
+}
+
+/// `silu(group_norm(norm, x))`, the pre-activation of every ResNet block and of the UNet's and
+/// VAE's outputs: one pass over the values after the statistics on the plain CPU device.
+pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if on_plain_cpu(&x.device()) {
+        return cpu_group_norm(norm, x, true);
+    }
+    silu(group_norm(norm, x))
+}
+
+/// `conv`'s forward pass: on the CPU backend without autodiff (inference) our kernel
+/// ([`super::cpu_conv`]) for groups 1, dilation 1 and explicit padding (all of SD's), else burn's.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding
+        && conv.groups == 1
+        && conv.dilation == [1, 1]
+        && on_plain_cpu(&x.device())
+    {
+        return cpu_conv(conv, x, [top, left, bottom, right]);
+    }
+    conv.forward(x)
 }
 
 /// Most bytes the score matrix (`batch·heads·seq_q·seq_k` f32) of one attention call may take;
@@ -103,7 +133,7 @@ fn sliced_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool, max_
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(not(target_arch = "wasm32"))]
     if on_plain_cpu(&x.device()) {
-        return cpu_map(x, |v| v * sigmoid(v));
+        return cpu_map(x, silu_value);
     }
     burn::tensor::activation::silu(x)
 }
@@ -126,7 +156,7 @@ pub fn geglu(projected: Tensor<3>) -> Tensor<3> {
                 *o = h * gelu(*g);
             }
         });
-        return Tensor::<3>::from_data(burn::tensor::TensorData::new(out, [b, n, inner]), &device).cast(dtype);
+        return cpu_tensor(out, [b, n, inner], &device).cast(dtype);
     }
     let hidden = projected.clone().slice([0..b, 0..n, 0..inner]);
     hidden * burn::tensor::activation::gelu(projected.slice([0..b, 0..n, inner..two_inner]))
@@ -138,10 +168,16 @@ pub fn geglu(projected: Tensor<3>) -> Tensor<3> {
 #[cfg(not(target_arch = "wasm32"))]
 fn cpu_map<const D: usize>(x: Tensor<D>, f: impl Fn(f32) -> f32 + Sync) -> Tensor<D> {
     use rayon::prelude::*;
-    let (device, dtype, shape) = (x.device(), FloatDType::from(x.dtype()), x.shape());
+    let (device, dtype, shape) = (x.device(), FloatDType::from(x.dtype()), x.dims());
     let mut values = f32_values(x);
     values.par_chunks_mut(1 << 14).for_each(|chunk| chunk.iter_mut().for_each(|v| *v = f(*v)));
-    Tensor::<D>::from_data(burn::tensor::TensorData::new(values, shape), &device).cast(dtype)
+    cpu_tensor(values, shape, &device).cast(dtype)
+}
+
+/// `v · sigmoid(v)`, as burn-flex's SiLU.
+#[cfg(not(target_arch = "wasm32"))]
+fn silu_value(v: f32) -> f32 {
+    v * sigmoid(v)
 }
 
 /// The logistic function as burn-flex computes it (the same bits, so the CPU results do not
@@ -174,12 +210,113 @@ fn on_plain_cpu(device: &burn::tensor::Device) -> bool {
 /// [`super::cpu_attention::attention`] on f32 tensors `[b, h, seq, dim]`.
 #[cfg(not(target_arch = "wasm32"))]
 fn cpu_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-    use burn::tensor::TensorData;
     let device = q.device();
     let ([b, h, seq_q, head_dim], [_, _, seq_k, v_dim]) = (q.dims(), v.dims());
     let dims = super::cpu_attention::Dims { heads: b * h, seq_q, seq_k, head_dim, v_dim };
     let out = super::cpu_attention::attention(&f32_values(q), &f32_values(k), &f32_values(v), dims);
-    Tensor::from_data(TensorData::new(out, [b, h, seq_q, v_dim]), &device)
+    cpu_tensor(out, [b, h, seq_q, v_dim], &device)
+}
+
+/// [`super::cpu_conv::conv2d`] with `conv`'s weight, bias and stride and `padding` (top, left,
+/// bottom, right), in f32 whatever
+/// `x`'s precision; the weight and bias are read in place (a module's tensors are shared, so taking
+/// their values would copy them at every call).
+#[cfg(not(target_arch = "wasm32"))]
+fn cpu_conv(conv: &Conv2d, x: Tensor<4>, [top, left, bottom, right]: [usize; 4]) -> Tensor<4> {
+    let (device, dtype) = (x.device(), FloatDType::from(x.dtype()));
+    let [batch, in_channels, h, w] = x.dims();
+    let [out_channels, _, kh, kw] = conv.weight.dims();
+    let [sh, sw] = conv.stride;
+    let output = [(h + top + bottom - kh) / sh + 1, (w + left + right - kw) / sw + 1];
+    let geometry = super::cpu_conv::Geometry {
+        batch,
+        in_channels,
+        out_channels,
+        input: [h, w],
+        kernel: [kh, kw],
+        stride: conv.stride,
+        padding: [top, left],
+        output,
+    };
+    let weight = flex_f32(conv.weight.val());
+    let bias = conv.bias.as_ref().map(|bias| flex_f32(bias.val()));
+    let out = super::cpu_conv::conv2d(&f32_values(x), flex_values(&weight), bias.as_ref().map(flex_values), geometry);
+    cpu_tensor(out, [batch, out_channels, output[0], output[1]], &device).cast(dtype)
+}
+
+/// [`group_norm`] (then SiLU when `then_silu`) on all cores, in place when `x` is not shared: one
+/// task per (image, group) for its mean and biased variance (two passes) and its values
+/// `(x − μ)·γ/σ + β`. burn's own made seven passes over the tensor on one thread.
+#[cfg(not(target_arch = "wasm32"))]
+fn cpu_group_norm(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
+    use rayon::prelude::*;
+    let (device, dtype, shape) = (x.device(), FloatDType::from(x.dtype()), x.dims());
+    let [_, c, h, w] = shape;
+    let (groups, epsilon) = (norm.num_groups, norm.epsilon);
+    let gamma = norm.gamma.as_ref().map(|p| flex_f32(p.val()));
+    let beta = norm.beta.as_ref().map(|p| flex_f32(p.val()));
+    let (gamma, beta) = (gamma.as_ref().map(flex_values), beta.as_ref().map(flex_values));
+    let mut values = f32_values(x);
+    let per_group = c / groups;
+    values.par_chunks_mut(per_group * h * w).enumerate().for_each(|(index, group)| {
+        let n = group.len() as f64;
+        let mean = sum_wide(group, |v| v) / n;
+        let centre = mean as f32;
+        let variance = sum_wide(group, |v| (v - centre) * (v - centre)) / n - (mean - centre as f64).powi(2);
+        let inverse = 1.0 / (variance + epsilon).sqrt();
+        let first = (index % groups) * per_group;
+        for (channel, plane) in (first..).zip(group.chunks_mut(h * w)) {
+            let gamma = gamma.map_or(1.0, |g| g[channel] as f64);
+            let scale = (gamma * inverse) as f32;
+            // Centred first (exact for values near the mean), so a large mean does not cancel.
+            let shift = (beta.map_or(0.0, |b| b[channel] as f64) - (mean - centre as f64) * gamma * inverse) as f32;
+            if then_silu {
+                plane.iter_mut().for_each(|v| *v = silu_value((*v - centre) * scale + shift));
+            } else {
+                plane.iter_mut().for_each(|v| *v = (*v - centre) * scale + shift);
+            }
+        }
+    });
+    cpu_tensor(values, shape, &device).cast(dtype)
+}
+
+/// Σ f(v) over `values`, accurate for a group's tens of thousands of values and vectorised: 16 f32
+/// lanes within blocks of 256 values, the blocks' sums added in f64.
+#[cfg(not(target_arch = "wasm32"))]
+fn sum_wide(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    const LANES: usize = 16;
+    values
+        .chunks(LANES * LANES)
+        .map(|block| {
+            let mut lanes = [0.0f32; LANES];
+            let mut rows = block.chunks_exact(LANES);
+            for row in &mut rows {
+                lanes.iter_mut().zip(row).for_each(|(lane, v)| *lane += f(*v));
+            }
+            let rest: f32 = rows.remainder().iter().map(|v| f(*v)).sum();
+            lanes.iter().map(|&lane| lane as f64).sum::<f64>() + rest as f64
+        })
+        .sum()
+}
+
+/// A plain-CPU tensor as burn-flex's contiguous f32 tensor (the same storage when it is one).
+#[cfg(not(target_arch = "wasm32"))]
+fn flex_f32<const D: usize>(t: Tensor<D>) -> burn::backend::flex::FlexTensor {
+    let t = t.cast(FloatDType::F32).try_into_primitive::<burn::backend::Flex>().expect("a tensor on the plain CPU device");
+    if t.is_contiguous() { t } else { t.to_contiguous() }
+}
+
+/// The values of a contiguous f32 [`flex_f32`] tensor, borrowed.
+#[cfg(not(target_arch = "wasm32"))]
+fn flex_values(t: &burn::backend::flex::FlexTensor) -> &[f32] {
+    let (start, end) = t.layout().contiguous_offsets().expect("contiguous");
+    &t.storage::<f32>()[start..end]
+}
+
+/// A CPU tensor of `shape` holding `values` (f32).
+#[cfg(not(target_arch = "wasm32"))]
+fn cpu_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &burn::tensor::Device) -> Tensor<D> {
+    Tensor::from_data(burn::tensor::TensorData::new(values, shape), device)
 }
 
 /// A CPU tensor's values in f32 (without a copy when `t` is contiguous f32 and not shared).
@@ -217,6 +354,61 @@ mod tests {
         let burns = hidden * burn::tensor::activation::gelu(gate);
         assert_eq!(geglu(x.clone()).into_data(), burns.into_data());
         assert_eq!(FloatDType::from(silu(x.cast(FloatDType::F16)).dtype()), FloatDType::F16);
+    }
+
+    /// On the plain CPU device group norms are our kernel; they equal the definition computed in
+    /// f64 (random γ and β, values far from zero), with and without the SiLU after, and f16 stays f16.
+    #[test]
+    fn cpu_group_norm_equals_the_definition() {
+        use burn::module::Param;
+        use burn::nn::GroupNormConfig;
+        let device = Device::flex();
+        let values = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+        let mut norm = GroupNormConfig::new(3, 6).with_epsilon(1e-5).init(&device);
+        let (gamma, beta) = (Tensor::random([6], Distribution::Normal(1.0, 0.5), &device), Tensor::random([6], Distribution::Normal(0.0, 0.5), &device));
+        norm.gamma = Some(Param::from_tensor(gamma.clone()));
+        norm.beta = Some(Param::from_tensor(beta.clone()));
+        let (gamma, beta) = (values(gamma), values(beta));
+        let x = Tensor::<4>::random([2, 6, 9, 7], Distribution::Normal(0.0, 3.0), &device) + 20.0;
+        let data = values(x.clone().flatten(0, 3));
+        let mut expected = Vec::new();
+        for group in data.chunks(2 * 63) {
+            let n = group.len() as f64;
+            let mean = group.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let variance = group.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            expected.extend(group.iter().map(|&v| (v as f64 - mean) / (variance + 1e-5).sqrt()));
+        }
+        let expected: Vec<f64> = expected.iter().enumerate().map(|(i, v)| v * gamma[i / 63 % 6] as f64 + beta[i / 63 % 6] as f64).collect();
+        let close = |ours: Tensor<4>, f: fn(f64) -> f64| {
+            let worst = values(ours.flatten(0, 3)).iter().zip(&expected).map(|(a, b)| (*a as f64 - f(*b)).abs()).fold(0.0, f64::max);
+            let largest = expected.iter().map(|v| f(*v).abs()).fold(0.0, f64::max);
+            assert!(worst <= 2.5e-7 * largest, "differs from the definition by {worst} (largest {largest})");
+        };
+        close(group_norm(&norm, x.clone()), |v| v);
+        close(group_norm_silu(&norm, x.clone()), |v| v / (1.0 + (-v).exp()));
+        assert_eq!(FloatDType::from(group_norm_silu(&norm, x.cast(FloatDType::F16)).dtype()), FloatDType::F16);
+    }
+
+    /// On the plain CPU device convolutions are our kernel; they equal burn-flex's own (a 3×3
+    /// "same" with bias, a stride-2 one padded after only, as the VAE's downsampler) and f16 stays f16.
+    #[test]
+    fn cpu_conv_equals_burns() {
+        use burn::nn::conv::Conv2dConfig;
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 6, 13, 10], Distribution::Normal(0.0, 1.0), &device);
+        let convs = [
+            Conv2dConfig::new([6, 9], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(&device),
+            Conv2dConfig::new([6, 9], [3, 3]).with_stride([2, 2]).with_padding(PaddingConfig2d::Explicit(0, 0, 1, 1)).with_bias(false).init(&device),
+        ];
+        for conv in convs {
+            let burns = conv.forward(x.clone());
+            let ours = conv2d(&conv, x.clone());
+            assert_eq!(ours.dims(), burns.dims());
+            let diff = (burns.clone() - ours).abs().max().into_scalar::<f32>();
+            let largest = burns.abs().max().into_scalar::<f32>();
+            assert!(diff <= 8e-7 * largest, "differs from burn's by {diff} (largest {largest})");
+            assert_eq!(FloatDType::from(conv2d(&conv, x.clone().cast(FloatDType::F16)).dtype()), FloatDType::F16);
+        }
     }
 
     /// On the plain CPU device the attention is our kernel; it equals burn-flex's own (its flash

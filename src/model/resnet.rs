@@ -47,15 +47,15 @@ impl ResnetBlock2D {
     /// - x: `[batch, in_channels, h, w]`; temb: `[batch, temb_channels]`
     /// - output: `[batch, out_channels, h, w]`
     pub fn forward(&self, x: Tensor<4>, temb: Option<Tensor<2>>) -> Tensor<4> {
-        let mut h = self.conv1.forward(ops::silu(ops::group_norm(&self.norm1, x.clone())));
+        let mut h = ops::conv2d(&self.conv1, ops::group_norm_silu(&self.norm1, x.clone()));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = proj.forward(ops::silu(temb));
             let [b, c] = t.dims();
             h = h + t.reshape([b, c, 1, 1]);
         }
-        let h = self.conv2.forward(ops::silu(ops::group_norm(&self.norm2, h)));
+        let h = ops::conv2d(&self.conv2, ops::group_norm_silu(&self.norm2, h));
         let x = match &self.conv_shortcut {
-            Some(shortcut) => shortcut.forward(x),
+            Some(shortcut) => ops::conv2d(shortcut, x),
             None => x,
         };
         x + h
@@ -77,7 +77,7 @@ impl Downsample2D {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(x)
+        ops::conv2d(&self.conv, x)
     }
 }
 
@@ -96,6 +96,6 @@ impl Upsample2D {
     pub fn forward(&self, x: Tensor<4>, size: Option<[usize; 2]>) -> Tensor<4> {
         let [_, _, h, w] = x.dims();
         let size = size.unwrap_or([h * 2, w * 2]);
-        self.conv.forward(interpolate(x, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size(size)))
+        ops::conv2d(&self.conv, interpolate(x, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size(size)))
     }
 }

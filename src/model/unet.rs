@@ -352,7 +352,7 @@ impl UNet2DConditionModel {
         let channels = self.time_embedding.linear_1.weight.dims()[0];
         let temb = self.time_embedding.forward(timestep_embedding(timesteps, channels, self.flip_sin_to_cos, self.freq_shift, &device).cast(dtype));
 
-        let mut x = self.conv_in.forward(sample);
+        let mut x = ops::conv2d(&self.conv_in, sample);
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
             for (j, resnet) in block.resnets.iter().enumerate() {
@@ -390,6 +390,6 @@ impl UNet2DConditionModel {
                 x = up.forward(x, size);
             }
         }
-        self.conv_out.forward(ops::silu(ops::group_norm(&self.conv_norm_out, x))).cast(FloatDType::F32)
+        ops::conv2d(&self.conv_out, ops::group_norm_silu(&self.conv_norm_out, x)).cast(FloatDType::F32)
     }
 }

@@ -305,7 +305,7 @@ impl AutoencoderKl {
             what: "model",
             reason: "this VAE has no encoder (a text-to-image package); inpainting needs an inpainting package".into(),
         })?;
-        let mut x = e.conv_in.forward(image);
+        let mut x = ops::conv2d(&e.conv_in, image);
         for block in &e.down_blocks {
             for resnet in &block.resnets {
                 x = resnet.forward(x, None);
@@ -315,9 +315,9 @@ impl AutoencoderKl {
             }
         }
         x = e.mid_block.forward(x);
-        x = e.conv_out.forward(ops::silu(ops::group_norm(&e.conv_norm_out, x)));
+        x = ops::conv2d(&e.conv_out, ops::group_norm_silu(&e.conv_norm_out, x));
         if let Some(quant) = &self.quant_conv {
-            x = quant.forward(x);
+            x = ops::conv2d(quant, x);
         }
         let [b, c, h, w] = x.dims();
         let half = c / 2;
@@ -334,10 +334,10 @@ impl AutoencoderKl {
     pub fn decode(&self, latents: Tensor<4>) -> Tensor<4> {
         let d = &self.decoder;
         let mut x = match &self.post_quant_conv {
-            Some(post) => post.forward(latents),
+            Some(post) => ops::conv2d(post, latents),
             None => latents,
         };
-        x = d.conv_in.forward(x);
+        x = ops::conv2d(&d.conv_in, x);
         x = d.mid_block.forward(x);
         for block in &d.up_blocks {
             for resnet in &block.resnets {
@@ -347,6 +347,6 @@ impl AutoencoderKl {
                 x = up.forward(x, None);
             }
         }
-        d.conv_out.forward(ops::silu(ops::group_norm(&d.conv_norm_out, x)))
+        ops::conv2d(&d.conv_out, ops::group_norm_silu(&d.conv_norm_out, x))
     }
 }
