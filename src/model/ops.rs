@@ -219,7 +219,7 @@ fn cpu_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
 
 /// [`super::cpu_conv::conv2d`] with `conv`'s weight, bias and stride and `padding` (top, left,
 /// bottom, right), in f32 whatever
-/// `x`'s precision; the weight and bias are read in place (a module's tensors are shared, so taking
+/// `x`'s precision; the input, weight and bias are read in place (a module's tensors are shared, so taking
 /// their values would copy them at every call).
 #[cfg(not(target_arch = "wasm32"))]
 fn cpu_conv(conv: &Conv2d, x: Tensor<4>, [top, left, bottom, right]: [usize; 4]) -> Tensor<4> {
@@ -240,11 +240,13 @@ fn cpu_conv(conv: &Conv2d, x: Tensor<4>, [top, left, bottom, right]: [usize; 4])
     };
     let weight = flex_f32(conv.weight.val());
     let bias = conv.bias.as_ref().map(|bias| flex_f32(bias.val()));
-    let out = super::cpu_conv::conv2d(&f32_values(x), flex_values(&weight), bias.as_ref().map(flex_values), geometry);
+    let x = flex_f32(x);
+    let out = super::cpu_conv::conv2d(flex_values(&x), flex_values(&weight), bias.as_ref().map(flex_values), geometry);
     cpu_tensor(out, [batch, out_channels, output[0], output[1]], &device).cast(dtype)
 }
 
-/// [`group_norm`] (then SiLU when `then_silu`) on all cores, in place when `x` is not shared: one
+/// [`group_norm`] (then SiLU when `then_silu`) on all cores, reading `x` in place (the ResNet blocks
+/// keep it for their shortcut, so taking its values would copy it on one thread): one
 /// task per (image, group) for its mean and biased variance (two passes) and its values
 /// `(x − μ)·γ/σ + β`. burn's own made seven passes over the tensor on one thread.
 #[cfg(not(target_arch = "wasm32"))]
@@ -256,28 +258,33 @@ fn cpu_group_norm(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> 
     let gamma = norm.gamma.as_ref().map(|p| flex_f32(p.val()));
     let beta = norm.beta.as_ref().map(|p| flex_f32(p.val()));
     let (gamma, beta) = (gamma.as_ref().map(flex_values), beta.as_ref().map(flex_values));
-    let mut values = f32_values(x);
+    let x = flex_f32(x);
     let per_group = c / groups;
-    values.par_chunks_mut(per_group * h * w).enumerate().for_each(|(index, group)| {
+    let mut out = Vec::with_capacity(x.layout().num_elements());
+    let spare = &mut out.spare_capacity_mut()[..x.layout().num_elements()];
+    spare.par_chunks_mut(per_group * h * w).zip(flex_values(&x).par_chunks(per_group * h * w)).enumerate().for_each(|(index, (out, group))| {
         let n = group.len() as f64;
         let mean = sum_wide(group, |v| v) / n;
         let centre = mean as f32;
         let variance = sum_wide(group, |v| (v - centre) * (v - centre)) / n - (mean - centre as f64).powi(2);
         let inverse = 1.0 / (variance + epsilon).sqrt();
         let first = (index % groups) * per_group;
-        for (channel, plane) in (first..).zip(group.chunks_mut(h * w)) {
+        for (channel, (out, plane)) in (first..).zip(out.chunks_mut(h * w).zip(group.chunks(h * w))) {
             let gamma = gamma.map_or(1.0, |g| g[channel] as f64);
             let scale = (gamma * inverse) as f32;
             // Centred first (exact for values near the mean), so a large mean does not cancel.
             let shift = (beta.map_or(0.0, |b| b[channel] as f64) - (mean - centre as f64) * gamma * inverse) as f32;
+            let pairs = out.iter_mut().zip(plane);
             if then_silu {
-                plane.iter_mut().for_each(|v| *v = silu_value((*v - centre) * scale + shift));
+                pairs.for_each(|(o, v)| _ = o.write(silu_value((v - centre) * scale + shift)));
             } else {
-                plane.iter_mut().for_each(|v| *v = (*v - centre) * scale + shift);
+                pairs.for_each(|(o, v)| _ = o.write((v - centre) * scale + shift));
             }
         }
     });
-    cpu_tensor(values, shape, &device).cast(dtype)
+    // SAFETY: every (image, group) task above wrote all of its values.
+    unsafe { out.set_len(x.layout().num_elements()) };
+    cpu_tensor(out, shape, &device).cast(dtype)
 }
 
 /// Σ f(v) over `values`, accurate for a group's tens of thousands of values and vectorised: 16 f32
