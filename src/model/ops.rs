@@ -228,16 +228,8 @@ fn cpu_conv(conv: &Conv2d, x: Tensor<4>, [top, left, bottom, right]: [usize; 4])
     let [out_channels, _, kh, kw] = conv.weight.dims();
     let [sh, sw] = conv.stride;
     let output = [(h + top + bottom - kh) / sh + 1, (w + left + right - kw) / sw + 1];
-    let geometry = super::cpu_conv::Geometry {
-        batch,
-        in_channels,
-        out_channels,
-        input: [h, w],
-        kernel: [kh, kw],
-        stride: conv.stride,
-        padding: [top, left],
-        output,
-    };
+    let geometry =
+        super::cpu_conv::Geometry { batch, in_channels, out_channels, input: [h, w], kernel: [kh, kw], stride: conv.stride, padding: [top, left], output };
     let weight = flex_f32(conv.weight.val());
     let bias = conv.bias.as_ref().map(|bias| flex_f32(bias.val()));
     let x = flex_f32(x);
