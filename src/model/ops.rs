@@ -3,6 +3,9 @@
 //! Group normalisation is burn's own `nn::GroupNorm` (two-pass variance), except for groups
 //! longer than [`MAX_REDUCED_RUN`] (see [`group_norm`]).
 
+#[cfg(not(target_arch = "wasm32"))]
+use burn::backend::flex::FlexTensor;
+use burn::module::Param;
 use burn::nn::GroupNorm;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -40,8 +43,10 @@ pub fn mean_all<const D: usize>(x: Tensor<D>) -> Tensor<1> {
 /// whatever the input's precision and returned in it.
 pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
     #[cfg(not(target_arch = "wasm32"))]
-    if on_plain_cpu(&x.device()) {
-        return cpu_group_norm(norm, x, false);
+    if on_plain_cpu(&x.device())
+        && let (Some(gamma), Some(beta)) = (plain_optional(&norm.gamma), plain_optional(&norm.beta))
+    {
+        return cpu_group_norm(norm, x, [gamma, beta], false);
     }
     let [b, c, h, w] = x.dims();
     let groups = norm.num_groups;
@@ -65,8 +70,10 @@ pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
 /// VAE's outputs: one pass over the values after the statistics on the plain CPU device.
 pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
     #[cfg(not(target_arch = "wasm32"))]
-    if on_plain_cpu(&x.device()) {
-        return cpu_group_norm(norm, x, true);
+    if on_plain_cpu(&x.device())
+        && let (Some(gamma), Some(beta)) = (plain_optional(&norm.gamma), plain_optional(&norm.beta))
+    {
+        return cpu_group_norm(norm, x, [gamma, beta], true);
     }
     silu(group_norm(norm, x))
 }
@@ -79,8 +86,10 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         && conv.groups == 1
         && conv.dilation == [1, 1]
         && on_plain_cpu(&x.device())
+        && let Some(weight) = plain_param(&conv.weight)
+        && let Some(bias) = plain_optional(&conv.bias)
     {
-        return cpu_conv(conv, x, [top, left, bottom, right]);
+        return cpu_conv(conv, x, &weight, bias.as_ref(), [top, left, bottom, right]);
     }
     conv.forward(x)
 }
@@ -222,7 +231,7 @@ fn cpu_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
 /// `x`'s precision; the input, weight and bias are read in place (a module's tensors are shared, so taking
 /// their values would copy them at every call).
 #[cfg(not(target_arch = "wasm32"))]
-fn cpu_conv(conv: &Conv2d, x: Tensor<4>, [top, left, bottom, right]: [usize; 4]) -> Tensor<4> {
+fn cpu_conv(conv: &Conv2d, x: Tensor<4>, weight: &FlexTensor, bias: Option<&FlexTensor>, [top, left, bottom, right]: [usize; 4]) -> Tensor<4> {
     let (device, dtype) = (x.device(), FloatDType::from(x.dtype()));
     let [batch, in_channels, h, w] = x.dims();
     let [out_channels, _, kh, kw] = conv.weight.dims();
@@ -230,10 +239,8 @@ fn cpu_conv(conv: &Conv2d, x: Tensor<4>, [top, left, bottom, right]: [usize; 4])
     let output = [(h + top + bottom - kh) / sh + 1, (w + left + right - kw) / sw + 1];
     let geometry =
         super::cpu_conv::Geometry { batch, in_channels, out_channels, input: [h, w], kernel: [kh, kw], stride: conv.stride, padding: [top, left], output };
-    let weight = flex_f32(conv.weight.val());
-    let bias = conv.bias.as_ref().map(|bias| flex_f32(bias.val()));
     let x = flex_f32(x);
-    let out = super::cpu_conv::conv2d(flex_values(&x), flex_values(&weight), bias.as_ref().map(flex_values), geometry);
+    let out = super::cpu_conv::conv2d(flex_values(&x), flex_values(weight), bias.map(flex_values), geometry);
     cpu_tensor(out, [batch, out_channels, output[0], output[1]], &device).cast(dtype)
 }
 
@@ -242,13 +249,11 @@ fn cpu_conv(conv: &Conv2d, x: Tensor<4>, [top, left, bottom, right]: [usize; 4])
 /// task per (image, group) for its mean and biased variance (two passes) and its values
 /// `(x − μ)·γ/σ + β`. burn's own made seven passes over the tensor on one thread.
 #[cfg(not(target_arch = "wasm32"))]
-fn cpu_group_norm(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
+fn cpu_group_norm(norm: &GroupNorm, x: Tensor<4>, [gamma, beta]: [Option<FlexTensor>; 2], then_silu: bool) -> Tensor<4> {
     use rayon::prelude::*;
     let (device, dtype, shape) = (x.device(), FloatDType::from(x.dtype()), x.dims());
     let [_, c, h, w] = shape;
     let (groups, epsilon) = (norm.num_groups, norm.epsilon);
-    let gamma = norm.gamma.as_ref().map(|p| flex_f32(p.val()));
-    let beta = norm.beta.as_ref().map(|p| flex_f32(p.val()));
     let (gamma, beta) = (gamma.as_ref().map(flex_values), beta.as_ref().map(flex_values));
     let x = flex_f32(x);
     let per_group = c / groups;
@@ -300,9 +305,29 @@ fn sum_wide(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
 
 /// A plain-CPU tensor as burn-flex's contiguous f32 tensor (the same storage when it is one).
 #[cfg(not(target_arch = "wasm32"))]
-fn flex_f32<const D: usize>(t: Tensor<D>) -> burn::backend::flex::FlexTensor {
-    let t = t.cast(FloatDType::F32).try_into_primitive::<burn::backend::Flex>().expect("a tensor on the plain CPU device");
-    if t.is_contiguous() { t } else { t.to_contiguous() }
+fn flex_f32<const D: usize>(t: Tensor<D>) -> FlexTensor {
+    try_flex_f32(t).expect("a tensor on the plain CPU device")
+}
+
+/// [`flex_f32`], or `None` for a tensor that is not burn-flex's without autodiff.
+#[cfg(not(target_arch = "wasm32"))]
+fn try_flex_f32<const D: usize>(t: Tensor<D>) -> Option<FlexTensor> {
+    let t = t.cast(FloatDType::F32).try_into_primitive::<burn::backend::Flex>().ok()?;
+    Some(if t.is_contiguous() { t } else { t.to_contiguous() })
+}
+
+/// A module's parameter as [`flex_f32`], or `None` when it is not a plain CPU tensor: a module being
+/// trained holds autodiff tensors even where it runs without gradients (the VAE encoding the
+/// training images), and those keep burn's own operations.
+#[cfg(not(target_arch = "wasm32"))]
+fn plain_param<const D: usize>(param: &Param<Tensor<D>>) -> Option<FlexTensor> {
+    try_flex_f32(param.val())
+}
+
+/// [`plain_param`] of an optional parameter: `Some(None)` when there is none.
+#[cfg(not(target_arch = "wasm32"))]
+fn plain_optional<const D: usize>(param: &Option<Param<Tensor<D>>>) -> Option<Option<FlexTensor>> {
+    param.as_ref().map_or(Some(None), |p| plain_param(p).map(Some))
 }
 
 /// The values of a contiguous f32 [`flex_f32`] tensor, borrowed.
