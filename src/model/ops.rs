@@ -5,8 +5,10 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 use burn::backend::flex::FlexTensor;
+#[cfg(not(target_arch = "wasm32"))]
 use burn::module::Param;
 use burn::nn::GroupNorm;
+#[cfg(not(target_arch = "wasm32"))]
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::module::attention;
