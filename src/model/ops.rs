@@ -1,7 +1,8 @@
 //! Tensor primitives shared by the SD modules that burn's `nn` does not provide as a module.
 //!
-//! Group normalisation is burn's own `nn::GroupNorm` (two-pass variance), except for groups
-//! longer than [`MAX_REDUCED_RUN`] (see [`group_norm`]).
+//! On the plain CPU device (inference) convolution, group norm, attention, SiLU and GEGLU are our
+//! own kernels on all cores; elsewhere group normalisation is burn's own `nn::GroupNorm` (two-pass
+//! variance), except for groups longer than [`MAX_REDUCED_RUN`] (see [`group_norm`]).
 
 #[cfg(not(target_arch = "wasm32"))]
 use burn::backend::flex::FlexTensor;
@@ -39,8 +40,8 @@ pub fn mean_all<const D: usize>(x: Tensor<D>) -> Tensor<1> {
     x.sum() / n as f64
 }
 
-/// `torch.nn.GroupNorm` with `norm`'s groups, ε and affine parameters on `[b, c, h, w]`: burn's
-/// own when a group has at most [`MAX_REDUCED_RUN`] values (it takes f16 input's statistics in
+/// `torch.nn.GroupNorm` with `norm`'s groups, ε and affine parameters on `[b, c, h, w]`: on the
+/// plain CPU device our kernel (in f32; see [`cpu_group_norm`]), else burn's own when a group has at most [`MAX_REDUCED_RUN`] values (it takes f16 input's statistics in
 /// f32 itself), else the same two-pass statistics (biased variance) reduced in chunks, in f32
 /// whatever the input's precision and returned in it.
 pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
