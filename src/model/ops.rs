@@ -161,13 +161,15 @@ pub fn geglu(projected: Tensor<3>) -> Tensor<3> {
         use rayon::prelude::*;
         let (device, dtype) = (projected.device(), FloatDType::from(projected.dtype()));
         let values = f32_values(projected);
-        let mut out = vec![0.0f32; b * n * inner];
-        out.par_chunks_mut(inner).zip(values.par_chunks(two_inner)).for_each(|(out, row)| {
+        let mut out = Vec::with_capacity(b * n * inner);
+        out.spare_capacity_mut()[..b * n * inner].par_chunks_mut(inner).zip(values.par_chunks(two_inner)).for_each(|(out, row)| {
             let (hidden, gate) = row.split_at(inner);
             for ((o, h), g) in out.iter_mut().zip(hidden).zip(gate) {
-                *o = h * gelu(*g);
+                o.write(h * gelu(*g));
             }
         });
+        // SAFETY: every row above wrote all of its `inner` values.
+        unsafe { out.set_len(b * n * inner) };
         return cpu_tensor(out, [b, n, inner], &device).cast(dtype);
     }
     let hidden = projected.clone().slice([0..b, 0..n, 0..inner]);
@@ -230,9 +232,8 @@ fn cpu_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
 }
 
 /// [`super::cpu_conv::conv2d`] with `conv`'s weight, bias and stride and `padding` (top, left,
-/// bottom, right), in f32 whatever
-/// `x`'s precision; the input, weight and bias are read in place (a module's tensors are shared, so taking
-/// their values would copy them at every call).
+/// bottom, right), in f32 whatever `x`'s precision; the input, weight and bias are read in place
+/// (a module's tensors are shared, so taking their values would copy them at every call).
 #[cfg(not(target_arch = "wasm32"))]
 fn cpu_conv(conv: &Conv2d, x: Tensor<4>, weight: &FlexTensor, bias: Option<&FlexTensor>, [top, left, bottom, right]: [usize; 4]) -> Tensor<4> {
     let (device, dtype) = (x.device(), FloatDType::from(x.dtype()));
@@ -259,31 +260,32 @@ fn cpu_group_norm(norm: &GroupNorm, x: Tensor<4>, [gamma, beta]: [Option<FlexTen
     let (groups, epsilon) = (norm.num_groups, norm.epsilon);
     let (gamma, beta) = (gamma.as_ref().map(flex_values), beta.as_ref().map(flex_values));
     let x = flex_f32(x);
-    let per_group = c / groups;
-    let mut out = Vec::with_capacity(x.layout().num_elements());
-    let spare = &mut out.spare_capacity_mut()[..x.layout().num_elements()];
-    spare.par_chunks_mut(per_group * h * w).zip(flex_values(&x).par_chunks(per_group * h * w)).enumerate().for_each(|(index, (out, group))| {
-        let n = group.len() as f64;
-        let mean = sum_wide(group, |v| v) / n;
-        let centre = mean as f32;
-        let variance = sum_wide(group, |v| (v - centre) * (v - centre)) / n - (mean - centre as f64).powi(2);
-        let inverse = 1.0 / (variance + epsilon).sqrt();
-        let first = (index % groups) * per_group;
-        for (channel, (out, plane)) in (first..).zip(out.chunks_mut(h * w).zip(group.chunks(h * w))) {
-            let gamma = gamma.map_or(1.0, |g| g[channel] as f64);
-            let scale = (gamma * inverse) as f32;
-            // Centred first (exact for values near the mean), so a large mean does not cancel.
-            let shift = (beta.map_or(0.0, |b| b[channel] as f64) - (mean - centre as f64) * gamma * inverse) as f32;
-            let pairs = out.iter_mut().zip(plane);
-            if then_silu {
-                pairs.for_each(|(o, v)| _ = o.write(silu_value((v - centre) * scale + shift)));
-            } else {
-                pairs.for_each(|(o, v)| _ = o.write((v - centre) * scale + shift));
+    let (per_group, len) = (c / groups, x.layout().num_elements());
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len].par_chunks_mut(per_group * h * w).zip(flex_values(&x).par_chunks(per_group * h * w)).enumerate().for_each(
+        |(index, (out, group))| {
+            let n = group.len() as f64;
+            let mean = sum_wide(group, |v| v) / n;
+            let centre = mean as f32;
+            let variance = sum_wide(group, |v| (v - centre) * (v - centre)) / n - (mean - centre as f64).powi(2);
+            let inverse = 1.0 / (variance + epsilon).sqrt();
+            let first = (index % groups) * per_group;
+            for (channel, (out, plane)) in (first..).zip(out.chunks_mut(h * w).zip(group.chunks(h * w))) {
+                let gamma = gamma.map_or(1.0, |g| g[channel] as f64);
+                let scale = (gamma * inverse) as f32;
+                // Centred first (exact for values near the mean), so a large mean does not cancel.
+                let shift = (beta.map_or(0.0, |b| b[channel] as f64) - (mean - centre as f64) * gamma * inverse) as f32;
+                let pairs = out.iter_mut().zip(plane);
+                if then_silu {
+                    pairs.for_each(|(o, v)| _ = o.write(silu_value((v - centre) * scale + shift)));
+                } else {
+                    pairs.for_each(|(o, v)| _ = o.write((v - centre) * scale + shift));
+                }
             }
-        }
-    });
+        },
+    );
     // SAFETY: every (image, group) task above wrote all of its values.
-    unsafe { out.set_len(x.layout().num_elements()) };
+    unsafe { out.set_len(len) };
     cpu_tensor(out, shape, &device).cast(dtype)
 }
 
@@ -335,7 +337,7 @@ fn plain_optional<const D: usize>(param: &Option<Param<Tensor<D>>>) -> Option<Op
 
 /// The values of a contiguous f32 [`flex_f32`] tensor, borrowed.
 #[cfg(not(target_arch = "wasm32"))]
-fn flex_values(t: &burn::backend::flex::FlexTensor) -> &[f32] {
+fn flex_values(t: &FlexTensor) -> &[f32] {
     let (start, end) = t.layout().contiguous_offsets().expect("contiguous");
     &t.storage::<f32>()[start..end]
 }
@@ -387,7 +389,6 @@ mod tests {
     /// f64 (random γ and β, values far from zero), with and without the SiLU after, and f16 stays f16.
     #[test]
     fn cpu_group_norm_equals_the_definition() {
-        use burn::module::Param;
         use burn::nn::GroupNormConfig;
         let device = Device::flex();
         let values = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
