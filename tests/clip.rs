@@ -9,15 +9,14 @@ use mam_e::model::clip::ClipTextConfig;
 use mam_e::weights::load_safetensors;
 use support::fixtures;
 
-fn tiny_text_encoder(device: &Device) -> mam_e::model::clip::ClipTextModel {
-    let config = ClipTextConfig::from_json(&String::from_utf8(fixtures::read("tiny-sd/text_encoder/config.json")).unwrap()).unwrap();
-    load_safetensors(config.init(device).unwrap(), fixtures::read("tiny-sd/text_encoder/model.safetensors"), "text_encoder").unwrap()
+fn tiny_config() -> ClipTextConfig {
+    ClipTextConfig::from_json(&String::from_utf8(fixtures::read("tiny-sd/text_encoder/config.json")).unwrap()).unwrap()
 }
 
-#[test]
-fn last_hidden_state_matches_transformers() {
+/// The model's last hidden state on the reference ids equals transformers'.
+fn assert_matches_transformers(weights: Vec<u8>) {
     let device = Device::flex();
-    let model = tiny_text_encoder(&device);
+    let model = load_safetensors(tiny_config().init(&device).unwrap(), weights, "text_encoder").unwrap();
     let reference = fixtures::read("reference/clip.safetensors");
     let ids = fixtures::tensor(&reference, "input_ids");
     let rows: Vec<Vec<u32>> = ids.i64.chunks(ids.shape[1]).map(|r| r.iter().map(|&i| i as u32).collect()).collect();
@@ -25,9 +24,21 @@ fn last_hidden_state_matches_transformers() {
 }
 
 #[test]
+fn last_hidden_state_matches_transformers() {
+    assert_matches_transformers(fixtures::read("tiny-sd/text_encoder/model.safetensors"));
+}
+
+/// transformers 5 writes `CLIPTextModel` without the `text_model.` key prefix: the same weights
+/// give the same hidden states.
+#[test]
+fn a_text_encoder_saved_by_transformers_5_loads() {
+    assert_matches_transformers(fixtures::text_encoder_as_transformers_5());
+}
+
+#[test]
 fn wrong_weights_are_refused_with_the_keys() {
     let device = Device::flex();
-    let config = ClipTextConfig::from_json(&String::from_utf8(fixtures::read("tiny-sd/text_encoder/config.json")).unwrap()).unwrap();
+    let config = tiny_config();
     // One layer more than the file has: the loader must name the missing tensors.
     let mut deeper = config.clone();
     deeper.num_hidden_layers += 1;

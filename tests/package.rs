@@ -26,9 +26,13 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn make_package(model: &str, dtype: StorageDtype, name: &str) -> PathBuf {
+    convert_folder(&fixtures::path(model), dtype, name)
+}
+
+fn convert_folder(folder: &Path, dtype: StorageDtype, name: &str) -> PathBuf {
     let out = temp_dir(name);
     let options = ConvertOptions { dtype, name: name.into(), description: String::new(), trained: false, size: None, template: None };
-    convert(&fixtures::path(model), &out, &options, &mut |_, _, _| {}).unwrap();
+    convert(folder, &out, &options, &mut |_, _, _| {}).unwrap();
     out
 }
 
@@ -505,6 +509,29 @@ fn embedded_packages_reproduce_diffusers_from_the_seed() {
     let mut run = inpaint.start_inpaint(&scene::inpaint_params(), &image, &mask, None).unwrap();
     while run.step() {}
     fixtures::assert_close(run.latents(), &reference, "inpaint.latents", 1e-5);
+}
+
+/// A diffusers folder whose text encoder transformers 5 saved (keys without `text_model.`) loads,
+/// and converts to a package, with the same weights: the same latents and image as tiny-sd's.
+#[test]
+fn a_folder_saved_with_transformers_5_loads_and_converts() {
+    let device = Device::flex();
+    let folder = temp_dir("transformers-5-folder");
+    copy_dir(&fixtures::path("tiny-sd"), &folder);
+    std::fs::write(folder.join("text_encoder/model.safetensors"), fixtures::text_encoder_as_transformers_5()).unwrap();
+    let package = convert_folder(&folder, StorageDtype::F32, "transformers-5-package");
+    let want = generate(&load_diffusers(&fixtures::path("tiny-sd"), &device).unwrap());
+    assert!(want == generate(&load_diffusers(&folder, &device).unwrap()), "the folder's images differ from tiny-sd's");
+    assert!(want == generate(&load_package(&package, &device).unwrap()), "the package's images differ from tiny-sd's");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() { copy_dir(&entry.path(), &target) } else { std::fs::copy(entry.path(), target).map(drop).unwrap() }
+    }
 }
 
 #[test]

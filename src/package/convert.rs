@@ -195,7 +195,7 @@ fn convert_component(
     let total = file.tensors.len();
     for (done, view) in file.tensors.iter().enumerate() {
         progress(component, done, total);
-        let key = canonical_key(&view.name);
+        let key = canonical_key(component, &view.name);
         let decoder_only = kind == ModelKind::TextToImage && component == "vae" && (key.starts_with("encoder.") || key.starts_with("quant_conv."));
         if IGNORED_BUFFERS.contains(&key.as_str()) || decoder_only {
             continue;

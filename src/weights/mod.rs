@@ -38,11 +38,20 @@ pub fn write_atomically(path: &std::path::Path, data: &[u8]) -> Result<()> {
 /// - `text_model.embeddings.position_ids`: saved by older transformers (SD1.5's text encoder).
 pub const IGNORED_BUFFERS: &[&str] = &["text_model.embeddings.position_ids"];
 
-/// Old diffusers key names still found in real hub files, renamed to the current ones (which are
-/// our field names).
+/// What every key of transformers' `CLIPTextModel` starts with in files written before
+/// transformers 5 (and in ours).
+const TEXT_MODEL_PREFIX: &str = "text_model.";
+
+/// A key of `component`'s weights file as our field names spell it: old or alternative names
+/// found in real files renamed.
 /// - SD1.5's VAE (diffusers < 0.14 layout): mid-block attention `query`/`key`/`value`/`proj_attn`
 ///   → `to_q`/`to_k`/`to_v`/`to_out.0`.
-pub fn canonical_key(key: &str) -> String {
+/// - The text encoder as transformers ≥ 5 saves it: `CLIPTextModel`'s keys without their
+///   `text_model.` prefix (`embeddings.…`, `encoder.…`, `final_layer_norm.…`), prefixed again.
+pub fn canonical_key(component: &str, key: &str) -> String {
+    if component == "text_encoder" && !key.starts_with(TEXT_MODEL_PREFIX) {
+        return format!("{TEXT_MODEL_PREFIX}{key}");
+    }
     let parts: Vec<&str> = key.split('.').collect();
     let renamed = parts.iter().enumerate().map(|(i, part)| {
         let in_attention = i >= 2 && parts[i - 2] == "attentions" && parts[i - 1].bytes().all(|b| b.is_ascii_digit());
@@ -173,7 +182,7 @@ pub fn load_safetensors<M: Module + ModuleSnapshot>(module: M, bytes: Vec<u8>, c
     let file = safetensors::parse(&bytes).map_err(|reason| weights_error(component, reason))?;
     let mut tensors = Vec::with_capacity(file.tensors.len());
     for view in &file.tensors {
-        let key = canonical_key(&view.name);
+        let key = canonical_key(component, &view.name);
         // Buffers may be integer tensors (`position_ids` is I64): skip them before widening.
         if IGNORED_BUFFERS.contains(&key.as_str()) {
             continue;

@@ -12,6 +12,20 @@ pub fn read(relative: &str) -> Vec<u8> {
     std::fs::read(path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
 }
 
+/// tiny-sd's text encoder as transformers ≥ 5 saves a `CLIPTextModel` (seen with 5.25 on an
+/// SD1.5-size folder made with it): the same tensors under keys without `text_model.`, and no
+/// `position_ids` buffer.
+pub fn text_encoder_as_transformers_5() -> Vec<u8> {
+    let bytes = read("tiny-sd/text_encoder/model.safetensors");
+    let file = SafeTensors::deserialize(&bytes).expect("safetensors");
+    let tensors = file
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| name != "text_model.embeddings.position_ids")
+        .map(|(name, view)| (name.strip_prefix("text_model.").unwrap_or_else(|| panic!("{name}: no text_model. prefix")).to_string(), view));
+    safetensors::serialize(tensors, Some([("format".to_string(), "pt".to_string())].into())).expect("serialize")
+}
+
 /// A named tensor with its shape: f32 values (from f32), i64 values (from i64) or f64 values
 /// (from f64).
 pub struct RefTensor {
