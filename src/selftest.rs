@@ -5,14 +5,13 @@
 //! browser tests (flex, wgpu on Vulkan/lavapipe, WebGPU in Chromium).
 
 use burn::module::Param;
-use burn::nn::GroupNormConfig;
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
+use burn::nn::conv::Conv2dConfig;
+use burn::nn::{GroupNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::Result;
 use crate::device::read_f32;
-use crate::model::ops::{group_norm, scaled_dot_product_attention};
+use crate::model::ops::{conv2d, group_norm, scaled_dot_product_attention};
 use crate::rng::NoiseRng;
 
 /// Largest accepted `max |got - want| / max |want|` for f32 against f64.
@@ -81,11 +80,14 @@ async fn check_matmul(device: &Device, rng: &mut NoiseRng, [b, m, k, n]: [usize;
     Ok(OpCheck::compare(format!("matmul [{b},{m},{k}]x[{b},{k},{n}]"), &got, &want))
 }
 
-/// 3×3 convolution with padding 1, as every SD conv but the 1×1 shortcuts.
+/// 3×3 convolution with padding 1, as every SD conv but the 1×1 shortcuts, computed as the models
+/// compute it ([`conv2d`]: on a GPU, a matrix product at stride 1 and burn's kernel at stride 2).
 async fn check_conv2d(device: &Device, rng: &mut NoiseRng, [n, c, h, w]: [usize; 4], out: usize, stride: usize) -> Result<OpCheck> {
     let (x, wt, bias) = (rng.randn(n * c * h * w), rng.randn(out * c * 9), rng.randn(out));
-    let options = ConvOptions::new([stride, stride], [1, 1], [1, 1], 1);
-    let y = conv2d(tensor(&x, [n, c, h, w], device), tensor(&wt, [out, c, 3, 3], device), Some(tensor(&bias, [out], device)), options);
+    let mut conv = Conv2dConfig::new([c, out], [3, 3]).with_stride([stride, stride]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device);
+    conv.weight = Param::from_tensor(tensor(&wt, [out, c, 3, 3], device));
+    conv.bias = Some(Param::from_tensor(tensor(&bias, [out], device)));
+    let y = conv2d(&conv, tensor(&x, [n, c, h, w], device));
     let got = read_f32(y).await?;
     let (ho, wo) = ((h + 2 - 3) / stride + 1, (w + 2 - 3) / stride + 1);
     let mut want = vec![0.0; n * out * ho * wo];

@@ -40,3 +40,33 @@ fn sd15_sized_attention_on_wgpu_matches_flex() {
     let error = (want.clone() - got).abs().max().into_scalar::<f32>() / want.abs().max().into_scalar::<f32>();
     assert!(error <= 1e-4, "relative error {error}");
 }
+
+/// Convolutions as the models compute them on a GPU (a matrix product over im2col columns)
+/// against the CPU's (our kernel, itself tested against the definition in f64): 3×3 and 1×1, padding
+/// on one side only, and an input whose columns (64·9 rows × 256² pixels, 151 MB) exceed
+/// `MAX_COLUMN_BYTES`, so it is computed in bands of rows (measured on lavapipe: ≤ 1.2e-7, and
+/// 1.1e-6 for that one's 576-term sums).
+#[test]
+fn convolutions_on_wgpu_match_flex() {
+    use burn::module::Module;
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::{Distribution, Tensor};
+    use mam_e::model::ops::{MAX_COLUMN_BYTES, conv2d};
+    let gpu = Backend::Wgpu.device().unwrap();
+    let cpu = Backend::Cpu.device().unwrap();
+    let cases =
+        [([2, 5, 11, 9], 7, 3, [1, 1, 1, 1]), ([2, 6, 8, 8], 4, 1, [0, 0, 0, 0]), ([1, 3, 7, 10], 5, 3, [0, 1, 2, 0]), ([1, 64, 256, 256], 8, 3, [1, 1, 1, 1])];
+    const { assert!(64 * 9 * 256 * 256 * 4 > MAX_COLUMN_BYTES) };
+    for ([b, c, h, w], out, kernel, [top, left, bottom, right]) in cases {
+        let conv = Conv2dConfig::new([c, out], [kernel, kernel]).with_padding(PaddingConfig2d::Explicit(top, left, bottom, right)).init(&cpu);
+        let x = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &cpu);
+        let want = conv2d(&conv, x.clone());
+        let got = conv2d(&conv.clone().to_device(&gpu), x.to_device(&gpu));
+        let got = Tensor::<4>::from_data(pollster::block_on(got.into_data_async()).expect("the convolution ran on the GPU"), &cpu);
+        assert_eq!(got.dims(), want.dims());
+        let error = (want.clone() - got).abs().max().into_scalar::<f32>() / want.abs().max().into_scalar::<f32>();
+        println!("conv {kernel}x{kernel} [{b},{c},{h},{w}]->{out}: relative error {error:e}");
+        assert!(error <= 2e-6, "[{b},{c},{h},{w}] {kernel}x{kernel}: relative error {error}");
+    }
+}

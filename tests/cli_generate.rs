@@ -278,3 +278,12 @@ fn bench_times_a_model_at_its_own_size() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("latent=8x8") && stdout.contains("image=16x16"), "{stdout}");
 }
+
+/// `bench --precision f16` on the CPU is refused before any model is built, as `generate` refuses it.
+#[test]
+fn bench_refuses_f16_on_the_cpu() {
+    let out = mam_e(&["bench", "--size", "tiny", "--component", "unet", "--precision", "f16", "--runs", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("f16 needs a GPU with f16 shaders"), "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+}

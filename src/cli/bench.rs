@@ -6,10 +6,10 @@ use std::time::Instant;
 use anyhow::Context;
 use burn::tensor::{Device, Distribution, Tensor};
 
-use super::BackendArg;
+use super::{BackendArg, PrecisionArg};
 use crate::device::{Backend, read_f32};
 use crate::model::clip::ClipTextConfig;
-use crate::model::precision::Precision;
+use crate::model::precision::{Precision, cast_weights};
 use crate::model::unet::UNet2DConditionConfig;
 use crate::model::vae::AutoencoderKlConfig;
 use crate::package::load_model;
@@ -48,6 +48,10 @@ pub struct Args {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
     backend: BackendArg,
+    /// Compute precision of the UNet and text encoder, as `generate --precision` (f16 needs
+    /// `--backend wgpu` on a GPU with f16 shaders).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    precision: PrecisionArg,
 }
 
 /// Peak resident memory of this process in MiB (Linux `VmHWM`), if known.
@@ -85,8 +89,10 @@ fn sync<const D: usize>(t: Tensor<D>) -> anyhow::Result<()> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device: Device = Backend::from(args.backend).device()?;
+    let precision = Precision::from(args.precision);
+    precision.check(&device)?;
     let components = if args.component.is_empty() { vec![Component::Unet, Component::TextEncoder, Component::Vae] } else { args.component.clone() };
-    let loaded: Option<StableDiffusion> = args.model.as_ref().map(|dir| load_model(dir, &device, Precision::F32)).transpose()?;
+    let loaded: Option<StableDiffusion> = args.model.as_ref().map(|dir| load_model(dir, &device, precision)).transpose()?;
     let size_name = match (&args.model, args.size) {
         (Some(dir), _) => dir.display().to_string(),
         (None, Size::Tiny) => "tiny".into(),
@@ -104,11 +110,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Component::Unet => {
                 let mut own = None;
                 let unet = loaded_or_built(loaded.as_ref().map(|sd| &sd.unet), &mut own, || {
-                    Ok(match args.size {
+                    let config = match args.size {
                         Size::Tiny => UNet2DConditionConfig::tiny(),
                         Size::Sd15 => UNet2DConditionConfig::sd15(),
-                    }
-                    .init(&device))
+                    };
+                    Ok(cast_weights(config.init(&device), precision.dtype()))
                 })?;
                 let cross = unet.mid_block.attentions[0].transformer_blocks[0].attn2.to_k.weight.dims()[0];
                 let sample = Tensor::<4>::random([2, unet.in_channels(), latent, latent], Distribution::Normal(0.0, 1.0), &device);
@@ -119,11 +125,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Component::TextEncoder => {
                 let mut own = None;
                 let encoder = loaded_or_built(loaded.as_ref().map(|sd| &sd.text_encoder), &mut own, || {
-                    Ok(match args.size {
+                    let config = match args.size {
                         Size::Tiny => ClipTextConfig::tiny(),
                         Size::Sd15 => ClipTextConfig::sd15(),
-                    }
-                    .init(&device)?)
+                    };
+                    Ok(cast_weights(config.init(&device)?, precision.dtype()))
                 })?;
                 let ids = vec![vec![49406u32; 1].into_iter().chain(std::iter::repeat_n(320, 76)).collect::<Vec<_>>(); 2];
                 let median = time(args.runs, || sync(encoder.forward_ids(&ids, &device)))?;
@@ -144,7 +150,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         };
         let peak = peak_rss_mib().map(|m| format!(" peak_rss_mib={m:.0}")).unwrap_or_default();
-        println!("{label} size={size_name} backend={backend}{peak} median_s={median:.4}");
+        println!("{label} size={size_name} backend={backend} precision={}{peak} median_s={median:.4}", precision.name());
     }
     Ok(())
 }

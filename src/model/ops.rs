@@ -2,14 +2,14 @@
 //!
 //! On the plain CPU device (inference) convolution, group norm, attention, SiLU and GEGLU are our
 //! own kernels on all cores; elsewhere group normalisation is burn's own `nn::GroupNorm` (two-pass
-//! variance), except for groups longer than [`MAX_REDUCED_RUN`] (see [`group_norm`]).
+//! variance), except for groups longer than [`MAX_REDUCED_RUN`] (see [`group_norm`]). On a GPU
+//! without autodiff, stride-1 convolutions are matrix products ([`gpu_conv`]).
 
 #[cfg(not(target_arch = "wasm32"))]
 use burn::backend::flex::FlexTensor;
 #[cfg(not(target_arch = "wasm32"))]
 use burn::module::Param;
 use burn::nn::GroupNorm;
-#[cfg(not(target_arch = "wasm32"))]
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::module::attention;
@@ -82,7 +82,8 @@ pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
 }
 
 /// `conv`'s forward pass: on the CPU backend without autodiff (inference) our kernel
-/// ([`super::cpu_conv`]) for groups 1, dilation 1 and explicit padding (all of SD's), else burn's.
+/// ([`super::cpu_conv`]) for groups 1, dilation 1 and explicit padding (all of SD's); on a GPU
+/// without autodiff a matrix product ([`gpu_conv`]) when the stride is 1 too; else burn's.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     #[cfg(not(target_arch = "wasm32"))]
     if let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding
@@ -94,7 +95,55 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     {
         return cpu_conv(conv, x, &weight, bias.as_ref(), [top, left, bottom, right]);
     }
+    if let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding
+        && conv.groups == 1
+        && conv.dilation == [1, 1]
+        && conv.stride == [1, 1]
+        && on_plain_gpu(&x.device())
+    {
+        return gpu_conv(conv, x, [top, left, bottom, right]);
+    }
     conv.forward(x)
+}
+
+/// Most bytes of one column matrix of [`gpu_conv`]; taller outputs are computed in bands of rows
+/// (the SD1.5 VAE decoder's 512×512 layers would need 1.2 GB at once).
+pub const MAX_COLUMN_BYTES: usize = 64 << 20;
+
+/// A stride-1 convolution on a GPU as one matrix product (im2col): the input zero-padded once,
+/// its `kh·kw` shifted windows stacked into a `[b, c_in·kh·kw, rows·w_out]` column matrix in the
+/// order of the weight's own layout, multiplied by the weight viewed as `[c_out, c_in·kh·kw]`.
+/// Without tensor cores (CMMA/MMA, which WGSL lacks) burn-cubecl's only kernel for a 3×3
+/// convolution is a direct one, and on an H200 (Vulkan) it was 61 % of SD1.5's UNet step and 88 %
+/// of its VAE decoding at a sixth of the throughput per FLOP of burn's matrix product
+/// (docs/performance.md, "On a GPU").
+fn gpu_conv(conv: &Conv2d, x: Tensor<4>, [top, left, bottom, right]: [usize; 4]) -> Tensor<4> {
+    let [b, c_in, h, w] = x.dims();
+    let weight = conv.weight.val();
+    let [c_out, _, kh, kw] = weight.dims();
+    let (h_out, w_out) = (h + top + bottom + 1 - kh, w + left + right + 1 - kw);
+    let depth = c_in * kh * kw;
+    let weight = weight.reshape([1, c_out, depth]);
+    let bytes_per_row = b * depth * w_out * x.dtype().size();
+    let rows = (MAX_COLUMN_BYTES / bytes_per_row.max(1)).clamp(1, h_out);
+    let padded = if top + left + bottom + right > 0 { x.pad((left, right, top, bottom), 0.0) } else { x };
+    let band = |first: usize| {
+        let last = (first + rows).min(h_out);
+        let window = |ky: usize, kx: usize| padded.clone().slice([0..b, 0..c_in, first + ky..last + ky, kx..kx + w_out]);
+        let columns = if kh * kw == 1 {
+            window(0, 0).reshape([b, depth, (last - first) * w_out])
+        } else {
+            let windows = (0..kh).flat_map(|ky| (0..kw).map(move |kx| (ky, kx))).map(|(ky, kx)| window(ky, kx).unsqueeze_dim::<5>(2)).collect();
+            Tensor::cat(windows, 2).reshape([b, depth, (last - first) * w_out])
+        };
+        weight.clone().matmul(columns).reshape([b, c_out, last - first, w_out])
+    };
+    let mut bands: Vec<Tensor<4>> = (0..h_out).step_by(rows).map(band).collect();
+    let out = if bands.len() == 1 { bands.remove(0) } else { Tensor::cat(bands, 2) };
+    match &conv.bias {
+        Some(bias) => out + bias.val().reshape([1, c_out, 1, 1]),
+        None => out,
+    }
 }
 
 /// Most bytes the score matrix (`batch·heads·seq_q·seq_k` f32) of one attention call may take;
@@ -219,6 +268,12 @@ fn gelu(x: f32) -> f32 {
 #[cfg(not(target_arch = "wasm32"))]
 fn on_plain_cpu(device: &burn::tensor::Device) -> bool {
     matches!(device.as_dispatch(), burn::backend::DispatchDevice::Flex(_))
+}
+
+/// Whether `device` is a GPU backend without autodiff (inference), where [`gpu_conv`] replaces
+/// burn's convolution; told by the device's variant, as [`on_plain_cpu`].
+fn on_plain_gpu(device: &burn::tensor::Device) -> bool {
+    matches!(device.as_dispatch(), burn::backend::DispatchDevice::Cube(_))
 }
 
 /// [`super::cpu_attention::attention`] on f32 tensors `[b, h, seq, dim]`.
