@@ -85,23 +85,20 @@ pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
 /// ([`super::cpu_conv`]) for groups 1, dilation 1 and explicit padding (all of SD's); on a GPU
 /// without autodiff a matrix product ([`gpu_conv`]) when the stride is 1 too; else burn's.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else { return conv.forward(x) };
+    if conv.groups != 1 || conv.dilation != [1, 1] {
+        return conv.forward(x);
+    }
+    let padding = [top, left, bottom, right];
     #[cfg(not(target_arch = "wasm32"))]
-    if let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding
-        && conv.groups == 1
-        && conv.dilation == [1, 1]
-        && on_plain_cpu(&x.device())
+    if on_plain_cpu(&x.device())
         && let Some(weight) = plain_param(&conv.weight)
         && let Some(bias) = plain_optional(&conv.bias)
     {
-        return cpu_conv(conv, x, &weight, bias.as_ref(), [top, left, bottom, right]);
+        return cpu_conv(conv, x, &weight, bias.as_ref(), padding);
     }
-    if let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding
-        && conv.groups == 1
-        && conv.dilation == [1, 1]
-        && conv.stride == [1, 1]
-        && on_plain_gpu(&x.device())
-    {
-        return gpu_conv(conv, x, [top, left, bottom, right]);
+    if conv.stride == [1, 1] && on_plain_gpu(&x.device()) {
+        return gpu_conv(conv, x, padding);
     }
     conv.forward(x)
 }
@@ -114,8 +111,8 @@ pub const MAX_COLUMN_BYTES: usize = 64 << 20;
 /// its `kh·kw` shifted windows stacked into a `[b, c_in·kh·kw, rows·w_out]` column matrix in the
 /// order of the weight's own layout, multiplied by the weight viewed as `[c_out, c_in·kh·kw]`.
 /// Without tensor cores (CMMA/MMA, which WGSL lacks) burn-cubecl's only kernel for a 3×3
-/// convolution is a direct one, and on an H200 (Vulkan) it was 61 % of SD1.5's UNet step and 88 %
-/// of its VAE decoding at a sixth of the throughput per FLOP of burn's matrix product
+/// convolution is a direct one, and on an H200 (Vulkan) it was 74 % of SD1.5's UNet step and 91 %
+/// of its VAE decoding, at a sixth of the throughput per FLOP of burn's matrix product
 /// (docs/performance.md, "On a GPU").
 fn gpu_conv(conv: &Conv2d, x: Tensor<4>, [top, left, bottom, right]: [usize; 4]) -> Tensor<4> {
     let [b, c_in, h, w] = x.dims();
