@@ -70,3 +70,37 @@ fn convolutions_on_wgpu_match_flex() {
         assert!(error <= 2e-6, "[{b},{c},{h},{w}] {kernel}x{kernel}: relative error {error}");
     }
 }
+
+/// Linear layers as the page computes them on SwiftShader (`linear_as_convolution`: a 1×1
+/// convolution over the rows as pixels), on the GPU and on the CPU, against burn's linear layer on
+/// the CPU (a matrix product): token batches as the attention blocks feed them, with and without
+/// bias, and a 2-d batch as the time embedding's.
+#[test]
+fn linear_layers_as_convolutions_match_burns_linear() {
+    use burn::module::Module;
+    use burn::nn::LinearConfig;
+    use burn::tensor::{Distribution, Tensor};
+    use mam_e::model::ops::linear_as_convolution;
+    let gpu = Backend::Wgpu.device().unwrap();
+    let cpu = Backend::Cpu.device().unwrap();
+    let relative = |want: Tensor<3>, got: Tensor<3>| {
+        let got = Tensor::<3>::from_data(pollster::block_on(got.into_data_async()).expect("the linear layer ran"), &cpu);
+        assert_eq!(got.dims(), want.dims());
+        (want.clone() - got).abs().max().into_scalar::<f32>() / want.abs().max().into_scalar::<f32>()
+    };
+    for ([b, n, d_in], d_out, bias) in [([2, 77, 64], 256, true), ([2, 64, 128], 128, false), ([1, 5, 3], 7, true)] {
+        let linear = LinearConfig::new(d_in, d_out).with_bias(bias).init(&cpu);
+        let x = Tensor::<3>::random([b, n, d_in], Distribution::Normal(0.0, 1.0), &cpu);
+        let want = linear.forward(x.clone());
+        let on_cpu = relative(want.clone(), linear_as_convolution(&linear, x.clone()));
+        let on_gpu = relative(want, linear_as_convolution(&linear.clone().to_device(&gpu), x.to_device(&gpu)));
+        println!("linear [{b},{n},{d_in}]->{d_out} bias {bias}: relative error {on_cpu:e} on the CPU, {on_gpu:e} on the GPU");
+        assert!(on_cpu <= 1e-6 && on_gpu <= 1e-6, "[{b},{n},{d_in}]->{d_out}: relative errors {on_cpu}, {on_gpu}");
+    }
+    let linear = LinearConfig::new(32, 48).init(&cpu);
+    let x = Tensor::<2>::random([2, 32], Distribution::Normal(0.0, 1.0), &cpu);
+    let want = linear.forward(x.clone()).unsqueeze::<3>();
+    let error = relative(want, linear_as_convolution(&linear.clone().to_device(&gpu), x.to_device(&gpu)).unsqueeze());
+    println!("linear [2,32]->48: relative error {error:e} on the GPU");
+    assert!(error <= 1e-6, "[2,32]->48: relative error {error}");
+}

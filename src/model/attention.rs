@@ -43,11 +43,11 @@ impl Attention {
             let [b, s, d] = t.dims();
             t.reshape([b, s, self.heads, d / self.heads]).swap_dims(1, 2)
         };
-        let q = split(self.to_q.forward(x));
-        let k = split(self.to_k.forward(context.clone()));
-        let v = split(self.to_v.forward(context));
+        let q = split(ops::linear(&self.to_q, x));
+        let k = split(ops::linear(&self.to_k, context.clone()));
+        let v = split(ops::linear(&self.to_v, context));
         let out = scaled_dot_product_attention(q, k, v, false).swap_dims(1, 2).reshape([b, n, d]);
-        self.to_out[0].forward(out)
+        ops::linear(&self.to_out[0], out)
     }
 }
 
@@ -86,10 +86,10 @@ impl FeedForward {
     pub fn forward(&self, mut x: Tensor<3>) -> Tensor<3> {
         for layer in &self.net {
             x = match layer {
-                FeedForwardLayer::Geglu(g) => ops::geglu(g.proj.forward(x)),
+                FeedForwardLayer::Geglu(g) => ops::geglu(ops::linear(&g.proj, x)),
                 // Inference: dropout is the identity.
                 FeedForwardLayer::Dropout(_) => x,
-                FeedForwardLayer::Linear(l) => l.forward(x),
+                FeedForwardLayer::Linear(l) => ops::linear(l, x),
             };
         }
         x
@@ -167,14 +167,14 @@ impl Transformer2DModel {
         let normed = ops::group_norm(&self.norm, x.clone());
         let mut tokens = match &self.proj_in {
             Projection::Conv(p) => to_tokens(ops::conv2d(p, normed)),
-            Projection::Linear(p) => p.forward(to_tokens(normed)),
+            Projection::Linear(p) => ops::linear(p, to_tokens(normed)),
         };
         for block in &self.transformer_blocks {
             tokens = block.forward(tokens, context.clone());
         }
         let out = match &self.proj_out {
             Projection::Conv(p) => ops::conv2d(p, to_image(tokens)),
-            Projection::Linear(p) => to_image(p.forward(tokens)),
+            Projection::Linear(p) => to_image(ops::linear(p, tokens)),
         };
         out + x
     }

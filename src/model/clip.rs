@@ -9,7 +9,7 @@ use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::{DType, Device, FloatDType, Int, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::ops::scaled_dot_product_attention;
+use super::ops::{self, scaled_dot_product_attention};
 use crate::{Error, Result};
 
 /// `text_encoder/config.json`, with transformers' `CLIPTextConfig` defaults.
@@ -246,21 +246,21 @@ impl ClipAttention {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, s, d] = x.dims();
         let heads = |t: Tensor<3>| t.reshape([b, s, self.num_heads, d / self.num_heads]).swap_dims(1, 2);
-        let q = heads(self.q_proj.forward(x.clone()));
-        let k = heads(self.k_proj.forward(x.clone()));
-        let v = heads(self.v_proj.forward(x));
+        let q = heads(ops::linear(&self.q_proj, x.clone()));
+        let k = heads(ops::linear(&self.k_proj, x.clone()));
+        let v = heads(ops::linear(&self.v_proj, x));
         let out = scaled_dot_product_attention(q, k, v, true).swap_dims(1, 2).reshape([b, s, d]);
-        self.out_proj.forward(out)
+        ops::linear(&self.out_proj, out)
     }
 }
 
 impl ClipMlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = self.fc1.forward(x);
+        let h = ops::linear(&self.fc1, x);
         let h = match self.activation {
             Activation::QuickGelu => h.clone() * sigmoid(h * 1.702),
             Activation::Gelu => gelu(h),
         };
-        self.fc2.forward(h)
+        ops::linear(&self.fc2, h)
     }
 }

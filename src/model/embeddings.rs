@@ -42,6 +42,6 @@ impl TimestepEmbedding {
     }
 
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.linear_2.forward(ops::silu(self.linear_1.forward(x)))
+        ops::linear(&self.linear_2, ops::silu(ops::linear(&self.linear_1, x)))
     }
 }

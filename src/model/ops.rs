@@ -3,18 +3,17 @@
 //! On the plain CPU device (inference) convolution, group norm, attention, SiLU and GEGLU are our
 //! own kernels on all cores; elsewhere group normalisation is burn's own `nn::GroupNorm` (two-pass
 //! variance), except for groups longer than [`MAX_REDUCED_RUN`] (see [`group_norm`]). On a GPU
-//! without autodiff, stride-1 convolutions are matrix products ([`gpu_conv`]).
+//! without autodiff, stride-1 convolutions are matrix products ([`gpu_conv`]), or on SwiftShader
+//! linear layers are convolutions ([`GpuKernels`]).
 
 #[cfg(not(target_arch = "wasm32"))]
 use burn::backend::flex::FlexTensor;
-#[cfg(not(target_arch = "wasm32"))]
 use burn::module::Param;
-use burn::nn::GroupNorm;
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
 use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{FloatDType, Tensor};
+use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 
 /// The longest run of values one burn-wgpu 0.22 `mean_dim`/`sum_dim` is trusted to reduce.
 /// Measured on Mesa lavapipe: rows of 2^19 values come back as the sum of their first 2^18 only
@@ -83,7 +82,8 @@ pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
 
 /// `conv`'s forward pass: on the CPU backend without autodiff (inference) our kernel
 /// ([`super::cpu_conv`]) for groups 1, dilation 1 and explicit padding (all of SD's); on a GPU
-/// without autodiff a matrix product ([`gpu_conv`]) when the stride is 1 too; else burn's.
+/// without autodiff a matrix product ([`gpu_conv`]) when the stride is 1 too (unless
+/// [`GpuKernels::DirectConvolutions`]); else burn's.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else { return conv.forward(x) };
     if conv.groups != 1 || conv.dilation != [1, 1] {
@@ -97,10 +97,68 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     {
         return cpu_conv(conv, x, &weight, bias.as_ref(), padding);
     }
-    if conv.stride == [1, 1] && on_plain_gpu(&x.device()) {
+    if conv.stride == [1, 1] && GpuKernels::current() == GpuKernels::MatrixProducts && on_plain_gpu(&x.device()) {
         return gpu_conv(conv, x, padding);
     }
     conv.forward(x)
+}
+
+/// Which of burn's GPU kernels run the convolutions and linear layers. Process-wide: a process
+/// computes on one GPU (the page sets it from its WebGPU adapter, [`GpuKernels::for_adapter`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuKernels {
+    /// Convolutions as matrix products ([`gpu_conv`]), linear layers as burn's: the faster on
+    /// hardware GPUs (2.5–3.6× on an H200) and on Mesa lavapipe.
+    MatrixProducts,
+    /// Convolutions direct, linear layers as 1×1 convolutions ([`linear_as_convolution`]):
+    /// SwiftShader (Chromium's software WebGPU) runs burn's matrix product several times slower
+    /// per FLOP than its direct convolution (docs/performance.md).
+    DirectConvolutions,
+}
+
+static DIRECT_CONVOLUTIONS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl GpuKernels {
+    /// Direct convolutions on SwiftShader, matrix products elsewhere. `description` is the
+    /// adapter's as [`crate::device::Adapter::Found`] holds it.
+    pub fn for_adapter(description: &str) -> GpuKernels {
+        if description.to_lowercase().contains("swiftshader") { GpuKernels::DirectConvolutions } else { GpuKernels::MatrixProducts }
+    }
+
+    /// The kernels in use (matrix products unless [`GpuKernels::select`] said otherwise).
+    pub fn current() -> GpuKernels {
+        if DIRECT_CONVOLUTIONS.load(std::sync::atomic::Ordering::Relaxed) { GpuKernels::DirectConvolutions } else { GpuKernels::MatrixProducts }
+    }
+
+    /// Uses these kernels for every GPU computation from now on.
+    pub fn select(self) {
+        DIRECT_CONVOLUTIONS.store(self == GpuKernels::DirectConvolutions, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `linear`'s forward pass on `x` `[.., d_in]`: burn's, except on a GPU with
+/// [`GpuKernels::DirectConvolutions`].
+pub fn linear<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
+    if GpuKernels::current() == GpuKernels::DirectConvolutions && on_plain_gpu(&x.device()) {
+        return linear_as_convolution(linear, x);
+    }
+    linear.forward(x)
+}
+
+/// `linear` on `x` `[.., d_in]` as a 1×1 convolution: the rows of `x` are the pixels of a
+/// `[1, d_in, rows, 1]` image (a permuted view, channels last in memory), the weight
+/// `[d_in, d_out]` transposed to `[d_out, d_in, 1, 1]`.
+pub fn linear_as_convolution<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let mut shape = x.dims();
+    let d_in = shape[D - 1];
+    let rows = x.shape().num_elements() / d_in;
+    let weight = linear.weight.val();
+    let d_out = weight.dims()[1];
+    let weight = weight.transpose().reshape([d_out, d_in, 1, 1]);
+    let image = x.reshape([1, rows, 1, d_in]).permute([0, 3, 1, 2]);
+    let out = burn::tensor::module::conv2d(image, weight, linear.bias.as_ref().map(Param::val), ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
+    shape[D - 1] = d_out;
+    out.permute([0, 2, 3, 1]).reshape(shape)
 }
 
 /// Most bytes of one column matrix of [`gpu_conv`]; taller outputs are computed in bands of rows
@@ -108,31 +166,30 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 pub const MAX_COLUMN_BYTES: usize = 64 << 20;
 
 /// A stride-1 convolution on a GPU as one matrix product (im2col): the input zero-padded once,
-/// its `kh·kw` shifted windows stacked into a `[b, c_in·kh·kw, rows·w_out]` column matrix in the
-/// order of the weight's own layout, multiplied by the weight viewed as `[c_out, c_in·kh·kw]`.
-/// Without tensor cores (CMMA/MMA, which WGSL lacks) burn-cubecl's only kernel for a 3×3
-/// convolution is a direct one, and on an H200 (Vulkan) it was 74 % of SD1.5's UNet step and 91 %
-/// of its VAE decoding, at a sixth of the throughput per FLOP of burn's matrix product
-/// (docs/performance.md, "On a GPU").
+/// its `kh·kw` shifted windows gathered by one `select` into a `[b, c_in·kh·kw, rows·w_out]`
+/// column matrix in the order of the weight's own layout ([`im2col_indices`]), multiplied by the
+/// weight viewed as `[c_out, c_in·kh·kw]`. Without tensor cores (CMMA/MMA, which WGSL lacks)
+/// burn-cubecl's only kernel for a 3×3 convolution is a direct one, and on an H200 (Vulkan) it was
+/// 74 % of SD1.5's UNet step and 91 % of its VAE decoding, at a sixth of the throughput per FLOP of
+/// burn's matrix product (docs/performance.md, "On a GPU"). One gather instead of a slice per
+/// window and their concatenation: on software adapters every dispatch costs (docs/performance.md).
 fn gpu_conv(conv: &Conv2d, x: Tensor<4>, [top, left, bottom, right]: [usize; 4]) -> Tensor<4> {
     let [b, c_in, h, w] = x.dims();
+    let device = x.device();
     let weight = conv.weight.val();
     let [c_out, _, kh, kw] = weight.dims();
     let (h_out, w_out) = (h + top + bottom + 1 - kh, w + left + right + 1 - kw);
+    let (padded_h, padded_w) = (h + top + bottom, w + left + right);
     let depth = c_in * kh * kw;
     let weight = weight.reshape([1, c_out, depth]);
     let bytes_per_row = b * depth * w_out * x.dtype().size();
     let rows = (MAX_COLUMN_BYTES / bytes_per_row.max(1)).clamp(1, h_out);
     let padded = if top + left + bottom + right > 0 { x.pad((left, right, top, bottom), 0.0) } else { x };
+    let flat = padded.reshape([b, c_in * padded_h * padded_w]);
     let band = |first: usize| {
         let last = (first + rows).min(h_out);
-        let window = |ky: usize, kx: usize| padded.clone().slice([0..b, 0..c_in, first + ky..last + ky, kx..kx + w_out]);
-        let columns = if kh * kw == 1 {
-            window(0, 0).reshape([b, depth, (last - first) * w_out])
-        } else {
-            let windows = (0..kh).flat_map(|ky| (0..kw).map(move |kx| (ky, kx))).map(|(ky, kx)| window(ky, kx).unsqueeze_dim::<5>(2)).collect();
-            Tensor::cat(windows, 2).reshape([b, depth, (last - first) * w_out])
-        };
+        let indices = im2col_indices([c_in, padded_h, padded_w], [kh, kw], first..last, w_out, &device);
+        let columns = flat.clone().select(1, indices).reshape([b, depth, (last - first) * w_out]);
         weight.clone().matmul(columns).reshape([b, c_out, last - first, w_out])
     };
     let mut bands: Vec<Tensor<4>> = (0..h_out).step_by(rows).map(band).collect();
@@ -141,6 +198,27 @@ fn gpu_conv(conv: &Conv2d, x: Tensor<4>, [top, left, bottom, right]: [usize; 4])
         Some(bias) => out + bias.val().reshape([1, c_out, 1, 1]),
         None => out,
     }
+}
+
+/// For [`gpu_conv`]: where each column-matrix entry comes from in a `[c, padded_h, padded_w]`
+/// input flattened per image, for output rows `rows` (all `w_out` columns) of a `[kh, kw]`
+/// kernel: entry `((c·kh + ky)·kw + kx, (y − rows.start)·w_out + x)` of the `[c·kh·kw, rows·w_out]`
+/// matrix, flattened, is `c·padded_h·padded_w + (y + ky)·padded_w + x + kx`. Built on the device
+/// as the sum of a per-tap and a per-pixel offset (two small uploads and one broadcast addition).
+fn im2col_indices(
+    [c, padded_h, padded_w]: [usize; 3],
+    [kh, kw]: [usize; 2],
+    rows: std::ops::Range<usize>,
+    w_out: usize,
+    device: &burn::tensor::Device,
+) -> Tensor<1, Int> {
+    let index = |i: usize| i32::try_from(i).expect("a GPU tensor has fewer than 2^31 values");
+    let taps: Vec<i32> = (0..c).flat_map(|c| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| index(c * padded_h * padded_w + ky * padded_w + kx)))).collect();
+    let pixels: Vec<i32> = rows.clone().flat_map(|y| (0..w_out).map(move |x| index(y * padded_w + x))).collect();
+    let (depth, n) = (taps.len(), pixels.len());
+    let taps = Tensor::<2, Int>::from_data(TensorData::new(taps, [depth, 1]), device);
+    let pixels = Tensor::<2, Int>::from_data(TensorData::new(pixels, [1, n]), device);
+    (taps + pixels).reshape([depth * n])
 }
 
 /// Most bytes the score matrix (`batch·heads·seq_q·seq_k` f32) of one attention call may take;
@@ -397,7 +475,7 @@ fn flex_values(t: &FlexTensor) -> &[f32] {
 /// A CPU tensor of `shape` holding `values` (f32).
 #[cfg(not(target_arch = "wasm32"))]
 fn cpu_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &burn::tensor::Device) -> Tensor<D> {
-    Tensor::from_data(burn::tensor::TensorData::new(values, shape), device)
+    Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 /// A CPU tensor's values in f32 (without a copy when `t` is contiguous f32 and not shared).
@@ -410,6 +488,14 @@ fn f32_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution};
+
+    #[test]
+    fn direct_convolutions_on_swiftshader_only() {
+        assert_eq!(GpuKernels::for_adapter("google swiftshader Subzero"), GpuKernels::DirectConvolutions);
+        assert_eq!(GpuKernels::for_adapter("Google SwiftShader"), GpuKernels::DirectConvolutions);
+        assert_eq!(GpuKernels::for_adapter("mesa llvmpipe"), GpuKernels::MatrixProducts);
+        assert_eq!(GpuKernels::for_adapter("nvidia hopper NVIDIA H200"), GpuKernels::MatrixProducts);
+    }
 
     #[test]
     fn sliced_attention_equals_whole() {

@@ -11,7 +11,8 @@ use futures::StreamExt;
 use super::download::{fetch_text, fetch_verified};
 use super::scope::now_ms;
 use crate::Result;
-use crate::device::{ComputeBackend, ComputeChoice, ComputePreference, webgpu_device};
+use crate::device::{Adapter, ComputeBackend, ComputeChoice, ComputePreference, webgpu_device};
+use crate::model::ops::GpuKernels;
 use crate::model::precision::Precision;
 use crate::package::{Defaults, MANIFEST, Manifest, ModelKind, PackageLoader, StorageDtype};
 use crate::pipeline::StableDiffusion;
@@ -100,9 +101,15 @@ pub async fn device(preference: ComputePreference) -> Result<(Device, ComputeCho
     {
         return Ok((device.clone(), choice.clone()));
     }
-    let choice = ComputeChoice::choose(preference, &super::gpu::adapter().await)?;
+    let adapter = super::gpu::adapter().await;
+    let choice = ComputeChoice::choose(preference, &adapter)?;
     let device = match choice.backend {
-        ComputeBackend::WebGpu => webgpu_device().await?,
+        ComputeBackend::WebGpu => {
+            if let Adapter::Found { description, .. } = &adapter {
+                GpuKernels::for_adapter(description).select();
+            }
+            webgpu_device().await?
+        }
         ComputeBackend::Cpu => Device::flex(),
     };
     *slot = Some((preference, device.clone(), choice.clone()));
