@@ -13,6 +13,14 @@ fn assert_all_pass(backend: Backend) {
     }
 }
 
+/// `got` (on any device) read back to `cpu`, and its largest difference from `want` relative to
+/// `want`'s largest value.
+fn relative_error<const D: usize>(want: burn::tensor::Tensor<D>, got: burn::tensor::Tensor<D>, cpu: &burn::tensor::Device) -> f32 {
+    let got = burn::tensor::Tensor::<D>::from_data(pollster::block_on(got.into_data_async()).expect("the op ran on its device"), cpu);
+    assert_eq!(got.dims(), want.dims());
+    (want.clone() - got).abs().max().into_scalar::<f32>() / want.abs().max().into_scalar::<f32>()
+}
+
 #[test]
 fn flex_cpu_matches_reference() {
     assert_all_pass(Backend::Cpu);
@@ -35,9 +43,7 @@ fn sd15_sized_attention_on_wgpu_matches_flex() {
     let (q, k, v) = (t(), t(), t());
     let want = mam_e::model::ops::scaled_dot_product_attention(q.clone(), k.clone(), v.clone(), false);
     let got = mam_e::model::ops::scaled_dot_product_attention(q.to_device(&gpu), k.to_device(&gpu), v.to_device(&gpu), false);
-    let got = pollster::block_on(got.into_data_async()).expect("attention ran on the GPU");
-    let got = Tensor::<4>::from_data(got, &cpu);
-    let error = (want.clone() - got).abs().max().into_scalar::<f32>() / want.abs().max().into_scalar::<f32>();
+    let error = relative_error(want, got, &cpu);
     assert!(error <= 1e-4, "relative error {error}");
 }
 
@@ -63,9 +69,7 @@ fn convolutions_on_wgpu_match_flex() {
         let x = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &cpu);
         let want = conv2d(&conv, x.clone());
         let got = conv2d(&conv.clone().to_device(&gpu), x.to_device(&gpu));
-        let got = Tensor::<4>::from_data(pollster::block_on(got.into_data_async()).expect("the convolution ran on the GPU"), &cpu);
-        assert_eq!(got.dims(), want.dims());
-        let error = (want.clone() - got).abs().max().into_scalar::<f32>() / want.abs().max().into_scalar::<f32>();
+        let error = relative_error(want, got, &cpu);
         println!("conv {kernel}x{kernel} [{b},{c},{h},{w}]->{out}: relative error {error:e}");
         assert!(error <= 2e-6, "[{b},{c},{h},{w}] {kernel}x{kernel}: relative error {error}");
     }
@@ -83,24 +87,19 @@ fn linear_layers_as_convolutions_match_burns_linear() {
     use mam_e::model::ops::linear_as_convolution;
     let gpu = Backend::Wgpu.device().unwrap();
     let cpu = Backend::Cpu.device().unwrap();
-    let relative = |want: Tensor<3>, got: Tensor<3>| {
-        let got = Tensor::<3>::from_data(pollster::block_on(got.into_data_async()).expect("the linear layer ran"), &cpu);
-        assert_eq!(got.dims(), want.dims());
-        (want.clone() - got).abs().max().into_scalar::<f32>() / want.abs().max().into_scalar::<f32>()
-    };
     for ([b, n, d_in], d_out, bias) in [([2, 77, 64], 256, true), ([2, 64, 128], 128, false), ([1, 5, 3], 7, true)] {
         let linear = LinearConfig::new(d_in, d_out).with_bias(bias).init(&cpu);
         let x = Tensor::<3>::random([b, n, d_in], Distribution::Normal(0.0, 1.0), &cpu);
         let want = linear.forward(x.clone());
-        let on_cpu = relative(want.clone(), linear_as_convolution(&linear, x.clone()));
-        let on_gpu = relative(want, linear_as_convolution(&linear.clone().to_device(&gpu), x.to_device(&gpu)));
+        let on_cpu = relative_error(want.clone(), linear_as_convolution(&linear, x.clone()), &cpu);
+        let on_gpu = relative_error(want, linear_as_convolution(&linear.clone().to_device(&gpu), x.to_device(&gpu)), &cpu);
         println!("linear [{b},{n},{d_in}]->{d_out} bias {bias}: relative error {on_cpu:e} on the CPU, {on_gpu:e} on the GPU");
         assert!(on_cpu <= 1e-6 && on_gpu <= 1e-6, "[{b},{n},{d_in}]->{d_out}: relative errors {on_cpu}, {on_gpu}");
     }
     let linear = LinearConfig::new(32, 48).init(&cpu);
     let x = Tensor::<2>::random([2, 32], Distribution::Normal(0.0, 1.0), &cpu);
-    let want = linear.forward(x.clone()).unsqueeze::<3>();
-    let error = relative(want, linear_as_convolution(&linear.clone().to_device(&gpu), x.to_device(&gpu)).unsqueeze());
+    let want = linear.forward(x.clone());
+    let error = relative_error(want, linear_as_convolution(&linear.clone().to_device(&gpu), x.to_device(&gpu)), &cpu);
     println!("linear [2,32]->48: relative error {error:e} on the GPU");
     assert!(error <= 1e-6, "[2,32]->48: relative error {error}");
 }

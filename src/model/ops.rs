@@ -185,7 +185,6 @@ fn gpu_conv(conv: &Conv2d, x: Tensor<4>, [top, left, bottom, right]: [usize; 4])
     let bytes_per_row = b * depth * w_out * x.dtype().size();
     let rows = (MAX_COLUMN_BYTES / bytes_per_row.max(1)).clamp(1, h_out);
     let padded = if top + left + bottom + right > 0 { x.pad((left, right, top, bottom), 0.0) } else { x };
-    let flat = padded.clone().reshape([b, c_in * padded_h * padded_w]);
     let band = |first: usize| {
         let last = (first + rows).min(h_out);
         let columns = if kh * kw == 1 {
@@ -193,7 +192,7 @@ fn gpu_conv(conv: &Conv2d, x: Tensor<4>, [top, left, bottom, right]: [usize; 4])
             padded.clone().slice([0..b, 0..c_in, first..last, 0..w_out]).reshape([b, depth, (last - first) * w_out])
         } else {
             let indices = im2col_indices([c_in, padded_h, padded_w], [kh, kw], first..last, w_out, &device);
-            flat.clone().select(1, indices).reshape([b, depth, (last - first) * w_out])
+            padded.clone().reshape([b, c_in * padded_h * padded_w]).select(1, indices).reshape([b, depth, (last - first) * w_out])
         };
         weight.clone().matmul(columns).reshape([b, c_out, last - first, w_out])
     };
