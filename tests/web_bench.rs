@@ -1,7 +1,8 @@
 //! The page's generation speed in this browser, printed (no timing is asserted): the embedded
 //! demo package, as the page runs it, on the CPU path (flex on wasm32) and on WebGPU. Run by
 //! `scripts/bench-web`, not by `scripts/test`:
-//! `cargo test --release --target wasm32-unknown-unknown --test web_bench -- --nocapture`.
+//! `cargo test --target wasm32-unknown-unknown --test web_bench -- --nocapture` (the dev build: a
+//! release build was no faster, docs/performance.md).
 #![cfg(target_arch = "wasm32")]
 
 #[path = "support/embedded.rs"]
