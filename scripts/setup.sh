@@ -45,10 +45,15 @@ ensure_rust() {
     (cd "$ROOT" && rustup component list --installed | grep -q '^clippy' || rustup component add clippy)
 }
 
-# Runs a `cargo install` without the tool's fat LTO and single codegen unit (trunk's release
-# profile: its last crate then compiles on one core for minutes).
-release_build_quickly() {
-    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 "$@"
+# Runs a `cargo install` at opt-level $1, without the tool's fat LTO and single codegen unit
+# (trunk's release profile: its last crate then compiles on one core for minutes). CPU time to
+# compile on 2 cores (docs/development.md): trunk 743 s at opt-level 3, 578 at 1, 263 at 0,
+# where a `trunk build` of a built page takes 15 s instead of 8; wasm-bindgen-cli 282 s at 3,
+# 228 at 1 (its run on a test's wasm as fast, 5–7 s), 90 at 0 (23 s a run).
+build_tool() {
+    local opt_level="$1"
+    shift
+    CARGO_PROFILE_RELEASE_OPT_LEVEL="$opt_level" CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 "$@"
 }
 
 # wasm-bindgen-cli must equal the wasm-bindgen in Cargo.lock exactly.
@@ -59,7 +64,7 @@ ensure_wasm_bindgen() {
         say "installing wasm-bindgen-cli $want (a few minutes, once)"
         # Not --locked: the registry mirror lacks some of its locked versions. Without TLS (it
         # downloads nothing for us).
-        release_build_quickly cargo install -q wasm-bindgen-cli --version "$want" --no-default-features --force
+        build_tool 1 cargo install -q wasm-bindgen-cli --version "$want" --no-default-features --force
     fi
 }
 
@@ -67,7 +72,7 @@ ensure_trunk() {
     if [ "$(trunk --version 2>/dev/null | cut -d' ' -f2)" != "$TRUNK_VERSION" ]; then
         say "installing trunk $TRUNK_VERSION (several minutes, once)"
         # Without TLS and the update check: Trunk.toml keeps it offline.
-        release_build_quickly cargo install -q trunk --version "$TRUNK_VERSION" --locked --no-default-features --force
+        build_tool 0 cargo install -q trunk --version "$TRUNK_VERSION" --locked --no-default-features --force
     fi
 }
 
