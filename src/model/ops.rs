@@ -227,14 +227,16 @@ fn im2col_indices(
 
 /// Most bytes the score matrix (`batch·heads·seq_q·seq_k` f32) of one attention call may take;
 /// longer query runs are split into slices, each attending to all keys (softmax rows are
-/// independent, so this is exact — diffusers' "attention slicing"). burn materializes the scores
-/// when its flash kernel does not apply, and on lavapipe SD1.5's first attention at 512×512
-/// (2·8·4096·4096 scores, 1 GiB) failed to run at all; slices also bound GPU memory.
+/// independent, so this is exact — diffusers' "attention slicing"). The scores are materialized
+/// (by [`unmasked_attention`], and by burn's attention without its flash kernels), and on
+/// lavapipe SD1.5's first attention at 512×512 (2·8·4096·4096 scores, 1 GiB) failed to run at
+/// all; slices also bound GPU memory.
 pub const MAX_SCORE_BYTES: usize = 64 << 20;
 
 /// `softmax(q kᵀ / sqrt(head_dim)) v`, as `torch.nn.functional.scaled_dot_product_attention`:
 /// on the CPU backend without autodiff (inference) our kernel ([`super::cpu_attention`]), else
-/// burn's attention in query slices of at most [`MAX_SCORE_BYTES`] of scores.
+/// [`unmasked_attention`] in query slices of at most [`MAX_SCORE_BYTES`] of scores, or burn's
+/// attention when `causal`.
 ///
 /// # Shapes
 /// - q: `[batch, heads, seq_q, head_dim]`; k: `[batch, heads, seq_k, head_dim]`;
@@ -253,13 +255,13 @@ fn sliced_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool, max_
     // Scores and softmax in f32 whatever the inputs' precision (f16 scores overflow).
     let dtype = FloatDType::from(q.dtype());
     let (q, k, v) = (q.cast(FloatDType::F32), k.cast(FloatDType::F32), v.cast(FloatDType::F32));
-    let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: causal };
     let [b, h, seq_q, d] = q.dims();
     let seq_k = k.dims()[2];
     let slice = (max_score_bytes / (b * h * seq_k * 4).max(1)).max(1);
     // A causal mask is aligned to the query positions, so causal attention (CLIP's 77 tokens)
     // is never sliced.
     if causal {
+        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
         return attention(q, k, v, None, None, options).cast(dtype);
     }
     if seq_q <= slice {
