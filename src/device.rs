@@ -41,9 +41,28 @@ fn wgpu_device() -> Result<Device> {
         .map_err(|e| Error::NoGpu(format!("{e} (install a Vulkan driver, e.g. mesa-vulkan-drivers, or use --backend cpu)")))
 }
 
+/// Runs the wasm module's static constructors, once. cubecl's kernel compiler (through pliron)
+/// registers its IR with `inventory`, whose registrations are such constructors. Without a call
+/// like this one the linker runs them all at the top of *every* exported function (its
+/// "command-style" guess), and the browser calls exports constantly: wasm-bindgen's glue
+/// allocates a table slot through one for each JavaScript object handed to the wasm, a WebGPU
+/// bind group for each kernel launch among them. V8's profiler put 97 % of the page's worker
+/// time there on WebGPU. Called when the page (or its worker) starts and before a WebGPU device
+/// is made.
+#[cfg(target_arch = "wasm32")]
+pub fn run_static_constructors() {
+    unsafe extern "C" {
+        fn __wasm_call_ctors();
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: the linker's own constructor list, run once per instance as it expects.
+    ONCE.call_once(|| unsafe { __wasm_call_ctors() });
+}
+
 /// Initialises WebGPU in the browser. Call once; clone the device afterwards.
 #[cfg(target_arch = "wasm32")]
 pub async fn webgpu_device() -> Result<Device> {
+    run_static_constructors();
     Device::wgpu_options().init_async().await.map_err(|e| Error::NoGpu(e.to_string()))
 }
 

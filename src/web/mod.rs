@@ -28,6 +28,7 @@ pub use app::App;
 /// Mounts the app on `<body>`; in the pipeline worker (the same wasm, started by the page),
 /// listens for its requests instead.
 pub fn start() {
+    crate::device::run_static_constructors();
     console_error_panic_hook::set_once();
     if scope::is_worker() {
         worker::start();
