@@ -49,6 +49,30 @@ fn page_loads_picks_the_cpu_on_swiftshader_without_errors_or_foreign_requests() 
     assert!(requests.iter().any(|t| t.starts_with(&server.origin) && t.ends_with(".wasm")), "the wasm module was not fetched through the proxy: {requests:?}");
 }
 
+/// The built module runs its static constructors once (`device::run_static_constructors`), so the
+/// wasm linker has not wrapped its exports in calls to them (functions named `*.command_export`,
+/// kept by wasm-bindgen as `*_command_export`): with those wrappers every call into the module
+/// re-ran cubecl's (pliron's) thousands of registrations, 97 % of the worker's time on WebGPU
+/// (docs/performance.md). Before the fix the test build's module had 6,449 such functions, 63
+/// after wasm-bindgen.
+#[test]
+fn the_page_module_runs_its_constructors_once() {
+    let dist = dist();
+    let wasm = std::fs::read_dir(&dist)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.to_string_lossy().ends_with("_bg.wasm"))
+        .unwrap_or_else(|| panic!("no *_bg.wasm in {}", dist.display()));
+    let bytes = std::fs::read(&wasm).unwrap();
+    let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|window| window == needle);
+    assert!(contains(b"__wasm_call_ctors"), "{} names no functions (a release build strips them): check the dev build of `trunk build`", wasm.display());
+    assert!(
+        !contains(b"command_export"),
+        "{}: the linker wrapped the exports in constructor calls (is `run_static_constructors` still called?)",
+        wasm.display()
+    );
+}
+
 /// Nothing but `server`'s origin was requested: by the page (DevTools' log) or by anything in
 /// the browser, the pipeline worker included (the server is the browser's proxy).
 fn assert_no_foreign_requests(browser: &Browser, server: &StaticServer) {
