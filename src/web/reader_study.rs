@@ -300,14 +300,23 @@ fn StudyRating(study: StudySignal, message: RwSignal<Option<String>>) -> impl In
         let Some(position) = position else { return };
         spawn_local(async move {
             let cache = open_cache(IMAGE_CACHE).await;
-            match cached(cache.as_ref(), &image_key(position)).await {
+            let bytes = cached(cache.as_ref(), &image_key(position)).await;
+            // While the image was read the reader may have rated it (keys are quick) or finished
+            // or abandoned the study, which disposes this view: show it only if it is still the
+            // one to rate (an older read finishing late must not replace a newer image).
+            let current = study.try_with_untracked(|s| s.as_ref().filter(|s| !s.finished()).map(|s| s.position)).flatten();
+            if current != Some(position) {
+                return;
+            }
+            match bytes {
                 Some(bytes) => {
-                    if let Some(old) = shown.get_untracked() {
+                    let Some(old) = shown.try_get_untracked() else { return };
+                    if let Some(old) = old {
                         revoke(&old);
                     }
                     shown.set(Some(blob_url(&bytes, "")));
                 }
-                None => message.set(Some("this study's images are no longer stored in the browser: start a new study".into())),
+                None => _ = message.try_set(Some("this study's images are no longer stored in the browser: start a new study".into())),
             }
         });
     });
