@@ -290,13 +290,18 @@ fn StudySetup(
 }
 
 /// The image being rated (from Cache Storage), the 0–4 buttons, Back and Abandon.
+/// The position of the image to rate: none without a study or once it is finished.
+fn position_to_rate(study: &Option<Study>) -> Option<usize> {
+    study.as_ref().filter(|s| !s.finished()).map(|s| s.position)
+}
+
 #[component]
 fn StudyRating(study: StudySignal, message: RwSignal<Option<String>>) -> impl IntoView {
     let shown = RwSignal::new(None::<String>);
     on_cleanup(move || shown.try_get_untracked().flatten().iter().for_each(|url| revoke(url)));
     // Shows the current image: its bytes from Cache Storage as a blob URL.
     Effect::new(move |_| {
-        let position = study.with(|s| s.as_ref().filter(|s| !s.finished()).map(|s| s.position));
+        let position = study.with(position_to_rate);
         let Some(position) = position else { return };
         spawn_local(async move {
             let cache = open_cache(IMAGE_CACHE).await;
@@ -304,7 +309,7 @@ fn StudyRating(study: StudySignal, message: RwSignal<Option<String>>) -> impl In
             // While the image was read the reader may have rated it (keys are quick) or finished
             // or abandoned the study, which disposes this view: show it only if it is still the
             // one to rate (an older read finishing late must not replace a newer image).
-            let current = study.try_with_untracked(|s| s.as_ref().filter(|s| !s.finished()).map(|s| s.position)).flatten();
+            let current = study.try_with_untracked(position_to_rate).flatten();
             if current != Some(position) {
                 return;
             }
